@@ -1,0 +1,63 @@
+//! Criterion benches for the store's hot paths: single write (with group commit), bulk
+//! write, single read and the record codec.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sighthub_store::{FjallStore, Namespace, Record, SightingStore, StoreOptions, WriteOp};
+
+const T0: i64 = 1_700_000_000;
+
+fn benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FjallStore::open(dir.path(), StoreOptions::default()).expect("open");
+    let ns = Namespace::parse("bench/ipv4").expect("ns");
+    let mut i = 0u64;
+
+    c.bench_function("store/write_one_durable", |b| {
+        b.iter(|| {
+            i += 1;
+            let v = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            let (_, t) = store.write(&[WriteOp::new(&ns, &v, T0)], T0).expect("write");
+            store.group_commit().wait_blocking(t).expect("durable");
+        })
+    });
+
+    let mut g = c.benchmark_group("store/write_bulk");
+    g.throughput(Throughput::Elements(10_000));
+    let mut base = 0u64;
+    g.bench_function("10k_new_values", |b| {
+        b.iter_batched(
+            || {
+                base += 10_000;
+                (0..10_000).map(|j| format!("v{}", base + j)).collect::<Vec<_>>()
+            },
+            |vals| {
+                let ops: Vec<_> = vals.iter().map(|v| WriteOp::new(&ns, v, T0)).collect();
+                let (_, t) = store.write(&ops, T0).expect("write");
+                store.group_commit().wait_blocking(t).expect("durable");
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+
+    c.bench_function("store/read_one", |b| {
+        let mut j = 0u64;
+        b.iter(|| {
+            j = (j + 7919) % 10_000;
+            let v = format!("v{}", 10_000 + j);
+            store.read(&ns, &v, T0).expect("read")
+        })
+    });
+
+    let mut rec = Record::default();
+    for h in 0..24 {
+        rec.sight(T0 + h * 3600, 3);
+    }
+    rec.tags = "tlp:green,malware".into();
+    let bytes = rec.encode();
+    c.bench_function("record/encode", |b| b.iter(|| rec.encode()));
+    c.bench_function("record/decode", |b| b.iter(|| Record::decode(&bytes).expect("ok")));
+}
+
+criterion_group!(store_benches, benches);
+criterion_main!(store_benches);

@@ -1,0 +1,226 @@
+//! Group commit: many writers, one fsync.
+//!
+//! Writers apply their batch to the engine (which appends it to the journal's buffer), take a
+//! [`Ticket`] and wait. One background thread repeatedly takes the newest ticket number,
+//! calls the engine's persist (flush + `fdatasync`) once, and publishes that number as synced:
+//! every writer whose ticket is at or below it was covered by that single fsync. Under load
+//! the batches grow by themselves; alone, a writer waits for one fsync.
+//!
+//! If a persist fails the commit is poisoned: every waiter and every later write gets
+//! [`Error::Poisoned`], because the journal's state on disk is unknown.
+
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::watch;
+
+/// A position in the write sequence; durable once synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[must_use = "a write is durable only once its ticket is waited for"]
+pub struct Ticket(pub(crate) u64);
+
+impl Ticket {
+    /// A ticket that needs no wait (nothing was written).
+    pub const NONE: Ticket = Ticket(0);
+}
+
+/// The function that makes everything written so far durable.
+pub type PersistFn = Box<dyn Fn() -> Result<()> + Send + 'static>;
+
+struct State {
+    /// Highest ticket handed out.
+    issued: u64,
+    /// Highest ticket known durable.
+    synced: u64,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the sync thread when tickets are issued.
+    work: Condvar,
+    /// Wakes blocking waiters when `synced` moves.
+    done: Condvar,
+    /// Async waiters watch this (synced ticket number).
+    synced_tx: watch::Sender<u64>,
+    poisoned: AtomicBool,
+}
+
+/// Batches the fsyncs of concurrent writers. See the module docs.
+pub struct GroupCommit {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GroupCommit {
+    /// Starts the sync thread around `persist`.
+    pub fn start(persist: PersistFn) -> Result<Self> {
+        let (synced_tx, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                issued: 0,
+                synced: 0,
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            synced_tx,
+            poisoned: AtomicBool::new(false),
+        });
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || sync_loop(&worker, &persist))?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands out the next ticket. Call after the batch is in the engine.
+    pub fn issue(&self) -> Result<Ticket> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let t = {
+            let mut s = lock(&self.shared.state);
+            s.issued += 1;
+            s.issued
+        };
+        self.shared.work.notify_one();
+        Ok(Ticket(t))
+    }
+
+    /// True once a persist has failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Waits until `ticket` is durable.
+    pub async fn wait(&self, ticket: Ticket) -> Result<()> {
+        if ticket == Ticket::NONE {
+            return Ok(());
+        }
+        let mut rx = self.shared.synced_tx.subscribe();
+        let poisoned = &self.shared.poisoned;
+        rx.wait_for(|synced| *synced >= ticket.0 || poisoned.load(Ordering::Acquire))
+            .await
+            .map_err(|_| Error::Poisoned)?;
+        if *rx.borrow() >= ticket.0 {
+            Ok(())
+        } else {
+            Err(Error::Poisoned)
+        }
+    }
+
+    /// Blocking form of [`Self::wait`], for threads outside an async runtime.
+    pub fn wait_blocking(&self, ticket: Ticket) -> Result<()> {
+        let mut s = lock(&self.shared.state);
+        while s.synced < ticket.0 {
+            if self.is_poisoned() {
+                return Err(Error::Poisoned);
+            }
+            s = self
+                .shared
+                .done
+                .wait(s)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn sync_loop(shared: &Shared, persist: &PersistFn) {
+    loop {
+        let target = {
+            let mut s = lock(&shared.state);
+            while s.issued == s.synced && !s.shutdown {
+                s = shared
+                    .work
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if s.issued == s.synced {
+                return; // shutdown with nothing pending
+            }
+            s.issued
+        };
+        let outcome = persist();
+        let mut s = lock(&shared.state);
+        match outcome {
+            Ok(()) => {
+                s.synced = target;
+                shared.synced_tx.send_replace(target);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal fsync failed; refusing further writes");
+                shared.poisoned.store(true, Ordering::Release);
+                shared.synced_tx.send_modify(|_| {});
+                shared.done.notify_all();
+                return;
+            }
+        }
+        drop(s);
+        shared.done.notify_all();
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        lock(&self.shared.state).shutdown = true;
+        self.shared.work.notify_all();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("group-commit thread panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn batches_fsyncs_and_reports_durability() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let gc = GroupCommit::start(Box::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            Ok(())
+        }))
+        .expect("starts");
+        let tickets: Vec<Ticket> = (0..50).map(|_| gc.issue().expect("issue")).collect();
+        for t in &tickets {
+            gc.wait_blocking(*t).expect("durable");
+        }
+        let n = calls.load(Ordering::SeqCst);
+        assert!(n >= 1 && n < 50, "50 tickets took {n} fsyncs");
+    }
+
+    #[test]
+    fn failed_persist_poisons() {
+        let gc = GroupCommit::start(Box::new(|| {
+            Err(Error::Io(std::io::Error::other("disk gone")))
+        }))
+        .expect("starts");
+        let t = gc.issue().expect("first issue works");
+        assert!(matches!(gc.wait_blocking(t), Err(Error::Poisoned)));
+        assert!(matches!(gc.issue(), Err(Error::Poisoned)));
+    }
+
+    #[tokio::test]
+    async fn async_wait() {
+        let gc = GroupCommit::start(Box::new(|| Ok(()))).expect("starts");
+        let t = gc.issue().expect("issue");
+        gc.wait(t).await.expect("durable");
+        gc.wait(Ticket::NONE).await.expect("nothing to wait for");
+    }
+}

@@ -1,0 +1,40 @@
+//! Typed errors of the store.
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The storage engine failed (I/O, corruption the engine detected).
+    #[error("storage engine: {0}")]
+    Engine(#[from] fjall::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(&'static str),
+    /// A previous fsync failed; the store refuses writes until restarted.
+    #[error("store is poisoned after a failed fsync; restart required")]
+    Poisoned,
+    /// The namespace already holds values, so its value format cannot change.
+    #[error("namespace '{0}' already holds values; its value format cannot change")]
+    FormatConflict(String),
+    /// I/O outside the engine (data directory).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result with the store's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Why one item of a write was refused (the rest of a bulk write goes on).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ItemError {
+    /// Empty values are never stored.
+    #[error("Refusing to write an empty value.")]
+    EmptyValue,
+    /// Private namespaces are written by the engine only.
+    #[error("'{0}' is an internal namespace and is not writable from outside.")]
+    Internal(String),
+    /// The timestamp is outside the supported range.
+    #[error("Timestamp out of range: {0}")]
+    TimestampOutOfRange(i64),
+}

@@ -1,0 +1,586 @@
+//! The default backend: an embedded fjall LSM database with a journal.
+//!
+//! ## Layout on disk (`<data-dir>/db`)
+//! Four fjall keyspaces:
+//! - `sightings`: `<namespace> 0x00 <stored value>` → [`Record`] (binary, see `record`).
+//!   Namespaces never contain control characters, so the `0x00` separator makes a namespace's
+//!   values one contiguous, ordered key range (`a` and `a/b` never interleave).
+//! - `namespaces`: `<namespace>` → live value count (u64 LE). Makes `?count` O(1) and
+//!   "Path not found" one point read.
+//! - `config`: `<namespace>` → value-format tag (only non-RAW namespaces are stored; they are
+//!   loaded into memory at start, which is the only thing start-up reads).
+//! - `expiry`: `<expires_at: i64, order-preserving BE> <namespace> 0x00 <value>` → empty.
+//!   An index of values with a TTL in expiry order, so expired values are found without a
+//!   scan; the earliest expiry is cached in memory, so a read checks one atomic.
+//!
+//! `_all` is stored like any namespace: its record for a value counts the non-private
+//! namespaces holding it, which is the value's consensus.
+//!
+//! ## Write path
+//! A single writer mutex serialises read-modify-write. Under it, a batch of sightings is
+//! applied to an in-memory overlay (so a batch sees its own writes), then committed as one
+//! fjall write batch (atomic, appended to the journal buffer). The lock is released and the
+//! caller waits on the [`GroupCommit`] ticket, which fsyncs the journal for many writers at once.
+
+use crate::commit::{GroupCommit, Ticket};
+use crate::error::{Error, ItemError, Result};
+use crate::format::ValueFormat;
+use crate::namespace::Namespace;
+use crate::record::Record;
+use crate::store::{ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+/// Tunables of the embedded store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Block cache size in bytes (the data set may be much larger).
+    pub cache_bytes: u64,
+    /// Hourly stats buckets kept per value, counted back from the newest (0 = all).
+    pub stats_retention_hours: u64,
+    /// TTL given to shadow sightings (0 = forever).
+    pub shadow_ttl: u64,
+    /// Whether reads raise shadow sightings at all.
+    pub shadow: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 * 1024 * 1024,
+            stats_retention_hours: 0,
+            shadow_ttl: 0,
+            shadow: true,
+        }
+    }
+}
+
+/// The embedded fjall backend. See the module docs.
+pub struct FjallStore {
+    // `commit` is declared first so it is dropped (its thread joined) before the database.
+    commit: GroupCommit,
+    db: Database,
+    sightings: Keyspace,
+    namespaces: Keyspace,
+    config: Keyspace,
+    expiry: Keyspace,
+    /// Serialises read-modify-write; never held across an await.
+    writer: Mutex<()>,
+    /// Non-RAW value formats, by namespace. Small: only configured namespaces.
+    formats: RwLock<HashMap<String, ValueFormat>>,
+    /// Earliest `expires_at` in the expiry index (`i64::MAX` when empty).
+    next_expiry: AtomicI64,
+    opts: StoreOptions,
+}
+
+/// Pending changes of one batch, read back before they are committed.
+#[derive(Default)]
+struct Overlay {
+    records: HashMap<Vec<u8>, Option<Record>>,
+    counts: HashMap<String, u64>,
+    expiry: HashMap<Vec<u8>, bool>,
+    min_expiry: Option<i64>,
+}
+
+fn skey(ns: &str, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(ns.len() + 1 + value.len());
+    k.extend_from_slice(ns.as_bytes());
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k
+}
+
+fn ekey(at: i64, skey: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + skey.len());
+    k.extend_from_slice(&((at as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(skey);
+    k
+}
+
+fn ekey_time(k: &[u8]) -> Option<i64> {
+    let b: [u8; 8] = k.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+}
+
+/// Splits a sightings key back into namespace and stored value.
+fn split_skey(k: &[u8]) -> Option<(&str, &str)> {
+    let i = k.iter().position(|&b| b == 0)?;
+    let ns = std::str::from_utf8(k.get(..i)?).ok()?;
+    let v = std::str::from_utf8(k.get(i + 1..)?).ok()?;
+    Some((ns, v))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl FjallStore {
+    /// Opens (or creates) the store in `dir`. Reads only the small `config` keyspace and the
+    /// first key of the expiry index, so start-up time does not grow with the data set.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::builder(dir.join("db"))
+            .cache_size(opts.cache_bytes)
+            .manual_journal_persist(true)
+            .open()?;
+        let sightings = db.keyspace("sightings", KeyspaceCreateOptions::default)?;
+        let namespaces = db.keyspace("namespaces", KeyspaceCreateOptions::default)?;
+        let config = db.keyspace("config", KeyspaceCreateOptions::default)?;
+        let expiry = db.keyspace("expiry", KeyspaceCreateOptions::default)?;
+        let mut formats = HashMap::new();
+        for kv in config.iter() {
+            let (k, v) = kv.into_inner()?;
+            let ns = String::from_utf8(k.to_vec()).map_err(|_| Error::Corrupt("config key"))?;
+            let f = v
+                .first()
+                .and_then(|t| ValueFormat::from_tag(*t))
+                .ok_or(Error::Corrupt("config value"))?;
+            formats.insert(ns, f);
+        }
+        let next_expiry = match expiry.first_key_value() {
+            Some(g) => ekey_time(&g.key()?).ok_or(Error::Corrupt("expiry key"))?,
+            None => i64::MAX,
+        };
+        let persist_db = db.clone();
+        let commit = GroupCommit::start(Box::new(move || {
+            persist_db.persist(PersistMode::SyncData).map_err(Error::from)
+        }))?;
+        Ok(Self {
+            commit,
+            db,
+            sightings,
+            namespaces,
+            config,
+            expiry,
+            writer: Mutex::new(()),
+            formats: RwLock::new(formats),
+            next_expiry: AtomicI64::new(next_expiry),
+            opts,
+        })
+    }
+
+    /// Makes everything written so far durable (used at shutdown).
+    pub fn persist(&self) -> Result<()> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn format_of(&self, ns: &str) -> ValueFormat {
+        self.formats
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(ns)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn stored_value<'v>(&self, ns: &Namespace, raw: &'v str) -> std::borrow::Cow<'v, str> {
+        self.format_of(ns.format_owner()).encode(raw)
+    }
+
+    fn get_record(&self, ov: &Overlay, key: &[u8]) -> Result<Option<Record>> {
+        if let Some(r) = ov.records.get(key) {
+            return Ok(r.clone());
+        }
+        match self.sightings.get(key)? {
+            Some(v) => Ok(Some(Record::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn get_count(&self, ov: &Overlay, ns: &str) -> Result<u64> {
+        if let Some(c) = ov.counts.get(ns) {
+            return Ok(*c);
+        }
+        Ok(self.namespaces.get(ns)?.map_or(0, |v| decode_count(&v)))
+    }
+
+    fn add_count(&self, ov: &mut Overlay, ns: &str, delta: i64) -> Result<()> {
+        let c = self.get_count(ov, ns)?;
+        ov.counts
+            .insert(ns.to_owned(), c.saturating_add_signed(delta));
+        Ok(())
+    }
+
+    fn consensus(&self, stored: &str) -> Result<u64> {
+        Ok(self
+            .sightings
+            .get(skey(crate::namespace::ALL, stored))?
+            .map(|v| Record::decode(&v))
+            .transpose()?
+            .map_or(0, |r| r.count))
+    }
+
+    /// Sets the expiry index entry of `key` from `old` to `new`.
+    fn reindex(ov: &mut Overlay, key: &[u8], old: Option<i64>, new: Option<i64>) {
+        if old == new {
+            return;
+        }
+        if let Some(at) = old {
+            ov.expiry.insert(ekey(at, key), false);
+        }
+        if let Some(at) = new {
+            ov.expiry.insert(ekey(at, key), true);
+            ov.min_expiry = Some(ov.min_expiry.map_or(at, |m| m.min(at)));
+        }
+    }
+
+    /// Applies one sighting (checks already done) to the overlay.
+    fn apply(&self, ov: &mut Overlay, op: &WriteOp<'_>) -> Result<WriteOutcome> {
+        let ns = op.namespace.as_str();
+        let stored = self.stored_value(op.namespace, op.value);
+        let key = skey(ns, &stored);
+        let existing = self.get_record(ov, &key)?;
+        let new = existing.is_none();
+        let mut rec = existing.unwrap_or_default();
+        let old_exp = rec.expires_at();
+        rec.sight(op.timestamp, 1);
+        if let Some(tags) = op.tags {
+            rec.tags = crate::record::merge_tags(&rec.tags, tags);
+        }
+        if let Some(ttl) = op.ttl {
+            rec.ttl = ttl;
+        }
+        rec.trim_stats(self.opts.stats_retention_hours);
+        Self::reindex(ov, &key, old_exp, rec.expires_at());
+        let outcome = WriteOutcome {
+            count: rec.count,
+            new,
+        };
+        ov.records.insert(key, Some(rec));
+        if new {
+            self.add_count(ov, ns, 1)?;
+            if !op.namespace.is_internal() {
+                let all_key = skey(crate::namespace::ALL, &stored);
+                let all = self.get_record(ov, &all_key)?;
+                if all.is_none() {
+                    self.add_count(ov, crate::namespace::ALL, 1)?;
+                }
+                let mut all = all.unwrap_or_default();
+                all.sight(op.timestamp, 1);
+                all.trim_stats(self.opts.stats_retention_hours);
+                ov.records.insert(all_key, Some(all));
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Removes a value from its namespace, giving back its consensus. The caller decides
+    /// where the record goes (deleted, or moved to `_expired`).
+    fn remove_value(&self, ov: &mut Overlay, ns: &str, stored: &str, rec: &Record) -> Result<()> {
+        let key = skey(ns, stored);
+        Self::reindex(ov, &key, rec.expires_at(), None);
+        ov.records.insert(key, None);
+        self.add_count(ov, ns, -1)?;
+        if !ns.starts_with('_') {
+            let all_key = skey(crate::namespace::ALL, stored);
+            if let Some(mut all) = self.get_record(ov, &all_key)? {
+                all.count = all.count.saturating_sub(1);
+                if all.count == 0 {
+                    ov.records.insert(all_key, None);
+                    self.add_count(ov, crate::namespace::ALL, -1)?;
+                } else {
+                    ov.records.insert(all_key, Some(all));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits an overlay as one atomic batch and hands out a ticket.
+    fn commit_overlay(&self, ov: Overlay) -> Result<Ticket> {
+        if ov.records.is_empty() && ov.counts.is_empty() && ov.expiry.is_empty() {
+            return Ok(Ticket::NONE);
+        }
+        if self.commit.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let mut batch = self.db.batch();
+        for (k, r) in ov.records {
+            match r {
+                Some(r) => batch.insert(&self.sightings, k, r.encode()),
+                None => batch.remove(&self.sightings, k),
+            }
+        }
+        for (ns, c) in ov.counts {
+            if c == 0 {
+                batch.remove(&self.namespaces, ns.into_bytes());
+            } else {
+                batch.insert(&self.namespaces, ns.into_bytes(), c.to_le_bytes().to_vec());
+            }
+        }
+        for (k, present) in ov.expiry {
+            if present {
+                batch.insert(&self.expiry, k, Vec::new());
+            } else {
+                batch.remove(&self.expiry, k);
+            }
+        }
+        batch.commit()?;
+        if let Some(m) = ov.min_expiry {
+            self.next_expiry.fetch_min(m, Ordering::AcqRel);
+        }
+        self.commit.issue()
+    }
+
+    /// Sweeps if the earliest expiry is due. Cheap when nothing is due (one atomic load).
+    fn sweep_if_due(&self, now: i64) -> Result<()> {
+        if now >= self.next_expiry.load(Ordering::Acquire) {
+            let _guard = lock(&self.writer);
+            self.sweep_locked(now)?;
+        }
+        Ok(())
+    }
+
+    fn sweep_locked(&self, now: i64) -> Result<usize> {
+        let mut moved = 0;
+        loop {
+            // Bounded rounds keep each batch reasonable on large expiries.
+            let due: Vec<Vec<u8>> = self
+                .expiry
+                .range(..ekey(now.saturating_add(1), &[]))
+                .take(10_000)
+                .map(|g| g.key().map(|k| k.to_vec()))
+                .collect::<std::result::Result<_, _>>()?;
+            if due.is_empty() {
+                break;
+            }
+            let mut ov = Overlay::default();
+            for ek in &due {
+                ov.expiry.insert(ek.clone(), false);
+                let Some(skey_bytes) = ek.get(8..) else { continue };
+                let Some((ns, stored)) = split_skey(skey_bytes) else {
+                    continue;
+                };
+                let Some(rec) = self.get_record(&ov, skey_bytes)? else {
+                    continue;
+                };
+                if !rec.is_expired(now) {
+                    continue; // stale index entry; the live one is elsewhere in the index
+                }
+                let (ns, stored) = (ns.to_owned(), stored.to_owned());
+                self.remove_value(&mut ov, &ns, &stored, &rec)?;
+                if !ns.starts_with('_') {
+                    let ns_parsed = Namespace::from_stored(ns);
+                    let exp_key = skey(ns_parsed.expired().as_str(), &stored);
+                    let existing = self.get_record(&ov, &exp_key)?;
+                    if existing.is_none() {
+                        self.add_count(&mut ov, ns_parsed.expired().as_str(), 1)?;
+                    }
+                    let mut moved_rec = existing.unwrap_or_default();
+                    moved_rec.absorb(&rec);
+                    moved_rec.ttl = 0;
+                    ov.records.insert(exp_key, Some(moved_rec));
+                }
+                moved += 1;
+            }
+            let _ticket = self.commit_overlay(ov)?;
+        }
+        let next = match self.expiry.first_key_value() {
+            Some(g) => ekey_time(&g.key()?).unwrap_or(i64::MAX),
+            None => i64::MAX,
+        };
+        self.next_expiry.store(next, Ordering::Release);
+        Ok(moved)
+    }
+
+    fn view(&self, stored: &str, rec: Record) -> Result<View> {
+        Ok(View {
+            value: stored.to_owned(),
+            consensus: self.consensus(stored)?,
+            record: rec,
+        })
+    }
+}
+
+fn decode_count(v: &[u8]) -> u64 {
+    v.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+impl SightingStore for FjallStore {
+    fn write(
+        &self,
+        ops: &[WriteOp<'_>],
+        now: i64,
+    ) -> Result<(Vec<std::result::Result<WriteOutcome, ItemError>>, Ticket)> {
+        let _guard = lock(&self.writer);
+        if now >= self.next_expiry.load(Ordering::Acquire) {
+            self.sweep_locked(now)?;
+        }
+        let mut ov = Overlay::default();
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op.check() {
+                Ok(()) => Ok(self.apply(&mut ov, op)?),
+                Err(e) => Err(e),
+            });
+        }
+        let ticket = self.commit_overlay(ov)?;
+        Ok((out, ticket))
+    }
+
+    fn shadow(&self, reads: &[(&Namespace, &str)], now: i64) -> Result<()> {
+        if !self.opts.shadow || reads.is_empty() {
+            return Ok(());
+        }
+        let shadows: Vec<Namespace> = reads.iter().map(|(ns, _)| ns.shadow()).collect();
+        let ttl = (self.opts.shadow_ttl > 0).then_some(self.opts.shadow_ttl);
+        let _guard = lock(&self.writer);
+        let mut ov = Overlay::default();
+        for (shadow_ns, (_, value)) in shadows.iter().zip(reads) {
+            if value.is_empty() {
+                continue;
+            }
+            let op = WriteOp {
+                namespace: shadow_ns,
+                value,
+                timestamp: now,
+                ttl,
+                tags: None,
+            };
+            self.apply(&mut ov, &op)?;
+        }
+        let _not_awaited = self.commit_overlay(ov)?;
+        Ok(())
+    }
+
+    fn read(&self, namespace: &Namespace, value: &str, now: i64) -> Result<ReadOutcome> {
+        self.sweep_if_due(now)?;
+        let stored = self.stored_value(namespace, value);
+        match self.sightings.get(skey(namespace.as_str(), &stored))? {
+            Some(v) => Ok(ReadOutcome::Found(self.view(&stored, Record::decode(&v)?)?)),
+            None if self.namespaces.contains_key(namespace.as_str())? => Ok(ReadOutcome::NoValue),
+            None => Ok(ReadOutcome::NoNamespace),
+        }
+    }
+
+    fn list(
+        &self,
+        namespace: &Namespace,
+        after: Option<&str>,
+        limit: Option<usize>,
+        now: i64,
+    ) -> Result<Option<ListPage>> {
+        self.sweep_if_due(now)?;
+        if !self.namespaces.contains_key(namespace.as_str())? {
+            return Ok(None);
+        }
+        let ns = namespace.as_str();
+        let start = match after {
+            Some(a) => Bound::Excluded(skey(ns, a)),
+            None => Bound::Included(skey(ns, "")),
+        };
+        let mut end = ns.as_bytes().to_vec();
+        end.push(1);
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut more = false;
+        for kv in self.sightings.range::<Vec<u8>, _>((start, Bound::Excluded(end))) {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            let (k, v) = kv.into_inner()?;
+            let (_, stored) = split_skey(&k).ok_or(Error::Corrupt("sightings key"))?;
+            items.push(self.view(stored, Record::decode(&v)?)?);
+        }
+        let next = if more {
+            items.last().map(|v| v.value.clone())
+        } else {
+            None
+        };
+        Ok(Some(ListPage { items, next }))
+    }
+
+    fn count(&self, namespace: &Namespace, now: i64) -> Result<Option<u64>> {
+        self.sweep_if_due(now)?;
+        Ok(self
+            .namespaces
+            .get(namespace.as_str())?
+            .map(|v| decode_count(&v)))
+    }
+
+    fn delete(&self, namespace: &Namespace, now: i64) -> Result<(bool, Ticket)> {
+        let _guard = lock(&self.writer);
+        if now >= self.next_expiry.load(Ordering::Acquire) {
+            self.sweep_locked(now)?;
+        }
+        let ns = namespace.as_str();
+        if !self.namespaces.contains_key(ns)? {
+            return Ok((false, Ticket::NONE));
+        }
+        let mut ov = Overlay::default();
+        let mut end = ns.as_bytes().to_vec();
+        end.push(1);
+        for kv in self.sightings.range(skey(ns, "")..end) {
+            let (k, v) = kv.into_inner()?;
+            let rec = Record::decode(&v)?;
+            let (_, stored) = split_skey(&k).ok_or(Error::Corrupt("sightings key"))?;
+            self.remove_value(&mut ov, ns, stored, &rec)?;
+        }
+        ov.counts.insert(ns.to_owned(), 0);
+        Ok((true, self.commit_overlay(ov)?))
+    }
+
+    fn namespaces(&self) -> Result<Vec<NamespaceInfo>> {
+        self.namespaces
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.into_inner()?;
+                let ns = String::from_utf8(k.to_vec()).map_err(|_| Error::Corrupt("namespace key"))?;
+                Ok(NamespaceInfo {
+                    namespace: Namespace::from_stored(ns),
+                    values: decode_count(&v),
+                })
+            })
+            .collect()
+    }
+
+    fn format(&self, namespace: &Namespace) -> ValueFormat {
+        self.format_of(namespace.format_owner())
+    }
+
+    fn set_format(&self, namespace: &Namespace, format: ValueFormat) -> Result<Ticket> {
+        let _guard = lock(&self.writer);
+        let ns = namespace.as_str();
+        if self.format_of(ns) == format {
+            return Ok(Ticket::NONE);
+        }
+        if self.get_count(&Overlay::default(), ns)? > 0 {
+            return Err(Error::FormatConflict(ns.to_owned()));
+        }
+        if format == ValueFormat::Raw {
+            self.config.remove(ns)?;
+        } else {
+            self.config.insert(ns, [format.tag()])?;
+        }
+        let mut formats = self
+            .formats
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if format == ValueFormat::Raw {
+            formats.remove(ns);
+        } else {
+            formats.insert(ns.to_owned(), format);
+        }
+        self.commit.issue()
+    }
+
+    fn sweep(&self, now: i64) -> Result<usize> {
+        let _guard = lock(&self.writer);
+        self.sweep_locked(now)
+    }
+
+    fn group_commit(&self) -> &GroupCommit {
+        &self.commit
+    }
+}
+
+#[cfg(test)]
+mod test;

@@ -1,0 +1,53 @@
+//! # sighthub-store
+//!
+//! The sighting model of the SightingDB format draft and its durable storage.
+//!
+//! This crate knows what a sighting is (a value seen `count` times in a namespace between
+//! `first_seen` and `last_seen`, with tags, a TTL and the consensus across namespaces), how
+//! namespaces are normalised and which of them are private, how values are encoded per
+//! namespace (RAW, SHA256, BASE64URL), and how all of it is kept on disk so that an
+//! acknowledged write survives `kill -9`. It does no networking and knows nothing of HTTP
+//! or API keys: that is `sighthub-api`.
+//!
+//! ## Layout
+//! - [`namespace`]: parsing and normalising namespaces, private `_` namespaces.
+//! - [`format`]: per-namespace value formats (RAW, SHA256, BASE64URL).
+//! - [`record`]: the stored sighting record, its binary encoding, tag merging, hourly stats.
+//! - [`store`]: the [`SightingStore`] trait, the seam every backend implements, and its types.
+//! - [`fjall_store`]: the default embedded backend on the fjall LSM engine.
+//! - [`commit`]: group commit, batching the fsyncs of concurrent writers.
+//! - [`error`]: the crate's typed errors.
+//!
+//! ```
+//! use sighthub_store::{FjallStore, Namespace, SightingStore, StoreOptions, WriteOp, ReadOutcome};
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = FjallStore::open(dir.path(), StoreOptions::default()).unwrap();
+//! let ns = Namespace::parse("/org/ipv4/").unwrap();
+//! let (out, _ticket) = store.write(&[WriteOp::new(&ns, "10.0.0.1", 1_700_000_000)], 1_700_000_000).unwrap();
+//! assert_eq!((out[0].as_ref().unwrap().count, out[0].as_ref().unwrap().new), (1, true));
+//! match store.read(&ns, "10.0.0.1", 1_700_000_000).unwrap() {
+//!     ReadOutcome::Found(view) => assert_eq!(view.consensus, 1),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+pub mod commit;
+pub mod error;
+pub mod fjall_store;
+pub mod format;
+pub mod namespace;
+pub mod record;
+pub mod store;
+
+pub use commit::{GroupCommit, Ticket};
+pub use error::{Error, ItemError, Result};
+pub use fjall_store::{FjallStore, StoreOptions};
+pub use format::ValueFormat;
+pub use namespace::{Namespace, NamespaceError};
+pub use record::{merge_tags, Record};
+pub use store::{
+    ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome,
+    MAX_TIMESTAMP, MIN_TIMESTAMP,
+};
