@@ -1,5 +1,6 @@
 //! Criterion benches for the store's hot paths: single write (with group commit), bulk
 //! write, single read and the record codec.
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sighthub_store::{FjallStore, Namespace, Record, SightingStore, StoreOptions, WriteOp};
@@ -16,7 +17,9 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let v = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-            let (_, t) = store.write(&[WriteOp::new(&ns, &v, T0)], T0).expect("write");
+            let (_, t) = store
+                .write(&[WriteOp::new(&ns, &v, T0)], T0)
+                .expect("write");
             store.group_commit().wait_blocking(t).expect("durable");
         })
     });
@@ -28,7 +31,9 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || {
                 base += 10_000;
-                (0..10_000).map(|j| format!("v{}", base + j)).collect::<Vec<_>>()
+                (0..10_000)
+                    .map(|j| format!("v{}", base + j))
+                    .collect::<Vec<_>>()
             },
             |vals| {
                 let ops: Vec<_> = vals.iter().map(|v| WriteOp::new(&ns, v, T0)).collect();
@@ -56,7 +61,9 @@ fn benches(c: &mut Criterion) {
     rec.tags = "tlp:green,malware".into();
     let bytes = rec.encode();
     c.bench_function("record/encode", |b| b.iter(|| rec.encode()));
-    c.bench_function("record/decode", |b| b.iter(|| Record::decode(&bytes).expect("ok")));
+    c.bench_function("record/decode", |b| {
+        b.iter(|| Record::decode(&bytes).expect("ok"))
+    });
 }
 
 criterion_group!(store_benches, benches);

@@ -27,7 +27,9 @@ use crate::error::{Error, ItemError, Result};
 use crate::format::ValueFormat;
 use crate::namespace::Namespace;
 use crate::record::Record;
-use crate::store::{ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome};
+use crate::store::{
+    ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome,
+};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -147,7 +149,9 @@ impl FjallStore {
         };
         let persist_db = db.clone();
         let commit = GroupCommit::start(Box::new(move || {
-            persist_db.persist(PersistMode::SyncData).map_err(Error::from)
+            persist_db
+                .persist(PersistMode::SyncData)
+                .map_err(Error::from)
         }))?;
         Ok(Self {
             commit,
@@ -352,7 +356,9 @@ impl FjallStore {
             let mut ov = Overlay::default();
             for ek in &due {
                 ov.expiry.insert(ek.clone(), false);
-                let Some(skey_bytes) = ek.get(8..) else { continue };
+                let Some(skey_bytes) = ek.get(8..) else {
+                    continue;
+                };
                 let Some((ns, stored)) = split_skey(skey_bytes) else {
                     continue;
                 };
@@ -481,7 +487,10 @@ impl SightingStore for FjallStore {
         let limit = limit.unwrap_or(usize::MAX);
         let mut items = Vec::new();
         let mut more = false;
-        for kv in self.sightings.range::<Vec<u8>, _>((start, Bound::Excluded(end))) {
+        for kv in self
+            .sightings
+            .range::<Vec<u8>, _>((start, Bound::Excluded(end)))
+        {
             if items.len() == limit {
                 more = true;
                 break;
@@ -533,7 +542,8 @@ impl SightingStore for FjallStore {
             .iter()
             .map(|kv| {
                 let (k, v) = kv.into_inner()?;
-                let ns = String::from_utf8(k.to_vec()).map_err(|_| Error::Corrupt("namespace key"))?;
+                let ns =
+                    String::from_utf8(k.to_vec()).map_err(|_| Error::Corrupt("namespace key"))?;
                 Ok(NamespaceInfo {
                     namespace: Namespace::from_stored(ns),
                     values: decode_count(&v),

@@ -88,7 +88,11 @@ mod test {
 
     #[test]
     fn parses_names() {
-        for f in [ValueFormat::Raw, ValueFormat::Sha256, ValueFormat::Base64Url] {
+        for f in [
+            ValueFormat::Raw,
+            ValueFormat::Sha256,
+            ValueFormat::Base64Url,
+        ] {
             assert_eq!(ValueFormat::parse(f.name()), Some(f));
             assert_eq!(ValueFormat::from_tag(f.tag()), Some(f));
         }

@@ -156,11 +156,21 @@ mod test {
 
     #[test]
     fn internal_is_first_segment_only() {
-        assert!(Namespace::parse("_all").map(|n| n.is_internal()).unwrap_or(false));
-        assert!(Namespace::parse("/_shadow/x").map(|n| n.is_internal()).unwrap_or(false));
-        assert!(!Namespace::parse("a/_x/b").map(|n| n.is_internal()).unwrap_or(true));
-        assert!(Namespace::parse("_config/a").map(|n| n.is_config()).unwrap_or(false));
-        assert!(!Namespace::parse("_configx").map(|n| n.is_config()).unwrap_or(true));
+        assert!(Namespace::parse("_all")
+            .map(|n| n.is_internal())
+            .unwrap_or(false));
+        assert!(Namespace::parse("/_shadow/x")
+            .map(|n| n.is_internal())
+            .unwrap_or(false));
+        assert!(!Namespace::parse("a/_x/b")
+            .map(|n| n.is_internal())
+            .unwrap_or(true));
+        assert!(Namespace::parse("_config/a")
+            .map(|n| n.is_config())
+            .unwrap_or(false));
+        assert!(!Namespace::parse("_configx")
+            .map(|n| n.is_config())
+            .unwrap_or(true));
     }
 
     #[test]

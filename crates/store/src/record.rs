@@ -268,7 +268,10 @@ mod test {
         }
         assert!(Record::decode(&[]).is_err());
         assert!(Record::decode(&[2, 0, 0]).is_err());
-        assert!(Record::decode(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+        assert!(Record::decode(&[
+            1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f
+        ])
+        .is_err());
         assert!(Record::decode(&[1, 0, 0, 0, 0, 0xff, 0x01]).is_err());
     }
 

@@ -45,7 +45,9 @@ impl<'a> WriteOp<'a> {
     /// The checks a client write must pass (shared by writes and dry runs).
     pub fn check(&self) -> std::result::Result<(), ItemError> {
         if self.namespace.is_internal() {
-            return Err(ItemError::Internal(self.namespace.first_segment().to_owned()));
+            return Err(ItemError::Internal(
+                self.namespace.first_segment().to_owned(),
+            ));
         }
         if self.value.is_empty() {
             return Err(ItemError::EmptyValue);

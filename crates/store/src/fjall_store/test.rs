@@ -16,7 +16,10 @@ fn ns(s: &str) -> Namespace {
 fn write1(s: &FjallStore, n: &Namespace, v: &str, ts: i64) -> WriteOutcome {
     let (out, t) = s.write(&[WriteOp::new(n, v, ts)], ts).expect("write");
     s.group_commit().wait_blocking(t).expect("durable");
-    out.into_iter().next().expect("one outcome").expect("accepted")
+    out.into_iter()
+        .next()
+        .expect("one outcome")
+        .expect("accepted")
 }
 
 fn found(o: ReadOutcome) -> View {
@@ -31,16 +34,45 @@ fn counts_first_last_and_consensus() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(dir.path());
     let (a, b) = (ns("cons/a"), ns("cons/b"));
-    assert_eq!(write1(&s, &a, "v", T0), WriteOutcome { count: 1, new: true });
-    assert_eq!(write1(&s, &b, "v", T0 + 10), WriteOutcome { count: 1, new: true });
-    assert_eq!(write1(&s, &b, "v", T0 - 10), WriteOutcome { count: 2, new: false });
+    assert_eq!(
+        write1(&s, &a, "v", T0),
+        WriteOutcome {
+            count: 1,
+            new: true
+        }
+    );
+    assert_eq!(
+        write1(&s, &b, "v", T0 + 10),
+        WriteOutcome {
+            count: 1,
+            new: true
+        }
+    );
+    assert_eq!(
+        write1(&s, &b, "v", T0 - 10),
+        WriteOutcome {
+            count: 2,
+            new: false
+        }
+    );
     let v = found(s.read(&b, "v", T0).expect("read"));
-    assert_eq!((v.record.first_seen, v.record.last_seen, v.record.count), (T0 - 10, T0 + 10, 2));
+    assert_eq!(
+        (v.record.first_seen, v.record.last_seen, v.record.count),
+        (T0 - 10, T0 + 10, 2)
+    );
     assert_eq!(v.consensus, 2);
     assert_eq!(found(s.read(&a, "v", T0).expect("read")).consensus, 2);
-    assert_eq!(found(s.read(&Namespace::all(), "v", T0).expect("read")).record.count, 2);
+    assert_eq!(
+        found(s.read(&Namespace::all(), "v", T0).expect("read"))
+            .record
+            .count,
+        2
+    );
     assert_eq!(s.read(&a, "nope", T0).expect("read"), ReadOutcome::NoValue);
-    assert_eq!(s.read(&ns("nope"), "v", T0).expect("read"), ReadOutcome::NoNamespace);
+    assert_eq!(
+        s.read(&ns("nope"), "v", T0).expect("read"),
+        ReadOutcome::NoNamespace
+    );
     let (deleted, t) = s.delete(&b, T0).expect("delete");
     s.group_commit().wait_blocking(t).expect("durable");
     assert!(deleted);
@@ -66,8 +98,21 @@ fn client_checks_refuse_items_but_not_the_batch() {
     assert_eq!(out[0], Err(ItemError::EmptyValue));
     assert_eq!(out[1], Err(ItemError::Internal("_all".into())));
     assert!(matches!(out[2], Err(ItemError::TimestampOutOfRange(_))));
-    assert_eq!(out[3], Ok(WriteOutcome { count: 1, new: true }));
-    assert_eq!(out[4], Ok(WriteOutcome { count: 2, new: false }), "a batch sees its own writes");
+    assert_eq!(
+        out[3],
+        Ok(WriteOutcome {
+            count: 1,
+            new: true
+        })
+    );
+    assert_eq!(
+        out[4],
+        Ok(WriteOutcome {
+            count: 2,
+            new: false
+        }),
+        "a batch sees its own writes"
+    );
     assert_eq!(found(s.read(&good, "v", T0).expect("read")).consensus, 1);
 }
 
@@ -84,14 +129,26 @@ fn ttl_moves_to_expired_and_releases_consensus() {
     write1(&s, &a, "v", T0 + 1); // keeps ttl, moves expiry to T0+61
     write1(&s, &b, "v", T0);
     assert_eq!(found(s.read(&b, "v", T0 + 30).expect("read")).consensus, 2);
-    assert_eq!(found(s.read(&a, "v", T0 + 60).expect("read")).record.ttl, 60);
+    assert_eq!(
+        found(s.read(&a, "v", T0 + 60).expect("read")).record.ttl,
+        60
+    );
     // Expired: reading another namespace already sees the consensus given back.
     assert_eq!(found(s.read(&b, "v", T0 + 61).expect("read")).consensus, 1);
-    assert_eq!(s.read(&a, "v", T0 + 61).expect("read"), ReadOutcome::NoNamespace);
+    assert_eq!(
+        s.read(&a, "v", T0 + 61).expect("read"),
+        ReadOutcome::NoNamespace
+    );
     let moved = found(s.read(&ns("_expired/t/a"), "v", T0 + 61).expect("read"));
     assert_eq!((moved.record.count, moved.record.tags.as_str()), (2, "x,y"));
     // A later write starts a fresh count.
-    assert_eq!(write1(&s, &a, "v", T0 + 100), WriteOutcome { count: 1, new: true });
+    assert_eq!(
+        write1(&s, &a, "v", T0 + 100),
+        WriteOutcome {
+            count: 1,
+            new: true
+        }
+    );
     assert_eq!(found(s.read(&b, "v", T0 + 100).expect("read")).consensus, 2);
 }
 
@@ -105,7 +162,10 @@ fn ttl_zero_clears() {
     let _ = s.write(&[op], T0).expect("write");
     op.ttl = Some(0);
     let _ = s.write(&[op], T0).expect("write");
-    assert_eq!(found(s.read(&a, "v", T0 + 1000).expect("read")).record.ttl, 0);
+    assert_eq!(
+        found(s.read(&a, "v", T0 + 1000).expect("read")).record.ttl,
+        0
+    );
     assert_eq!(s.sweep(T0 + 1000).expect("sweep"), 0);
 }
 
@@ -119,13 +179,25 @@ fn value_formats() {
     write1(&s, &h, "abc", T0);
     write1(&s, &b, "a?", T0);
     let v = found(s.read(&h, "abc", T0).expect("read"));
-    assert_eq!(v.value, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(
+        v.value,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
     assert_eq!(found(s.read(&b, "a?", T0).expect("read")).value, "YT8");
-    assert!(matches!(s.set_format(&h, ValueFormat::Raw), Err(Error::FormatConflict(_))));
-    assert!(s.set_format(&h, ValueFormat::Sha256).is_ok(), "same format is not a change");
+    assert!(matches!(
+        s.set_format(&h, ValueFormat::Raw),
+        Err(Error::FormatConflict(_))
+    ));
+    assert!(
+        s.set_format(&h, ValueFormat::Sha256).is_ok(),
+        "same format is not a change"
+    );
     // The shadow of a hashed namespace holds the hash, never the raw value.
     s.shadow(&[(&h, "abc")], T0).expect("shadow");
-    let page = s.list(&h.shadow(), None, None, T0).expect("list").expect("exists");
+    let page = s
+        .list(&h.shadow(), None, None, T0)
+        .expect("list")
+        .expect("exists");
     assert_eq!(page.items[0].value, v.value);
     assert_eq!(s.format(&h.shadow()), ValueFormat::Sha256);
 }
@@ -143,7 +215,10 @@ fn listing_pages_with_cursor() {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = s.list(&a, after.as_deref(), Some(10), T0).expect("list").expect("exists");
+        let page = s
+            .list(&a, after.as_deref(), Some(10), T0)
+            .expect("list")
+            .expect("exists");
         seen.extend(page.items.iter().map(|v| v.value.clone()));
         match page.next {
             Some(n) => after = Some(n),
@@ -151,7 +226,10 @@ fn listing_pages_with_cursor() {
         }
     }
     assert_eq!(seen.len(), 25);
-    assert_eq!(seen, (0..25).map(|i| format!("v{i:02}")).collect::<Vec<_>>());
+    assert_eq!(
+        seen,
+        (0..25).map(|i| format!("v{i:02}")).collect::<Vec<_>>()
+    );
     assert_eq!(s.count(&a, T0).expect("count"), Some(25));
     assert_eq!(s.list(&ns("none"), None, None, T0).expect("list"), None);
 }
@@ -186,6 +264,9 @@ fn survives_reopen() {
     assert_eq!(s.count(&ns("r"), T0).expect("count"), Some(101));
     assert_eq!(s.format(&ns("h")), ValueFormat::Sha256);
     // The expiry index survived too: the value expires after the reopen.
-    assert_eq!(s.read(&ns("r"), "ttl", T0 + 11).expect("read"), ReadOutcome::NoValue);
+    assert_eq!(
+        s.read(&ns("r"), "ttl", T0 + 11).expect("read"),
+        ReadOutcome::NoValue
+    );
     assert_eq!(s.count(&ns("_expired/r"), T0 + 11).expect("count"), Some(1));
 }

@@ -1,0 +1,787 @@
+//! The composition root ([`App`]) and the request handlers.
+//!
+//! [`App::handle`] is the one place where a request becomes a response: parse the endpoint,
+//! identify the caller, run the handler, turn any [`ApiError`] into its status and body.
+//! Handlers follow SightingDB's check order: authentication → arguments → private-namespace
+//! guard → value checks.
+
+use crate::auth::{Auth, Caller};
+use crate::bulk::{self, BulkItem};
+use crate::error::{json_bytes, Access, ApiError};
+use crate::latest::Latest;
+use crate::query::Query;
+use crate::router::{help_text, parse_endpoint, Endpoint};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use hyper::{header, Request, Response, StatusCode};
+use serde::Serialize;
+use serde_json::json;
+use sighthub_store::{
+    ItemError, ListPage, Namespace, ReadOutcome, SightingStore, ValueFormat, View, WriteOp,
+    WriteOutcome,
+};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Version reported by `/i`, `/health` and the OpenAPI document.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Default and largest page for paged listings.
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 100_000;
+
+/// Everything a request handler needs.
+pub struct App {
+    /// The storage backend.
+    pub store: Arc<dyn SightingStore>,
+    /// API keys.
+    pub auth: Auth,
+    /// Recent writes.
+    pub latest: Latest,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// Start time, for `/health`.
+    pub started: Instant,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The attribute view, keys in SightingDB's order.
+#[derive(Serialize)]
+struct ViewJson<'a> {
+    value: &'a str,
+    first_seen: i64,
+    last_seen: i64,
+    count: u64,
+    tags: &'a str,
+    ttl: u64,
+    consensus: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<Stats<'a>>,
+}
+
+/// Hourly stats as an object with string keys, in numeric order.
+struct Stats<'a>(&'a [(i64, u64)]);
+
+impl Serialize for Stats<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (bucket, n) in self.0 {
+            m.serialize_entry(&bucket.to_string(), n)?;
+        }
+        m.end()
+    }
+}
+
+fn view_json(v: &View, stats: bool) -> ViewJson<'_> {
+    ViewJson {
+        value: &v.value,
+        first_seen: v.record.first_seen,
+        last_seen: v.record.last_seen,
+        count: v.record.count,
+        tags: &v.record.tags,
+        ttl: v.record.ttl,
+        consensus: v.consensus,
+        stats: stats.then_some(Stats(&v.record.stats)),
+    }
+}
+
+fn to_json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    json_bytes(status, serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn parse_ns(raw: &str) -> Result<Namespace, ApiError> {
+    Namespace::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn guard_internal(ns: &Namespace) -> Result<(), ApiError> {
+    if ns.is_internal() {
+        Err(ApiError::Internal(ns.first_segment().to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+fn resolve_ts(ts: Option<i64>, now: i64) -> i64 {
+    match ts {
+        None | Some(0) => now,
+        Some(t) => t,
+    }
+}
+
+fn encode_cursor(stored: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(stored)
+}
+
+fn decode_cursor(c: &str) -> Result<String, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::BadRequest("Invalid after= cursor.".into()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::BadRequest("request was cancelled".into()))?
+}
+
+impl App {
+    /// Answers one request. Never fails: every error becomes its response.
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Resp
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let is_head = req.method() == hyper::Method::HEAD;
+        let mut resp = match self.dispatch(req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        if is_head {
+            *resp.body_mut() = Full::new(Bytes::new());
+        }
+        resp
+    }
+
+    async fn dispatch<B>(self: &Arc<Self>, req: Request<B>) -> Result<Resp, ApiError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let endpoint = parse_endpoint(req.method(), req.uri().path())?;
+        let raw_query = req.uri().query().unwrap_or("");
+        let auth_header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let caller = || self.auth.caller(auth_header.as_deref());
+        match endpoint {
+            Endpoint::Info => Ok(to_json(
+                StatusCode::OK,
+                &json!({"implementation": "sighthub", "version": VERSION,
+                        "compatible_with": "SightingDB 0.7.8",
+                        "vendor": "sighthub", "author": "sighthub developers"}),
+            )),
+            Endpoint::Health => Ok(to_json(
+                StatusCode::OK,
+                &json!({"status": "ok", "version": VERSION,
+                        "uptime_seconds": self.started.elapsed().as_secs(),
+                        "durable": !self.store.group_commit().is_poisoned()}),
+            )),
+            Endpoint::OpenApi => {
+                let mut r = Response::new(Full::new(Bytes::from_static(
+                    crate::OPENAPI_YAML.as_bytes(),
+                )));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/yaml; charset=utf-8"),
+                );
+                r.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    header::HeaderValue::from_static("public, max-age=86400"),
+                );
+                Ok(r)
+            }
+            Endpoint::Help => {
+                let mut r = Response::new(Full::new(Bytes::from(help_text())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                Ok(r)
+            }
+            Endpoint::Write(ns) => {
+                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                self.write_one(&caller()?, &ns, q).await
+            }
+            Endpoint::Read(ns) => {
+                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                self.read_get(&caller()?, &ns, q, false).await
+            }
+            Endpoint::ReadStats(ns) => {
+                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                self.read_get(&caller()?, &ns, q, true).await
+            }
+            Endpoint::Delete(ns) => self.delete(&caller()?, &ns).await,
+            Endpoint::ConfigGet(ns) => {
+                let ns = parse_ns(&ns)?;
+                caller()?.check(Access::Read, &ns)?;
+                Ok(self.config_answer(&ns))
+            }
+            Endpoint::ConfigSet(raw_ns) => {
+                let c = caller()?;
+                let ns = parse_ns(&raw_ns)?;
+                c.check(Access::Write, &ns)?;
+                guard_internal(&ns)?;
+                let body = self.read_json_body(req).await?;
+                self.config_set(&ns, &body).await
+            }
+            Endpoint::BulkWrite | Endpoint::BulkValidate => {
+                let dry = endpoint == Endpoint::BulkValidate;
+                let c = caller()?;
+                let c = c.clone_owned(&self.auth);
+                let body = self.read_json_body(req).await?;
+                let app = Arc::clone(self);
+                if dry {
+                    app.bulk_validate(&c, &body)
+                } else {
+                    app.bulk_write(c, body).await
+                }
+            }
+            Endpoint::BulkRead(stats) => {
+                let body = self.read_json_body(req).await?;
+                let app = Arc::clone(self);
+                let header = auth_header.clone();
+                blocking(move || {
+                    let parsed =
+                        bulk::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                    app.bulk_read(header.as_deref(), &parsed.items, stats)
+                })
+                .await
+            }
+            Endpoint::Latest => {
+                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                self.latest_answer(&caller()?, &q)
+            }
+            Endpoint::Namespaces => {
+                let c = caller()?;
+                let app = Arc::clone(self);
+                let c = c.clone_owned(&self.auth);
+                blocking(move || {
+                    let names: Vec<String> = app
+                        .store
+                        .namespaces()?
+                        .into_iter()
+                        .filter(|i| !i.namespace.is_internal() && i.values > 0)
+                        .filter(|i| c.as_caller().allows(Access::Read, &i.namespace))
+                        .map(|i| i.namespace.as_str().to_owned())
+                        .collect();
+                    Ok(to_json(StatusCode::OK, &json!({ "namespaces": names })))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Reads a JSON body within the size limit, checking its content type.
+    async fn read_json_body<B>(&self, req: Request<B>) -> Result<Bytes, ApiError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let ct_ok = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !ct_ok {
+            return Err(ApiError::BadRequest(
+                "Invalid JSON body: Content type error".into(),
+            ));
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Err(ApiError::TooLarge(self.max_body_bytes));
+        }
+        match Limited::new(req.into_body(), self.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::TooLarge(self.max_body_bytes))
+            }
+            Err(_) => Err(ApiError::BadRequest(
+                "Invalid JSON body: truncated or unreadable body".into(),
+            )),
+        }
+    }
+
+    async fn write_one(
+        &self,
+        caller: &Caller<'_>,
+        raw_ns: &str,
+        q: Query,
+    ) -> Result<Resp, ApiError> {
+        let ns = parse_ns(raw_ns)?;
+        caller.check(Access::Write, &ns)?;
+        let val = q.val.ok_or_else(|| {
+            ApiError::BadRequest("Did not receive a val= argument in the query string.".into())
+        })?;
+        guard_internal(&ns)?;
+        let now = now();
+        let op = WriteOp {
+            namespace: &ns,
+            value: &val,
+            timestamp: resolve_ts(q.timestamp, now),
+            ttl: q.ttl,
+            tags: q.tags.as_deref(),
+        };
+        op.check()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let (mut out, ticket) = self.store.write(&[op], now)?;
+        self.store.group_commit().wait(ticket).await?;
+        let outcome = out
+            .pop()
+            .ok_or_else(|| ApiError::BadRequest("nothing written".into()))?
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let stored = self.store.format(&ns).encode(&val).into_owned();
+        self.latest.record([(ns.as_str(), stored)], now);
+        Ok(to_json(
+            StatusCode::OK,
+            &json!({"message": "ok", "count": outcome.count, "new": outcome.new}),
+        ))
+    }
+
+    async fn read_get(
+        self: &Arc<Self>,
+        caller: &Caller<'_>,
+        raw_ns: &str,
+        q: Query,
+        stats: bool,
+    ) -> Result<Resp, ApiError> {
+        let ns = parse_ns(raw_ns)?;
+        caller.check(Access::Read, &ns)?;
+        if ns.is_config() {
+            return Err(ApiError::ConfigNamespace);
+        }
+        let now = now();
+        if q.count {
+            if q.val.is_some() {
+                return Err(ApiError::BadRequest("count applies to a namespace, not to one value. Drop val= to count, or drop count to read the value.".into()));
+            }
+            return match self.store.count(&ns, now)? {
+                Some(n) => Ok(to_json(
+                    StatusCode::OK,
+                    &json!({"namespace": ns.as_str(), "values": n, "exact": true, "paged_in": false}),
+                )),
+                None => Err(ApiError::PathNotFound {
+                    namespace: raw_ns.to_owned(),
+                    value: String::new(),
+                }),
+            };
+        }
+        let Some(val) = q.val else {
+            if stats {
+                return Err(ApiError::BadRequest(
+                    "Error: val= not found! Use /r/<namespace> to list a whole namespace.".into(),
+                ));
+            }
+            return self.list(ns, raw_ns.to_owned(), q.limit, q.after).await;
+        };
+        let outcome = if val.is_empty() {
+            match self.store.count(&ns, now)? {
+                Some(_) => ReadOutcome::NoValue,
+                None => ReadOutcome::NoNamespace,
+            }
+        } else {
+            self.store.read(&ns, &val, now)?
+        };
+        if !q.noshadow && !val.is_empty() {
+            self.store.shadow(&[(&ns, &val)], now)?;
+        }
+        match outcome {
+            ReadOutcome::Found(v) => Ok(to_json(StatusCode::OK, &view_json(&v, stats))),
+            ReadOutcome::NoValue => Err(ApiError::ValueNotFound {
+                namespace: raw_ns.to_owned(),
+                value: val,
+            }),
+            ReadOutcome::NoNamespace => Err(ApiError::PathNotFound {
+                namespace: raw_ns.to_owned(),
+                value: val,
+            }),
+        }
+    }
+
+    async fn list(
+        self: &Arc<Self>,
+        ns: Namespace,
+        raw_ns: String,
+        limit: Option<u64>,
+        after: Option<String>,
+    ) -> Result<Resp, ApiError> {
+        let paged = limit.is_some() || after.is_some();
+        let after = after.map(|c| decode_cursor(&c)).transpose()?;
+        let limit = paged.then(|| {
+            limit.map_or(DEFAULT_PAGE, |l| {
+                usize::try_from(l).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE)
+            })
+        });
+        let app = Arc::clone(self);
+        blocking(move || {
+            let page: Option<ListPage> = app.store.list(&ns, after.as_deref(), limit, now())?;
+            let page = page.ok_or(ApiError::PathNotFound {
+                namespace: raw_ns,
+                value: String::new(),
+            })?;
+            #[derive(Serialize)]
+            struct Listing<'a> {
+                attributes: Vec<ViewJson<'a>>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                next: Option<Option<String>>,
+            }
+            let listing = Listing {
+                attributes: page.items.iter().map(|v| view_json(v, false)).collect(),
+                next: paged.then(|| page.next.as_deref().map(encode_cursor)),
+            };
+            Ok(to_json(StatusCode::OK, &listing))
+        })
+        .await
+    }
+
+    async fn delete(&self, caller: &Caller<'_>, raw_ns: &str) -> Result<Resp, ApiError> {
+        let ns = parse_ns(raw_ns)?;
+        caller.check(Access::Write, &ns)?;
+        guard_internal(&ns)?;
+        let store = Arc::clone(&self.store);
+        let ns2 = ns.clone();
+        let (deleted, ticket) = blocking(move || Ok(store.delete(&ns2, now())?)).await?;
+        self.store.group_commit().wait(ticket).await?;
+        if deleted {
+            Ok(to_json(StatusCode::OK, &json!({"message": "ok"})))
+        } else {
+            Err(ApiError::PathNotFound {
+                namespace: raw_ns.to_owned(),
+                value: String::new(),
+            })
+        }
+    }
+
+    fn config_answer(&self, ns: &Namespace) -> Resp {
+        to_json(
+            StatusCode::OK,
+            &json!({"namespace": ns.as_str(), "value_format": self.store.format(ns).name()}),
+        )
+    }
+
+    async fn config_set(&self, ns: &Namespace, body: &[u8]) -> Result<Resp, ApiError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SetConfig {
+            value_format: String,
+        }
+        let set: SetConfig = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("Invalid JSON body: Json deserialize error: {e}"))
+        })?;
+        let format = ValueFormat::parse(&set.value_format).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Unknown value_format '{}': use RAW, SHA256 or BASE64URL.",
+                set.value_format
+            ))
+        })?;
+        let ticket = self.store.set_format(ns, format)?;
+        self.store.group_commit().wait(ticket).await?;
+        Ok(self.config_answer(ns))
+    }
+
+    /// Parses bulk items into (namespace, op input) or the item's error message.
+    fn bulk_items<'b>(items: &'b [BulkItem<'b>]) -> Vec<Result<Namespace, String>> {
+        items
+            .iter()
+            .map(|i| Namespace::parse(&i.namespace).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn authorize_all(
+        caller: &Caller<'_>,
+        access: Access,
+        namespaces: &[Result<Namespace, String>],
+    ) -> Result<(), ApiError> {
+        for ns in namespaces.iter().flatten() {
+            caller.check(access, ns)?;
+        }
+        Ok(())
+    }
+
+    fn bulk_validate(&self, caller: &OwnedCaller, body: &[u8]) -> Result<Resp, ApiError> {
+        let parsed = bulk::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let nss = Self::bulk_items(&parsed.items);
+        Self::authorize_all(&caller.as_caller(), Access::Write, &nss)?;
+        let now = now();
+        let mut items = Vec::with_capacity(parsed.items.len());
+        let mut errors = Vec::new();
+        let mut writable = 0usize;
+        for (idx, (item, ns)) in parsed.items.iter().zip(&nss).enumerate() {
+            let check = ns.as_ref().map_err(Clone::clone).and_then(|ns| {
+                WriteOp {
+                    namespace: ns,
+                    value: &item.value,
+                    timestamp: resolve_ts(item.timestamp, now),
+                    ttl: item.ttl,
+                    tags: item.tags.as_deref(),
+                }
+                .check()
+                .map_err(|e| e.to_string())
+            });
+            match check {
+                Ok(()) => {
+                    writable += 1;
+                    items.push(json!({"index": idx, "namespace": item.namespace, "value": item.value, "status": "ok"}));
+                }
+                Err(e) => {
+                    items.push(json!({"index": idx, "namespace": item.namespace, "value": item.value, "status": "error", "error": e}));
+                    errors.push(
+                        json!({"namespace": item.namespace, "value": item.value, "error": e}),
+                    );
+                }
+            }
+        }
+        let (status, message) = bulk_status(parsed.items.len(), writable);
+        let mut out = json!({"message": message, "writable": writable, "items": items});
+        if !errors.is_empty() {
+            out["errors"] = json!(errors);
+        }
+        Ok(to_json(status, &out))
+    }
+
+    async fn bulk_write(
+        self: Arc<Self>,
+        caller: OwnedCaller,
+        body: Bytes,
+    ) -> Result<Resp, ApiError> {
+        let app = Arc::clone(&self);
+        let (resp, ticket) = blocking(move || {
+            let parsed = bulk::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let nss = Self::bulk_items(&parsed.items);
+            Self::authorize_all(&caller.as_caller(), Access::Write, &nss)?;
+            let now = now();
+            // Items with a bad namespace never reach the store; the rest go in one batch.
+            let ops: Vec<WriteOp<'_>> = parsed
+                .items
+                .iter()
+                .zip(&nss)
+                .filter_map(|(item, ns)| {
+                    ns.as_ref().ok().map(|ns| WriteOp {
+                        namespace: ns,
+                        value: &item.value,
+                        timestamp: resolve_ts(item.timestamp, now),
+                        ttl: item.ttl,
+                        tags: item.tags.as_deref(),
+                    })
+                })
+                .collect();
+            let (outcomes, ticket) = app.store.write(&ops, now)?;
+            let mut outcomes = outcomes.into_iter();
+            let mut items = Vec::with_capacity(parsed.items.len());
+            let mut errors = Vec::new();
+            let mut written = 0usize;
+            let mut recent = Vec::new();
+            for (idx, (item, ns)) in parsed.items.iter().zip(&nss).enumerate() {
+                let result: Result<WriteOutcome, String> = match ns {
+                    Ok(ns) => match outcomes.next() {
+                        Some(Ok(o)) => {
+                            recent.push((
+                                ns.as_str(),
+                                app.store.format(ns).encode(&item.value).into_owned(),
+                            ));
+                            Ok(o)
+                        }
+                        Some(Err(e)) => Err(e.to_string()),
+                        None => Err(ItemError::EmptyValue.to_string()),
+                    },
+                    Err(e) => Err(e.clone()),
+                };
+                match result {
+                    Ok(o) => {
+                        written += 1;
+                        items.push(
+                            json!({"index": idx, "namespace": item.namespace, "value": item.value,
+                                          "status": "ok", "count": o.count, "new": o.new}),
+                        );
+                    }
+                    Err(e) => {
+                        items.push(
+                            json!({"index": idx, "namespace": item.namespace, "value": item.value,
+                                          "status": "error", "error": e}),
+                        );
+                        errors.push(
+                            json!({"namespace": item.namespace, "value": item.value, "error": e}),
+                        );
+                    }
+                }
+            }
+            app.latest.record(recent, now);
+            let (status, message) = bulk_status(parsed.items.len(), written);
+            let mut out = json!({"message": message, "written": written, "items": items});
+            if !errors.is_empty() {
+                out["errors"] = json!(errors);
+            }
+            Ok((to_json(status, &out), ticket))
+        })
+        .await?;
+        self.store.group_commit().wait(ticket).await?;
+        Ok(resp)
+    }
+
+    fn bulk_read(
+        &self,
+        auth_header: Option<&[u8]>,
+        items: &[BulkItem<'_>],
+        stats: bool,
+    ) -> Result<Resp, ApiError> {
+        if items.is_empty() {
+            return Ok(to_json(StatusCode::OK, &json!({"items": []})));
+        }
+        let caller = self.auth.caller(auth_header)?;
+        let nss = Self::bulk_items(items);
+        Self::authorize_all(&caller, Access::Read, &nss)?;
+        let now = now();
+        let mut out = Vec::with_capacity(items.len());
+        let mut shadows: Vec<(&Namespace, &str)> = Vec::new();
+        for (item, ns) in items.iter().zip(&nss) {
+            let entry = match ns {
+                Err(e) => json!({"message": e}),
+                Ok(ns) if ns.is_config() => ApiError::ConfigNamespace.body(),
+                Ok(ns) => {
+                    let outcome = if item.value.is_empty() {
+                        match self.store.count(ns, now)? {
+                            Some(_) => ReadOutcome::NoValue,
+                            None => ReadOutcome::NoNamespace,
+                        }
+                    } else {
+                        self.store.read(ns, &item.value, now)?
+                    };
+                    if !item.noshadow && !item.value.is_empty() {
+                        shadows.push((ns, &item.value));
+                    }
+                    match outcome {
+                        ReadOutcome::Found(v) => {
+                            out.push(ReadEntry::View(v));
+                            continue;
+                        }
+                        ReadOutcome::NoValue => ApiError::ValueNotFound {
+                            namespace: item.namespace.to_string(),
+                            value: item.value.to_string(),
+                        }
+                        .body(),
+                        ReadOutcome::NoNamespace => ApiError::PathNotFound {
+                            namespace: item.namespace.to_string(),
+                            value: item.value.to_string(),
+                        }
+                        .body(),
+                    }
+                }
+            };
+            out.push(ReadEntry::Other(entry));
+        }
+        self.store.shadow(&shadows, now)?;
+        #[derive(Serialize)]
+        struct Items<'a> {
+            items: Vec<ReadEntryJson<'a>>,
+        }
+        let items = out
+            .iter()
+            .map(|e| match e {
+                ReadEntry::View(v) => ReadEntryJson::View(view_json(v, stats)),
+                ReadEntry::Other(o) => ReadEntryJson::Other(o),
+            })
+            .collect();
+        Ok(to_json(StatusCode::OK, &Items { items }))
+    }
+
+    fn latest_answer(&self, caller: &Caller<'_>, q: &Query) -> Result<Resp, ApiError> {
+        let limit = q
+            .limit
+            .map_or(100, |l| usize::try_from(l).unwrap_or(1000).min(1000));
+        let prefix = q
+            .namespace
+            .as_deref()
+            .map(|p| p.trim_matches('/').to_owned());
+        let items = self.latest.newest(limit, |i| {
+            let Ok(ns) = Namespace::parse(&i.namespace) else {
+                return false;
+            };
+            q.since.is_none_or(|s| i.written >= s)
+                && prefix.as_deref().is_none_or(|p| ns.is_within(p))
+                && caller.allows(Access::Read, &ns)
+        });
+        Ok(to_json(
+            StatusCode::OK,
+            &json!({"capacity": self.latest.capacity(), "items": items, "limit": limit}),
+        ))
+    }
+}
+
+/// One answer of a bulk read.
+enum ReadEntry {
+    View(View),
+    Other(serde_json::Value),
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ReadEntryJson<'a> {
+    View(ViewJson<'a>),
+    Other(&'a serde_json::Value),
+}
+
+fn bulk_status(n: usize, done: usize) -> (StatusCode, &'static str) {
+    if done == n {
+        (StatusCode::OK, "ok")
+    } else if done > 0 {
+        (StatusCode::OK, "partial")
+    } else {
+        (StatusCode::BAD_REQUEST, "failed")
+    }
+}
+
+/// A caller detached from the request, to move into a blocking task.
+#[derive(Clone)]
+pub struct OwnedCaller {
+    anyone: bool,
+    grants: Option<crate::auth::KeyGrants>,
+}
+
+impl Caller<'_> {
+    /// Detaches the caller.
+    pub fn clone_owned(&self, _auth: &Auth) -> OwnedCaller {
+        match self {
+            Caller::Anyone => OwnedCaller {
+                anyone: true,
+                grants: None,
+            },
+            Caller::Key(g) => OwnedCaller {
+                anyone: false,
+                grants: g.cloned(),
+            },
+        }
+    }
+}
+
+impl OwnedCaller {
+    /// Borrows it back as a [`Caller`].
+    pub fn as_caller(&self) -> Caller<'_> {
+        if self.anyone {
+            Caller::Anyone
+        } else {
+            Caller::Key(self.grants.as_ref())
+        }
+    }
+}

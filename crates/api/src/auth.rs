@@ -1,0 +1,240 @@
+//! API keys and their grants.
+//!
+//! A key has grants `r`, `w` or `rw`, each optionally scoped to a namespace prefix by whole
+//! segments (`rw:feeds/misp` allows `feeds/misp` and `feeds/misp/ips`, not `feeds/misp-x`),
+//! and may be `admin` (every right). The grant syntax is SightingDB's: `"rw, admin"`, `"r"`,
+//! `"rw:feeds/misp, r:shared"`.
+//!
+//! Keys are kept only as SHA-256 digests, so a key never sits in memory or logs in clear
+//! after start-up and lookups do not compare secrets byte by byte.
+//!
+//! Private namespaces are authorised through the namespace they mirror: `_shadow/x` and
+//! `_expired/x` need the grant on `x`; `_all` and other private namespaces need an
+//! unscoped grant.
+
+use crate::error::{Access, ApiError};
+use sha2::{Digest, Sha256};
+use sighthub_store::Namespace;
+use std::collections::HashMap;
+
+/// One grant of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// May read.
+    pub read: bool,
+    /// May write, delete and configure.
+    pub write: bool,
+    /// Namespace prefix (whole segments); `None` = everything.
+    pub scope: Option<String>,
+}
+
+/// Everything a key may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyGrants {
+    /// Every right, on every namespace, and admin routes.
+    pub admin: bool,
+    /// Scoped grants.
+    pub grants: Vec<Grant>,
+}
+
+impl KeyGrants {
+    /// Parses SightingDB's grant syntax.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut out = Self::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part.eq_ignore_ascii_case("admin") {
+                out.admin = true;
+                continue;
+            }
+            let (rights, scope) = match part.split_once(':') {
+                Some((r, s)) => {
+                    let s = s.trim().trim_matches('/');
+                    (r.trim(), (!s.is_empty()).then(|| s.to_owned()))
+                }
+                None => (part, None),
+            };
+            let (read, write) = match rights {
+                "r" => (true, false),
+                "w" => (false, true),
+                "rw" | "wr" => (true, true),
+                other => return Err(format!("unknown grant '{other}' (use r, w, rw or admin)")),
+            };
+            out.grants.push(Grant { read, write, scope });
+        }
+        Ok(out)
+    }
+
+    /// May this key do `access` on `ns`?
+    pub fn allows(&self, access: Access, ns: &Namespace) -> bool {
+        if self.admin {
+            return true;
+        }
+        let target = acl_target(ns);
+        self.grants.iter().any(|g| {
+            let right = match access {
+                Access::Read => g.read,
+                Access::Write => g.write,
+            };
+            right
+                && match (&g.scope, &target) {
+                    (None, _) => true,
+                    (Some(scope), Some(t)) => t.is_within(scope),
+                    (Some(_), None) => false,
+                }
+        })
+    }
+
+    /// May this key read anything under `prefix`-free listings (unscoped read)?
+    pub fn reads_everything(&self) -> bool {
+        self.admin || self.grants.iter().any(|g| g.read && g.scope.is_none())
+    }
+}
+
+/// The namespace whose grant decides access: `_shadow/x`, `_expired/x` → `x`; other private
+/// namespaces → `None` (only unscoped grants reach them).
+fn acl_target(ns: &Namespace) -> Option<Namespace> {
+    if !ns.is_internal() {
+        return Some(ns.clone());
+    }
+    let owner = ns.format_owner();
+    if owner.starts_with('_') {
+        None
+    } else {
+        Namespace::parse(owner).ok()
+    }
+}
+
+/// The key table, or "authentication off".
+#[derive(Debug, Default)]
+pub struct Auth {
+    enabled: bool,
+    keys: HashMap<[u8; 32], KeyGrants>,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller<'a> {
+    /// Authentication is off: everything is allowed.
+    Anyone,
+    /// A key was presented; `None` when it is unknown.
+    Key(Option<&'a KeyGrants>),
+}
+
+impl Caller<'_> {
+    /// Checks one access; unknown keys get the same refusal as out-of-scope keys.
+    pub fn check(&self, access: Access, ns: &Namespace) -> Result<(), ApiError> {
+        if self.allows(access, ns) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(access))
+        }
+    }
+
+    /// True when allowed.
+    pub fn allows(&self, access: Access, ns: &Namespace) -> bool {
+        match self {
+            Caller::Anyone => true,
+            Caller::Key(Some(g)) => g.allows(access, ns),
+            Caller::Key(None) => false,
+        }
+    }
+
+    /// True for admin keys and when authentication is off.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Caller::Anyone => true,
+            Caller::Key(g) => g.is_some_and(|g| g.admin),
+        }
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Auth {
+    /// Authentication off: every request is allowed.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// Authentication on, with no key yet.
+    pub fn enabled() -> Self {
+        Self {
+            enabled: true,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) a key.
+    pub fn add_key(&mut self, key: &str, grants: KeyGrants) {
+        self.keys.insert(digest(key), grants);
+    }
+
+    /// Whether keys are checked.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Identifies the caller from the raw `Authorization` header value.
+    /// `Err(Unauthorized)` without a header, `Err(BadRequest)` for non-UTF-8.
+    pub fn caller(&self, header: Option<&[u8]>) -> Result<Caller<'_>, ApiError> {
+        if !self.enabled {
+            return Ok(Caller::Anyone);
+        }
+        let raw = header.ok_or(ApiError::Unauthorized)?;
+        let key = std::str::from_utf8(raw)
+            .map_err(|_| ApiError::BadRequest("Authorization header is not valid UTF-8.".into()))?;
+        Ok(Caller::Key(self.keys.get(&digest(key.trim()))))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn ns(s: &str) -> Namespace {
+        Namespace::parse(s).expect("namespace")
+    }
+
+    #[test]
+    fn grant_syntax() {
+        let g = KeyGrants::parse("rw:feeds/misp, r").expect("parses");
+        assert!(!g.admin);
+        assert!(g.allows(Access::Write, &ns("feeds/misp/ips")));
+        assert!(!g.allows(Access::Write, &ns("feeds/misp-internal")));
+        assert!(!g.allows(Access::Write, &ns("feeds")));
+        assert!(g.allows(Access::Read, &ns("anything")));
+        assert!(KeyGrants::parse("rw, admin").expect("parses").admin);
+        assert!(KeyGrants::parse("x").is_err());
+    }
+
+    #[test]
+    fn private_namespaces_follow_their_origin() {
+        let g = KeyGrants::parse("r:feeds").expect("parses");
+        assert!(g.allows(Access::Read, &ns("_shadow/feeds/x")));
+        assert!(g.allows(Access::Read, &ns("_expired/feeds")));
+        assert!(!g.allows(Access::Read, &ns("_all")));
+        assert!(!g.allows(Access::Read, &ns("_shadow/other")));
+        assert!(KeyGrants::parse("r")
+            .expect("parses")
+            .allows(Access::Read, &ns("_all")));
+    }
+
+    #[test]
+    fn callers() {
+        let mut auth = Auth::enabled();
+        auth.add_key("k1", KeyGrants::parse("r").expect("parses"));
+        assert!(matches!(auth.caller(None), Err(ApiError::Unauthorized)));
+        assert!(matches!(
+            auth.caller(Some(b"\xff")),
+            Err(ApiError::BadRequest(_))
+        ));
+        let unknown = auth.caller(Some(b"nope")).expect("caller");
+        let known = auth.caller(Some(b"k1")).expect("caller");
+        assert!(!unknown.allows(Access::Read, &ns("a")));
+        assert!(known.allows(Access::Read, &ns("a")));
+        assert!(!known.allows(Access::Write, &ns("a")));
+        assert!(Auth::disabled().caller(None).expect("anyone").is_admin());
+    }
+}

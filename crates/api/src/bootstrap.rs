@@ -1,0 +1,169 @@
+//! From a [`Config`] to a running set of subsystems: store, keys, TLS.
+//!
+//! Kept out of the binary so integration tests and the binary start a server the same way.
+
+use crate::app::App;
+use crate::auth::{Auth, KeyGrants};
+use crate::config::Config;
+use crate::latest::Latest;
+use sighthub_store::{FjallStore, Namespace, SightingStore, StoreOptions, ValueFormat};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Environment variable that supplies the admin key (then none is generated).
+pub const ADMIN_KEY_ENV: &str = "SIGHTHUB_ADMIN_KEY";
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BootError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] sighthub_store::Error),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The admin key file is unusable.
+    #[error("admin key file {path}: {reason}")]
+    AdminKey {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What start-up produced.
+pub struct Booted {
+    /// The request handler state.
+    pub app: Arc<App>,
+    /// The store, kept to persist it at shutdown.
+    pub store: Arc<FjallStore>,
+    /// TLS acceptor, unless plain HTTP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// A key generated on this start, to show the operator once.
+    pub generated_admin_key: Option<(String, PathBuf)>,
+}
+
+/// Opens everything the configuration names.
+pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| BootError::AdminKey {
+        path: cfg.data_dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let store = Arc::new(FjallStore::open(
+        &cfg.data_dir,
+        StoreOptions {
+            cache_bytes: cfg.storage.cache_mb.saturating_mul(1024 * 1024),
+            stats_retention_hours: cfg.stats.retention_hours,
+            shadow_ttl: cfg.shadow.ttl,
+            shadow: cfg.shadow.enabled,
+        },
+    )?);
+    for (ns, nc) in &cfg.namespaces {
+        // Validated above, so both parse.
+        if let (Ok(ns), Some(f)) = (Namespace::parse(ns), ValueFormat::parse(&nc.value_format)) {
+            let ticket = store.set_format(&ns, f)?;
+            store.group_commit().wait_blocking(ticket)?;
+        }
+    }
+    let mut generated = None;
+    let auth = if cfg.authenticate {
+        let mut auth = Auth::enabled();
+        for (key, grants) in &cfg.acl {
+            // Validated above.
+            if let Ok(g) = KeyGrants::parse(grants) {
+                auth.add_key(key, g);
+            }
+        }
+        let admin = KeyGrants {
+            admin: true,
+            grants: Vec::new(),
+        };
+        match std::env::var(ADMIN_KEY_ENV) {
+            Ok(k) if !k.trim().is_empty() => auth.add_key(k.trim(), admin),
+            _ => {
+                let path = cfg.data_dir.join("admin.key");
+                let (key, fresh) = load_or_make_admin_key(&path)?;
+                if fresh {
+                    generated = Some((key.clone(), path));
+                }
+                auth.add_key(&key, admin);
+            }
+        }
+        auth
+    } else {
+        Auth::disabled()
+    };
+    let tls = if cfg.plain_http {
+        None
+    } else {
+        let (cert, key) = match (&cfg.tls.cert, &cfg.tls.key) {
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            _ => {
+                let dir = cfg.data_dir.join("tls");
+                let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+                if crate::tls::ensure_self_signed(&c, &k)? {
+                    tracing::info!(cert = %c.display(), "generated a self-signed certificate for localhost");
+                }
+                (c, k)
+            }
+        };
+        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            &cert, &key,
+        )?))
+    };
+    let app = Arc::new(App {
+        store: Arc::clone(&store) as Arc<dyn SightingStore>,
+        auth,
+        latest: Latest::new(cfg.latest_writes),
+        max_body_bytes: cfg.max_body_bytes,
+        started: Instant::now(),
+    });
+    Ok(Booted {
+        app,
+        store,
+        tls,
+        generated_admin_key: generated,
+    })
+}
+
+fn load_or_make_admin_key(path: &Path) -> Result<(String, bool), BootError> {
+    let err = |reason: String| BootError::AdminKey {
+        path: path.to_owned(),
+        reason,
+    };
+    if path.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "readable by others (mode {:o}); run chmod 600 on it",
+                    mode & 0o777
+                )));
+            }
+        }
+        let key = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let key = key.trim().to_owned();
+        if key.is_empty() {
+            return Err(err("is empty".into()));
+        }
+        return Ok((key, false));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| err(e.to_string()))?;
+    let key = hex::encode(bytes);
+    crate::tls::write_private(path, format!("{key}\n").as_bytes())
+        .map_err(|e| err(e.to_string()))?;
+    Ok((key, true))
+}

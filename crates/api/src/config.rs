@@ -1,0 +1,241 @@
+//! The server's configuration: one TOML file, every field optional.
+//!
+//! Parse → [`Config::validate`] → CLI overrides (in the binary). A documented sample lives in
+//! `docs/sighthub.example.toml`; the unit test below parses it, so it cannot drift.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything `sighthub serve` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the database, the TLS certificate and the admin key live.
+    pub data_dir: PathBuf,
+    /// Serve plain HTTP instead of HTTPS (explicit opt-in).
+    pub plain_http: bool,
+    /// Check API keys (on by default; `--no-auth` turns it off).
+    pub authenticate: bool,
+    /// Largest request body accepted, in bytes (larger → 413).
+    pub max_body_bytes: usize,
+    /// Most concurrent connections; more wait for a slot.
+    pub max_connections: usize,
+    /// TLS certificate and key (PEM). Absent: a self-signed pair in `data_dir/tls`.
+    pub tls: TlsConfig,
+    /// API keys and their grants, SightingDB's syntax: `"key" = "rw:feeds/misp, r"`.
+    pub acl: BTreeMap<String, String>,
+    /// Per-namespace settings: `[namespaces."org/ipv4"] value_format = "SHA256"`.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Shadow sightings.
+    pub shadow: ShadowConfig,
+    /// Hourly stats.
+    pub stats: StatsConfig,
+    /// Embedded storage.
+    pub storage: StorageConfig,
+    /// Capacity of the `/_api/latest` ring.
+    pub latest_writes: usize,
+    /// Seconds between background sweeps of expired values (reads also sweep what is due).
+    pub sweep_interval: u64,
+}
+
+/// TLS files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM), relative to the config file.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM), relative to the config file.
+    pub key: Option<PathBuf>,
+}
+
+/// One namespace's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// `RAW`, `SHA256` or `BASE64URL`.
+    pub value_format: String,
+}
+
+/// Shadow sightings settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    /// Record reads in `_shadow/<ns>`.
+    pub enabled: bool,
+    /// TTL of shadow values in seconds (0 = forever).
+    pub ttl: u64,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: 0,
+        }
+    }
+}
+
+/// Stats settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    /// Hourly buckets kept per value, back from the newest (0 = all).
+    pub retention_hours: u64,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Block cache in MiB; the data set may be larger, reads beyond it go to disk.
+    pub cache_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { cache_mb: 64 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9999)),
+            data_dir: PathBuf::from("sighthub-data"),
+            plain_http: false,
+            authenticate: true,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_connections: 4096,
+            tls: TlsConfig::default(),
+            acl: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            shadow: ShadowConfig::default(),
+            stats: StatsConfig::default(),
+            storage: StorageConfig::default(),
+            latest_writes: 10_000,
+            sweep_interval: 60,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("{path}: {source}")]
+    Parse {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A value is out of bounds or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a config file; relative TLS paths are resolved against its folder.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.tls.cert, &mut cfg.tls.key].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Checks bounds and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes must be at least 1024".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1".into());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key go together".into());
+        }
+        for (key, grants) in &self.acl {
+            if key.trim().is_empty() {
+                return bad("an [acl] key is empty".into());
+            }
+            crate::auth::KeyGrants::parse(grants)
+                .map_err(|e| ConfigError::Invalid(format!("[acl] grant '{grants}': {e}")))?;
+        }
+        for (ns, nc) in &self.namespaces {
+            let parsed = sighthub_store::Namespace::parse(ns)
+                .map_err(|e| ConfigError::Invalid(format!("[namespaces] '{ns}': {e}")))?;
+            if parsed.is_internal() {
+                return bad(format!("[namespaces] '{ns}' is a private namespace"));
+            }
+            if sighthub_store::ValueFormat::parse(&nc.value_format).is_none() {
+                return bad(format!(
+                    "[namespaces] '{ns}': unknown value_format '{}' (RAW, SHA256 or BASE64URL)",
+                    nc.value_format
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn sample_config_parses_and_validates() {
+        let text = include_str!("../../../docs/sighthub.example.toml");
+        let cfg: Config = toml::from_str(text).expect("sample parses");
+        cfg.validate().expect("sample is valid");
+        assert_eq!(cfg.listen.port(), 9999);
+        assert_eq!(cfg.namespaces.len(), 2);
+    }
+
+    #[test]
+    fn empty_config_is_the_default() {
+        let cfg: Config = toml::from_str("").expect("empty parses");
+        cfg.validate().expect("default is valid");
+        assert!(cfg.authenticate && !cfg.plain_http);
+    }
+
+    #[test]
+    fn refuses_mistakes() {
+        assert!(toml::from_str::<Config>("lisen = '127.0.0.1:1'").is_err());
+        let mut cfg = Config::default();
+        cfg.acl.insert("k".into(), "rwx".into());
+        assert!(cfg.validate().is_err());
+        let mut cfg = Config::default();
+        cfg.namespaces.insert(
+            "_all".into(),
+            NamespaceConfig {
+                value_format: "RAW".into(),
+            },
+        );
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! # sighthub-api
+//!
+//! The HTTP(S) edge of sighthub: the SightingDB-compatible API over the store, API keys with
+//! scoped grants, TLS, configuration and start-up. It does not store anything itself; it
+//! speaks to a [`sighthub_store::SightingStore`].
+//!
+//! ## Layout
+//! - [`config`]: the TOML configuration, validated.
+//! - [`bootstrap`]: from a configuration to store, keys and TLS.
+//! - [`server`]: accept loop, TLS handshake, HTTP/1.1, graceful shutdown.
+//! - [`router`]: method + path → [`router::Endpoint`]; the route table.
+//! - [`app`]: the composition root and the handlers.
+//! - [`query`]: query-string decoding (fuzzed).
+//! - [`bulk`]: bulk body decoding, both item shapes (fuzzed).
+//! - [`auth`]: API keys, grants, scopes.
+//! - [`latest`]: the in-memory ring behind `/_api/latest`.
+//! - [`tls`]: rustls set-up and the self-signed certificate.
+//! - [`error`]: errors that know their HTTP status and body.
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+pub mod app;
+pub mod auth;
+pub mod bootstrap;
+pub mod bulk;
+pub mod config;
+pub mod error;
+pub mod latest;
+pub mod query;
+pub mod router;
+pub mod server;
+pub mod tls;
+
+/// The OpenAPI 3 document served at `/_api/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+
+pub use app::App;
+pub use config::Config;

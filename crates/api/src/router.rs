@@ -1,0 +1,264 @@
+//! Parses a request line into an [`Endpoint`] before anything else happens.
+//!
+//! The namespace is everything after the route prefix up to `?`, percent-decoded (it must be
+//! UTF-8); it is normalised later, by the handler, so that errors can echo what was sent.
+
+use crate::error::ApiError;
+use hyper::Method;
+
+/// Every route: method, path pattern, one-line description. The help page is made from this
+/// table and a test checks that the OpenAPI document lists each entry.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/w/{namespace}",
+        "write a sighting: ?val=V[&timestamp=T][&ttl=S][&tags=a,b]",
+    ),
+    (
+        "GET",
+        "/r/{namespace}",
+        "read ?val=V[&noshadow], list (?limit=N&after=C pages), or ?count",
+    ),
+    (
+        "GET",
+        "/rs/{namespace}",
+        "read ?val=V[&noshadow] with hourly stats",
+    ),
+    (
+        "POST",
+        "/wb",
+        "bulk write {\"items\":[{namespace,value,timestamp?,ttl?,tags?}]}",
+    ),
+    ("POST", "/vwb", "dry run of /wb"),
+    (
+        "POST",
+        "/rb",
+        "bulk read {\"items\":[{namespace,value,noshadow?}]}",
+    ),
+    ("POST", "/rbs", "bulk read with hourly stats"),
+    ("GET", "/d/{namespace}", "delete a namespace"),
+    (
+        "POST",
+        "/d/{namespace}",
+        "delete a namespace (as the Python client does)",
+    ),
+    (
+        "GET",
+        "/c/{namespace}",
+        "read a namespace's configuration (value_format)",
+    ),
+    (
+        "POST",
+        "/c/{namespace}",
+        "set a namespace's value_format: RAW, SHA256, BASE64URL",
+    ),
+    ("GET", "/i", "implementation information"),
+    ("GET", "/health", "liveness and version"),
+    (
+        "GET",
+        "/_api/latest",
+        "latest writes: ?limit=N&since=T&namespace=P",
+    ),
+    (
+        "GET",
+        "/_api/namespaces",
+        "stored namespaces readable by the key",
+    ),
+    ("GET", "/_api/openapi.yaml", "this API as OpenAPI 3"),
+    ("GET", "/", "this help"),
+];
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /w/<ns>`.
+    Write(String),
+    /// `GET /r/<ns>`.
+    Read(String),
+    /// `GET /rs/<ns>`.
+    ReadStats(String),
+    /// `POST /wb`.
+    BulkWrite,
+    /// `POST /vwb`.
+    BulkValidate,
+    /// `POST /rb` (false) or `/rbs` (true).
+    BulkRead(bool),
+    /// `GET|POST /d/<ns>`.
+    Delete(String),
+    /// `GET /c/<ns>`.
+    ConfigGet(String),
+    /// `POST /c/<ns>`.
+    ConfigSet(String),
+    /// `GET /i`.
+    Info,
+    /// `GET /health`.
+    Health,
+    /// `GET /_api/latest`.
+    Latest,
+    /// `GET /_api/namespaces`.
+    Namespaces,
+    /// `GET /_api/openapi.yaml`.
+    OpenApi,
+    /// `GET /`.
+    Help,
+}
+
+fn decode_path(raw: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::BadRequest("Namespace is not valid UTF-8 once decoded.".into()))
+}
+
+/// Parses method and path. HEAD is served as GET.
+pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
+    let get = *method == Method::GET || *method == Method::HEAD;
+    let post = *method == Method::POST;
+    let wrong = |allow: &'static str| Err(ApiError::Method(method.to_string(), allow));
+    for (prefix, build) in [
+        ("/w/", Endpoint::Write as fn(String) -> Endpoint),
+        ("/r/", Endpoint::Read),
+        ("/rs/", Endpoint::ReadStats),
+    ] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            return if get {
+                Ok(build(decode_path(rest)?))
+            } else {
+                wrong("GET")
+            };
+        }
+    }
+    if let Some(rest) = path.strip_prefix("/d/") {
+        return if get || post {
+            Ok(Endpoint::Delete(decode_path(rest)?))
+        } else {
+            wrong("GET, POST")
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/c/") {
+        let ns = decode_path(rest)?;
+        return if get {
+            Ok(Endpoint::ConfigGet(ns))
+        } else if post {
+            Ok(Endpoint::ConfigSet(ns))
+        } else {
+            wrong("GET, POST")
+        };
+    }
+    let (endpoint, is_post) = match path {
+        "/wb" => (Endpoint::BulkWrite, true),
+        "/vwb" => (Endpoint::BulkValidate, true),
+        "/rb" => (Endpoint::BulkRead(false), true),
+        "/rbs" => (Endpoint::BulkRead(true), true),
+        "/i" => (Endpoint::Info, false),
+        "/health" => (Endpoint::Health, false),
+        "/_api/latest" => (Endpoint::Latest, false),
+        "/_api/namespaces" => (Endpoint::Namespaces, false),
+        "/_api/openapi.yaml" => (Endpoint::OpenApi, false),
+        "/" => (Endpoint::Help, false),
+        "/w" | "/r" | "/rs" | "/d" | "/c" => {
+            return Err(ApiError::BadRequest(format!(
+                "{path} needs a namespace: {path}/<namespace>"
+            )))
+        }
+        _ => return Err(ApiError::NoRoute(path.to_owned())),
+    };
+    match (is_post, post, get) {
+        (true, true, _) | (false, _, true) => Ok(endpoint),
+        (true, _, _) => wrong("POST"),
+        (false, _, _) => wrong("GET"),
+    }
+}
+
+/// The plain-text help page.
+pub fn help_text() -> String {
+    let mut s = format!(
+        "sighthub {} — SightingDB-compatible sighting server\n\nRoutes:\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (m, p, d) in ROUTES {
+        s.push_str(&format!("  {m:<5} {p:<22} {d}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn parses_routes() {
+        assert_eq!(
+            parse_endpoint(&Method::GET, "/w/a%2Fb/c").ok(),
+            Some(Endpoint::Write("a/b/c".into()))
+        );
+        assert_eq!(
+            parse_endpoint(&Method::GET, "/w/").ok(),
+            Some(Endpoint::Write(String::new()))
+        );
+        assert_eq!(
+            parse_endpoint(&Method::POST, "/d/x").ok(),
+            Some(Endpoint::Delete("x".into()))
+        );
+        assert_eq!(
+            parse_endpoint(&Method::HEAD, "/i").ok(),
+            Some(Endpoint::Info)
+        );
+        assert_eq!(
+            parse_endpoint(&Method::POST, "/rbs").ok(),
+            Some(Endpoint::BulkRead(true))
+        );
+        assert!(matches!(
+            parse_endpoint(&Method::GET, "/wb"),
+            Err(ApiError::Method(..))
+        ));
+        assert!(matches!(
+            parse_endpoint(&Method::POST, "/r/x"),
+            Err(ApiError::Method(..))
+        ));
+        assert!(matches!(
+            parse_endpoint(&Method::DELETE, "/d/x"),
+            Err(ApiError::Method(..))
+        ));
+        assert!(matches!(
+            parse_endpoint(&Method::GET, "/nope"),
+            Err(ApiError::NoRoute(_))
+        ));
+        assert!(matches!(
+            parse_endpoint(&Method::GET, "/w/%ff"),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let doc = crate::OPENAPI_YAML;
+        let paths: Vec<&str> = doc
+            .lines()
+            .filter(|l| l.starts_with("  /") && l.trim_end().ends_with(':'))
+            .map(|l| {
+                l.trim()
+                    .trim_end_matches(':')
+                    .trim_matches('\'')
+                    .trim_matches('"')
+            })
+            .collect();
+        for (method, path, _) in ROUTES {
+            assert!(
+                paths.contains(path),
+                "{path} is missing from openapi.yaml paths"
+            );
+            // The method must appear under that path.
+            let start = doc
+                .find(&format!("  {path}:"))
+                .unwrap_or_else(|| doc.find(&format!("  '{path}':")).unwrap_or(0));
+            let section = &doc[start..];
+            let end = section[3..].find("\n  /").map_or(section.len(), |e| e + 3);
+            let method_key = format!("    {}:", method.to_lowercase());
+            assert!(
+                section[..end].contains(&method_key),
+                "{method} {path} is missing from openapi.yaml"
+            );
+        }
+    }
+}

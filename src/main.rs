@@ -1,0 +1,152 @@
+//! `sighthub`: the binary. Thin glue over `sighthub-api` and `sighthub-store`: parse the
+//! command line, read the configuration, start the server, stop it cleanly on SIGTERM/Ctrl-C.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sighthub_api::bootstrap;
+use sighthub_api::server::Server;
+use sighthub_api::Config;
+use sighthub_store::SightingStore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A durable SightingDB-compatible sighting server and IEP04 exchange hub.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTPS on 127.0.0.1:9999 with an embedded store by default).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see docs/sighthub.example.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (database, TLS pair, admin key). Overrides the config.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on. Overrides the config.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain_http: bool,
+    /// Turn API-key authentication off.
+    #[arg(long)]
+    no_auth: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::read(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    cfg.plain_http |= args.plain_http;
+    if args.no_auth {
+        cfg.authenticate = false;
+    }
+    let booted = bootstrap::boot(&cfg).context("starting sighthub")?;
+    if let Some((key, path)) = &booted.generated_admin_key {
+        // Shown once, on the terminal only (not through the log).
+        println!(
+            "sighthub: generated an admin API key, stored in {}:",
+            path.display()
+        );
+        println!("{key}");
+    }
+    if !cfg.authenticate {
+        tracing::warn!("authentication is OFF (--no-auth): anyone can read and write");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    rt.block_on(async {
+        let server = Server::bind(
+            std::sync::Arc::clone(&booted.app),
+            cfg.listen,
+            booted.tls.clone(),
+            cfg.max_connections,
+        )
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = server.local_addr()?;
+        tracing::info!("listening on {}://{addr}", server.scheme());
+        let sweeper = spawn_sweeper(std::sync::Arc::clone(&booted.store), cfg.sweep_interval);
+        server.run(shutdown_signal()).await;
+        sweeper.abort();
+        anyhow::Ok(())
+    })?;
+    booted.store.persist().context("final persist")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Moves expired values to `_expired/<ns>` periodically, so consensus is given back even
+/// when nobody reads.
+fn spawn_sweeper(
+    store: std::sync::Arc<sighthub_store::FjallStore>,
+    every: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every.max(1)));
+        loop {
+            tick.tick().await;
+            let s = std::sync::Arc::clone(&store);
+            let r = tokio::task::spawn_blocking(move || s.sweep(sighthub_api::app::now())).await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %e, "expiry sweep failed");
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; draining connections");
+}

@@ -1,0 +1,210 @@
+//! Starting and stopping a real `sighthub` process for tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The admin key every test server is started with.
+pub const ADMIN: &str = "test-admin-key-0123456789";
+
+/// A running server process.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub scheme: &'static str,
+}
+
+/// How to start a server.
+#[derive(Clone, Default)]
+pub struct Opts {
+    pub tls: bool,
+    pub no_auth: bool,
+    /// Extra TOML lines for a config file.
+    pub config: Option<String>,
+}
+
+impl Server {
+    /// Starts a server on `dir` (kept by the caller so restarts reuse it).
+    pub fn start(dir: &Path, opts: &Opts) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sighthub"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0");
+        if !opts.tls {
+            cmd.arg("--plain-http");
+        }
+        if opts.no_auth {
+            cmd.arg("--no-auth");
+        }
+        if let Some(cfg) = &opts.config {
+            let path = dir.with_extension("toml");
+            std::fs::write(&path, cfg).expect("write config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd.env("SIGHTHUB_ADMIN_KEY", ADMIN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn sighthub");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let _ = tx.send(rest.trim().to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().ok();
+                panic!("server did not start: {out:?}");
+            }
+        };
+        let (scheme, addr) = url.split_once("://").expect("url");
+        Server {
+            child,
+            addr: addr.parse().expect("addr"),
+            scheme: if scheme == "https" { "https" } else { "http" },
+        }
+    }
+
+    /// Full URL of a path (with query).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{}", self.scheme, self.addr, path)
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client (plain HTTP; TLS tests build their own).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A started server with its own temporary directory.
+pub struct Fixture {
+    pub server: Server,
+    pub http: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Self::with(&Opts::default())
+    }
+
+    pub fn with(opts: &Opts) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Server::start(&dir.path().join("data"), opts);
+        Fixture {
+            server,
+            http: client(),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A server on a data directory the caller keeps (for restarts).
+    pub fn on(data: &Path, opts: &Opts) -> Fixture {
+        Fixture {
+            server: Server::start(data, opts),
+            http: client(),
+            _dir: None,
+        }
+    }
+
+    /// GET with the admin key; returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.get_as(Some(ADMIN), path).await
+    }
+
+    pub async fn get_as(&self, key: Option<&str>, path: &str) -> (u16, serde_json::Value) {
+        let mut req = self.http.get(self.server.url(path));
+        if let Some(k) = key {
+            req = req.header("Authorization", k);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// POST JSON with the admin key.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_as(Some(ADMIN), path, body).await
+    }
+
+    pub async fn post_as(
+        &self,
+        key: Option<&str>,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .post(self.server.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(k) = key {
+            req = req.header("Authorization", k);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

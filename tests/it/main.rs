@@ -1,0 +1,8 @@
+//! Integration tests: every test starts a real `sighthub` process on `127.0.0.1:0`.
+
+mod api;
+mod auth;
+mod bad_input;
+mod common;
+mod crash;
+mod tls;
