@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             }),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
@@ -90,6 +91,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("building the runtime")?;
     rt.block_on(async {
+        // Install the signal handlers before announcing the address: a SIGTERM that arrives
+        // right after start must still drain and persist, not kill the process.
+        let shutdown = shutdown_signal()?;
         let server = Server::bind(
             std::sync::Arc::clone(&booted.app),
             cfg.listen,
@@ -101,7 +105,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let addr = server.local_addr()?;
         tracing::info!("listening on {}://{addr}", server.scheme());
         let sweeper = spawn_sweeper(std::sync::Arc::clone(&booted.store), cfg.sweep_interval);
-        server.run(shutdown_signal()).await;
+        server.run(shutdown).await;
         sweeper.abort();
         anyhow::Ok(())
     })?;
@@ -129,24 +133,22 @@ fn spawn_sweeper(
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGTERM and Ctrl-C now; the returned future resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown requested; draining connections");
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested; draining connections");
+    })
 }
