@@ -26,7 +26,7 @@ impl Ticket {
 }
 
 /// The function that makes everything written so far durable.
-pub type PersistFn = Box<dyn Fn() -> Result<()> + Send + 'static>;
+pub type PersistFn = Box<dyn FnMut() -> Result<()> + Send + 'static>;
 
 struct State {
     /// Highest ticket handed out.
@@ -55,7 +55,7 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the sync thread around `persist`.
-    pub fn start(persist: PersistFn) -> Result<Self> {
+    pub fn start(mut persist: PersistFn) -> Result<Self> {
         let (synced_tx, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -71,7 +71,7 @@ impl GroupCommit {
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || sync_loop(&worker, &persist))?;
+            .spawn(move || sync_loop(&worker, &mut persist))?;
         Ok(Self {
             shared,
             thread: Some(thread),
@@ -135,7 +135,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn sync_loop(shared: &Shared, persist: &PersistFn) {
+fn sync_loop(shared: &Shared, persist: &mut PersistFn) {
     loop {
         let target = {
             let mut s = lock(&shared.state);

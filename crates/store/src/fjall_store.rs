@@ -147,12 +147,8 @@ impl FjallStore {
             Some(g) => ekey_time(&g.key()?).ok_or(Error::Corrupt("expiry key"))?,
             None => i64::MAX,
         };
-        let persist_db = db.clone();
-        let commit = GroupCommit::start(Box::new(move || {
-            persist_db
-                .persist(PersistMode::SyncData)
-                .map_err(Error::from)
-        }))?;
+        let mut syncer = JournalSyncer::new(db.clone(), dir.join("db"));
+        let commit = GroupCommit::start(Box::new(move || syncer.sync()))?;
         Ok(Self {
             commit,
             db,
@@ -400,6 +396,70 @@ impl FjallStore {
             consensus: self.consensus(stored)?,
             record: rec,
         })
+    }
+}
+
+/// Makes the journal durable without holding fjall's journal lock during the fsync.
+///
+/// `Database::persist(SyncData)` flushes and fsyncs while holding the journal mutex, so every
+/// writer stalls for the whole fsync. Instead: `persist(Buffer)` moves the journal buffer to the
+/// OS under the lock (one `write`), then the newest journal file is `fdatasync`ed through our
+/// own descriptor, outside the lock, while writers keep appending. This is correct because a
+/// rotation seals the previous journal with a full fsync before switching (fjall's
+/// `Writer::rotate`), so whatever was flushed into an older journal is already durable, and
+/// syncing the newest one covers the rest. If the journal files cannot be found (a future fjall
+/// layout), it falls back to `persist(SyncData)`.
+struct JournalSyncer {
+    db: Database,
+    dir: std::path::PathBuf,
+    current: Option<(u64, std::fs::File)>,
+}
+
+impl JournalSyncer {
+    fn new(db: Database, dir: std::path::PathBuf) -> Self {
+        Self {
+            db,
+            dir,
+            current: None,
+        }
+    }
+
+    fn newest_journal_id(&self) -> Option<u64> {
+        std::fs::read_dir(&self.dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jnl")?.parse().ok())
+            .max()
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.db.persist(PersistMode::Buffer)?;
+        // Follow rotations: step to the next journal while it exists.
+        let mut id = match &self.current {
+            Some((id, _)) => *id,
+            None => match self.newest_journal_id() {
+                Some(id) => id,
+                None => return self.fallback(),
+            },
+        };
+        while self.dir.join(format!("{}.jnl", id + 1)).exists() {
+            id += 1;
+        }
+        if self.current.as_ref().map(|(c, _)| *c) != Some(id) {
+            match std::fs::File::open(self.dir.join(format!("{id}.jnl"))) {
+                Ok(f) => self.current = Some((id, f)),
+                Err(_) => return self.fallback(),
+            }
+        }
+        match &self.current {
+            Some((_, f)) => Ok(f.sync_data()?),
+            None => self.fallback(),
+        }
+    }
+
+    fn fallback(&mut self) -> Result<()> {
+        self.current = None;
+        Ok(self.db.persist(PersistMode::SyncData)?)
     }
 }
 

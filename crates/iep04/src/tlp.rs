@@ -1,0 +1,140 @@
+//! Traffic Light Protocol level of a message.
+//!
+//! Sources: the IntelMQ payload field `tlp` (`WHITE`, `GREEN`, `AMBER`, `RED`) and MISP-style
+//! tags in `meta.tags` (`tlp:amber`, `tlp:clear`, `tlp:amber+strict`, …). TLP 1.0 `WHITE` and
+//! TLP 2.0 `CLEAR` are the same level. When several sources disagree the most restrictive level
+//! wins, since sharing less than allowed is the safe mistake.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use crate::model::Message;
+
+/// A TLP level, ordered from least to most restrictive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tlp {
+    /// `CLEAR` (TLP 2.0) / `WHITE` (TLP 1.0): no restriction.
+    Clear,
+    /// `GREEN`: community-wide.
+    Green,
+    /// `AMBER`: recipients' organisations and their clients.
+    Amber,
+    /// `AMBER+STRICT`: recipients' organisations only.
+    AmberStrict,
+    /// `RED`: named recipients only.
+    Red,
+}
+
+impl Tlp {
+    /// Upper-case TLP 2.0 name (`CLEAR`, `GREEN`, `AMBER`, `AMBER+STRICT`, `RED`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tlp::Clear => "CLEAR",
+            Tlp::Green => "GREEN",
+            Tlp::Amber => "AMBER",
+            Tlp::AmberStrict => "AMBER+STRICT",
+            Tlp::Red => "RED",
+        }
+    }
+}
+
+impl fmt::Display for Tlp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The string is not a TLP level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a TLP level: {0:?}")]
+pub struct UnknownTlp(pub String);
+
+impl FromStr for Tlp {
+    type Err = UnknownTlp;
+
+    /// Case-insensitive, surrounding whitespace and an optional `tlp:` prefix ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let t = match t.get(..4) {
+            Some(p) if p.eq_ignore_ascii_case("tlp:") => t.get(4..).unwrap_or_default().trim(),
+            _ => t,
+        };
+        match t.to_ascii_lowercase().as_str() {
+            "clear" | "white" => Ok(Tlp::Clear),
+            "green" => Ok(Tlp::Green),
+            "amber" => Ok(Tlp::Amber),
+            "amber+strict" => Ok(Tlp::AmberStrict),
+            "red" => Ok(Tlp::Red),
+            _ => Err(UnknownTlp(s.to_owned())),
+        }
+    }
+}
+
+impl Message {
+    /// The message's TLP: the most restrictive of `payload.tlp` and every `tlp:` tag in
+    /// `meta.tags`; `None` when neither gives a recognisable level. Unrecognised values are
+    /// ignored.
+    pub fn tlp(&self) -> Option<Tlp> {
+        let from_payload = self
+            .payload
+            .as_ref()
+            .and_then(|p| p.get("tlp"))
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok());
+        let from_tags = self.meta.iter().flat_map(|m| &m.tags).filter_map(|tag| {
+            let prefix = tag.get(..4)?;
+            if prefix.eq_ignore_ascii_case("tlp:") {
+                tag.parse().ok()
+            } else {
+                None
+            }
+        });
+        from_payload.into_iter().chain(from_tags).max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(payload_tlp: Option<&str>, tags: &[&str]) -> Message {
+        let mut v = json!({"format": "intelmq", "version": 1, "type": "event",
+            "meta": {"uuid": "03c51929-eeab-4d47-9dc0-c667f94c7d2c", "tags": tags},
+            "payload": {}});
+        if let Some(t) = payload_tlp {
+            v["payload"]["tlp"] = json!(t);
+        }
+        Message::from_value(v).expect("valid test message")
+    }
+
+    #[test]
+    fn parses_names_and_aliases() {
+        assert_eq!("WHITE".parse(), Ok(Tlp::Clear));
+        assert_eq!("tlp:clear".parse(), Ok(Tlp::Clear));
+        assert_eq!(" TLP:Amber+Strict ".parse(), Ok(Tlp::AmberStrict));
+        assert_eq!("red".parse(), Ok(Tlp::Red));
+        assert!("tlp:".parse::<Tlp>().is_err());
+        assert!("purple".parse::<Tlp>().is_err());
+        assert!(
+            "é".parse::<Tlp>().is_err(),
+            "non-ASCII must not panic on slicing"
+        );
+        assert_eq!(Tlp::AmberStrict.to_string(), "AMBER+STRICT");
+        assert!(
+            Tlp::Clear < Tlp::Green && Tlp::Amber < Tlp::AmberStrict && Tlp::AmberStrict < Tlp::Red
+        );
+    }
+
+    #[test]
+    fn from_payload_or_tags_most_restrictive_wins() {
+        assert_eq!(msg(Some("AMBER"), &[]).tlp(), Some(Tlp::Amber));
+        assert_eq!(msg(None, &["mails", "tlp:green"]).tlp(), Some(Tlp::Green));
+        assert_eq!(msg(Some("GREEN"), &["tlp:red"]).tlp(), Some(Tlp::Red));
+        assert_eq!(msg(Some("RED"), &["tlp:white"]).tlp(), Some(Tlp::Red));
+        assert_eq!(msg(None, &["green", "tlp:bogus", "ñññ"]).tlp(), None);
+        assert_eq!(Message::new("intelmq", "event").tlp(), None);
+    }
+}
