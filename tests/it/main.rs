@@ -5,4 +5,5 @@ mod auth;
 mod bad_input;
 mod common;
 mod crash;
+mod exchange;
 mod tls;

@@ -44,6 +44,8 @@ pub struct App {
     pub max_body_bytes: usize,
     /// Start time, for `/health`.
     pub started: Instant,
+    /// The IEP04 exchange: every path under `/iep04/` is handed to it.
+    pub exchange: sighthub_exchange::Exchange,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -162,6 +164,9 @@ impl App {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        if req.uri().path().starts_with("/iep04/") {
+            return Ok(self.exchange.handle(req).await);
+        }
         let endpoint = parse_endpoint(req.method(), req.uri().path())?;
         let raw_query = req.uri().query().unwrap_or("");
         let auth_header = req
@@ -525,9 +530,7 @@ impl App {
         let nss = Self::bulk_items(&parsed.items);
         Self::authorize_all(&caller.as_caller(), Access::Write, &nss)?;
         let now = now();
-        let mut items = Vec::with_capacity(parsed.items.len());
-        let mut errors = Vec::new();
-        let mut writable = 0usize;
+        let mut answer = BulkAnswer::with_capacity(parsed.items.len());
         for (idx, (item, ns)) in parsed.items.iter().zip(&nss).enumerate() {
             let check = ns.as_ref().map_err(Clone::clone).and_then(|ns| {
                 WriteOp {
@@ -540,25 +543,9 @@ impl App {
                 .check()
                 .map_err(|e| e.to_string())
             });
-            match check {
-                Ok(()) => {
-                    writable += 1;
-                    items.push(json!({"index": idx, "namespace": item.namespace, "value": item.value, "status": "ok"}));
-                }
-                Err(e) => {
-                    items.push(json!({"index": idx, "namespace": item.namespace, "value": item.value, "status": "error", "error": e}));
-                    errors.push(
-                        json!({"namespace": item.namespace, "value": item.value, "error": e}),
-                    );
-                }
-            }
+            answer.push(idx, item, check.map(|()| None));
         }
-        let (status, message) = bulk_status(parsed.items.len(), writable);
-        let mut out = json!({"message": message, "writable": writable, "items": items});
-        if !errors.is_empty() {
-            out["errors"] = json!(errors);
-        }
-        Ok(to_json(status, &out))
+        Ok(answer.into_response(true))
     }
 
     async fn bulk_write(
@@ -589,51 +576,30 @@ impl App {
                 .collect();
             let (outcomes, ticket) = app.store.write(&ops, now)?;
             let mut outcomes = outcomes.into_iter();
-            let mut items = Vec::with_capacity(parsed.items.len());
-            let mut errors = Vec::new();
-            let mut written = 0usize;
+            let mut answer = BulkAnswer::with_capacity(parsed.items.len());
             let mut recent = Vec::new();
+            let skip_recent = parsed.items.len().saturating_sub(app.latest.capacity());
             for (idx, (item, ns)) in parsed.items.iter().zip(&nss).enumerate() {
-                let result: Result<WriteOutcome, String> = match ns {
+                let result: Result<Option<WriteOutcome>, String> = match ns {
                     Ok(ns) => match outcomes.next() {
                         Some(Ok(o)) => {
-                            recent.push((
-                                ns.as_str(),
-                                app.store.format(ns).encode(&item.value).into_owned(),
-                            ));
-                            Ok(o)
+                            if idx >= skip_recent {
+                                recent.push((
+                                    ns.as_str(),
+                                    app.store.format(ns).encode(&item.value).into_owned(),
+                                ));
+                            }
+                            Ok(Some(o))
                         }
                         Some(Err(e)) => Err(e.to_string()),
                         None => Err(ItemError::EmptyValue.to_string()),
                     },
                     Err(e) => Err(e.clone()),
                 };
-                match result {
-                    Ok(o) => {
-                        written += 1;
-                        items.push(
-                            json!({"index": idx, "namespace": item.namespace, "value": item.value,
-                                          "status": "ok", "count": o.count, "new": o.new}),
-                        );
-                    }
-                    Err(e) => {
-                        items.push(
-                            json!({"index": idx, "namespace": item.namespace, "value": item.value,
-                                          "status": "error", "error": e}),
-                        );
-                        errors.push(
-                            json!({"namespace": item.namespace, "value": item.value, "error": e}),
-                        );
-                    }
-                }
+                answer.push(idx, item, result);
             }
             app.latest.record(recent, now);
-            let (status, message) = bulk_status(parsed.items.len(), written);
-            let mut out = json!({"message": message, "written": written, "items": items});
-            if !errors.is_empty() {
-                out["errors"] = json!(errors);
-            }
-            Ok((to_json(status, &out), ticket))
+            Ok((answer.into_response(false), ticket))
         })
         .await?;
         self.store.group_commit().wait(ticket).await?;
@@ -726,6 +692,103 @@ impl App {
             StatusCode::OK,
             &json!({"capacity": self.latest.capacity(), "items": items, "limit": limit}),
         ))
+    }
+}
+
+/// One item of a `/wb` or `/vwb` answer.
+#[derive(Serialize)]
+struct BulkItemAnswer<'a> {
+    index: usize,
+    namespace: &'a str,
+    value: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// One entry of `errors` in a `/wb` or `/vwb` answer.
+#[derive(Serialize)]
+struct BulkItemError<'a> {
+    namespace: &'a str,
+    value: &'a str,
+    error: String,
+}
+
+/// The answer of `/wb` (`written`) or `/vwb` (`writable`), keys in SightingDB's order.
+#[derive(Serialize)]
+struct BulkAnswer<'a> {
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    written: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    writable: Option<usize>,
+    items: Vec<BulkItemAnswer<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<BulkItemError<'a>>,
+}
+
+impl<'a> BulkAnswer<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            message: "",
+            written: None,
+            writable: None,
+            items: Vec::with_capacity(n),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Adds one item: `Ok(Some(outcome))` written, `Ok(None)` writable (dry run), `Err` refused.
+    fn push(
+        &mut self,
+        index: usize,
+        item: &'a BulkItem<'a>,
+        result: Result<Option<WriteOutcome>, String>,
+    ) {
+        let (namespace, value) = (item.namespace.as_ref(), item.value.as_ref());
+        match result {
+            Ok(o) => self.items.push(BulkItemAnswer {
+                index,
+                namespace,
+                value,
+                status: "ok",
+                count: o.map(|o| o.count),
+                new: o.map(|o| o.new),
+                error: None,
+            }),
+            Err(e) => {
+                self.errors.push(BulkItemError {
+                    namespace,
+                    value,
+                    error: e.clone(),
+                });
+                self.items.push(BulkItemAnswer {
+                    index,
+                    namespace,
+                    value,
+                    status: "error",
+                    count: None,
+                    new: None,
+                    error: Some(e),
+                });
+            }
+        }
+    }
+
+    fn into_response(mut self, dry_run: bool) -> Resp {
+        let done = self.items.len() - self.errors.len();
+        let (status, message) = bulk_status(self.items.len(), done);
+        self.message = message;
+        if dry_run {
+            self.writable = Some(done);
+        } else {
+            self.written = Some(done);
+        }
+        to_json(status, &self)
     }
 }
 

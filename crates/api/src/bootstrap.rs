@@ -27,6 +27,9 @@ pub enum BootError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The IEP04 exchange could not be opened.
+    #[error("opening the IEP04 exchange: {0}")]
+    Exchange(#[from] sighthub_exchange::Error),
     /// The admin key file is unusable.
     #[error("admin key file {path}: {reason}")]
     AdminKey {
@@ -73,6 +76,7 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         }
     }
     let mut generated = None;
+    let mut exchange_admin = sighthub_exchange::AdminKey::AuthenticationOff;
     let auth = if cfg.authenticate {
         let mut auth = Auth::enabled();
         for (key, grants) in &cfg.acl {
@@ -86,7 +90,10 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
             grants: Vec::new(),
         };
         match std::env::var(ADMIN_KEY_ENV) {
-            Ok(k) if !k.trim().is_empty() => auth.add_key(k.trim(), admin),
+            Ok(k) if !k.trim().is_empty() => {
+                exchange_admin = sighthub_exchange::AdminKey::Key(k.trim().to_owned());
+                auth.add_key(k.trim(), admin)
+            }
             _ => {
                 let path = cfg.data_dir.join("admin.key");
                 let (key, fresh) = load_or_make_admin_key(&path)?;
@@ -94,6 +101,7 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
                     generated = Some((key.clone(), path));
                 }
                 auth.add_key(&key, admin);
+                exchange_admin = sighthub_exchange::AdminKey::Key(key);
             }
         }
         auth
@@ -118,12 +126,14 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
             &cert, &key,
         )?))
     };
+    let exchange = sighthub_exchange::Exchange::open(&cfg.exchange, &cfg.data_dir, exchange_admin)?;
     let app = Arc::new(App {
         store: Arc::clone(&store) as Arc<dyn SightingStore>,
         auth,
         latest: Latest::new(cfg.latest_writes),
         max_body_bytes: cfg.max_body_bytes,
         started: Instant::now(),
+        exchange,
     });
     Ok(Booted {
         app,

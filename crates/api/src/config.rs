@@ -40,6 +40,8 @@ pub struct Config {
     pub latest_writes: usize,
     /// Seconds between background sweeps of expired values (reads also sweep what is due).
     pub sweep_interval: u64,
+    /// The IEP04 exchange (`/iep04/`): identity, limits, retention, keys and feeds.
+    pub exchange: sighthub_exchange::ExchangeConfig,
 }
 
 /// TLS files.
@@ -118,6 +120,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             latest_writes: 10_000,
             sweep_interval: 60,
+            exchange: sighthub_exchange::ExchangeConfig::default(),
         }
     }
 }
@@ -199,6 +202,9 @@ impl Config {
                 ));
             }
         }
+        self.exchange
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }

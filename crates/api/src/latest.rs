@@ -2,7 +2,8 @@
 //! first; a rewrite moves the entry to the front. Kept in memory only (it is a convenience
 //! view, not data): it starts empty after a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// One recent write.
@@ -19,7 +20,7 @@ pub struct LatestItem {
 #[derive(Default)]
 struct Ring {
     seq: u64,
-    by_key: HashMap<(String, String), u64>,
+    by_key: FxHashMap<(String, String), u64>,
     order: BTreeMap<u64, LatestItem>,
 }
 

@@ -65,6 +65,52 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "stored namespaces readable by the key",
     ),
     ("GET", "/_api/openapi.yaml", "this API as OpenAPI 3"),
+    (
+        "POST",
+        "/iep04/messages",
+        "IEP04: publish envelopes, a JSON array, ND-JSON, or a bare IntelMQ event",
+    ),
+    (
+        "GET",
+        "/iep04/messages",
+        "IEP04: read after=CURSOR&limit=N&wait=S&export=envelope|intelmq&with_type=1&format=ndjson",
+    ),
+    (
+        "GET",
+        "/iep04/messages/{uuid}",
+        "IEP04: one message, with withdrawn_by / replaced_by",
+    ),
+    ("GET", "/iep04/links/{uuid}", "IEP04: what links to uuid"),
+    (
+        "GET",
+        "/iep04/links",
+        "IEP04: ?alternate=ID, messages with that alternate id",
+    ),
+    (
+        "GET",
+        "/iep04/consumers/{name}",
+        "IEP04: a named consumer's server-side cursor",
+    ),
+    (
+        "DELETE",
+        "/iep04/consumers/{name}",
+        "IEP04: forget a named consumer",
+    ),
+    (
+        "GET",
+        "/iep04/consumers/{name}/messages",
+        "IEP04: read after the consumer's cursor (does not move it)",
+    ),
+    (
+        "POST",
+        "/iep04/consumers/{name}/ack",
+        "IEP04: acknowledge up to {\"cursor\": C}",
+    ),
+    (
+        "GET",
+        "/iep04/status",
+        "IEP04: identity, log bounds, retention",
+    ),
     ("GET", "/", "this help"),
 ];
 

@@ -31,6 +31,7 @@ use crate::store::{
     ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome,
 };
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
@@ -70,22 +71,37 @@ pub struct FjallStore {
     namespaces: Keyspace,
     config: Keyspace,
     expiry: Keyspace,
+    /// Progress markers of feeders (see `apply_marked`).
+    markers: Keyspace,
     /// Serialises read-modify-write; never held across an await.
     writer: Mutex<()>,
     /// Non-RAW value formats, by namespace. Small: only configured namespaces.
     formats: RwLock<HashMap<String, ValueFormat>>,
+    /// False while no namespace has a non-RAW format: skips the lock on every value.
+    any_format: std::sync::atomic::AtomicBool,
     /// Earliest `expires_at` in the expiry index (`i64::MAX` when empty).
     next_expiry: AtomicI64,
     opts: StoreOptions,
 }
 
-/// Pending changes of one batch, read back before they are committed.
+/// Pending changes of one batch, read back before they are committed. FxHash: these maps are
+/// private to one batch and keyed by data the server already accepted.
 #[derive(Default)]
 struct Overlay {
-    records: HashMap<Vec<u8>, Option<Record>>,
-    counts: HashMap<String, u64>,
-    expiry: HashMap<Vec<u8>, bool>,
+    records: FxHashMap<Vec<u8>, Option<Record>>,
+    counts: FxHashMap<String, u64>,
+    expiry: FxHashMap<Vec<u8>, bool>,
     min_expiry: Option<i64>,
+    markers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Overlay {
+    /// Sized for `n` sightings (each may touch its record and its `_all` record).
+    fn for_ops(n: usize) -> Self {
+        let mut ov = Self::default();
+        ov.records.reserve(n.saturating_mul(2));
+        ov
+    }
 }
 
 fn skey(ns: &str, value: &str) -> Vec<u8> {
@@ -125,14 +141,20 @@ impl FjallStore {
     /// first key of the expiry index, so start-up time does not grow with the data set.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
+        // A journal capped at 64 MiB (fjall's minimum; default 512 MiB) and 16 MiB memtables
+        // (default 64 MiB) bound what a restart after `kill -9` replays, and the memory that
+        // unflushed writes hold.
         let db = Database::builder(dir.join("db"))
             .cache_size(opts.cache_bytes)
             .manual_journal_persist(true)
+            .max_journaling_size(64 * 1024 * 1024)
             .open()?;
-        let sightings = db.keyspace("sightings", KeyspaceCreateOptions::default)?;
-        let namespaces = db.keyspace("namespaces", KeyspaceCreateOptions::default)?;
-        let config = db.keyspace("config", KeyspaceCreateOptions::default)?;
-        let expiry = db.keyspace("expiry", KeyspaceCreateOptions::default)?;
+        let small = || KeyspaceCreateOptions::default().max_memtable_size(16 * 1024 * 1024);
+        let sightings = db.keyspace("sightings", small)?;
+        let namespaces = db.keyspace("namespaces", small)?;
+        let config = db.keyspace("config", small)?;
+        let expiry = db.keyspace("expiry", small)?;
+        let markers = db.keyspace("markers", small)?;
         let mut formats = HashMap::new();
         for kv in config.iter() {
             let (k, v) = kv.into_inner()?;
@@ -156,7 +178,9 @@ impl FjallStore {
             namespaces,
             config,
             expiry,
+            markers,
             writer: Mutex::new(()),
+            any_format: std::sync::atomic::AtomicBool::new(!formats.is_empty()),
             formats: RwLock::new(formats),
             next_expiry: AtomicI64::new(next_expiry),
             opts,
@@ -170,6 +194,9 @@ impl FjallStore {
     }
 
     fn format_of(&self, ns: &str) -> ValueFormat {
+        if !self.any_format.load(Ordering::Acquire) {
+            return ValueFormat::Raw;
+        }
         self.formats
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -291,9 +318,28 @@ impl FjallStore {
         Ok(())
     }
 
+    /// Takes one sighting back out of a value (see `SightingStore::apply_marked`).
+    fn retract(&self, ov: &mut Overlay, ns: &Namespace, raw: &str) -> Result<()> {
+        let stored = self.stored_value(ns, raw).into_owned();
+        let key = skey(ns.as_str(), &stored);
+        let Some(mut rec) = self.get_record(ov, &key)? else {
+            return Ok(());
+        };
+        if rec.count <= 1 {
+            return self.remove_value(ov, ns.as_str(), &stored, &rec);
+        }
+        rec.count -= 1;
+        ov.records.insert(key, Some(rec));
+        Ok(())
+    }
+
     /// Commits an overlay as one atomic batch and hands out a ticket.
     fn commit_overlay(&self, ov: Overlay) -> Result<Ticket> {
-        if ov.records.is_empty() && ov.counts.is_empty() && ov.expiry.is_empty() {
+        if ov.records.is_empty()
+            && ov.counts.is_empty()
+            && ov.expiry.is_empty()
+            && ov.markers.is_empty()
+        {
             return Ok(Ticket::NONE);
         }
         if self.commit.is_poisoned() {
@@ -319,6 +365,9 @@ impl FjallStore {
             } else {
                 batch.remove(&self.expiry, k);
             }
+        }
+        for (k, v) in ov.markers {
+            batch.insert(&self.markers, k, v);
         }
         batch.commit()?;
         if let Some(m) = ov.min_expiry {
@@ -479,7 +528,7 @@ impl SightingStore for FjallStore {
         if now >= self.next_expiry.load(Ordering::Acquire) {
             self.sweep_locked(now)?;
         }
-        let mut ov = Overlay::default();
+        let mut ov = Overlay::for_ops(ops.len());
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             out.push(match op.check() {
@@ -639,12 +688,66 @@ impl SightingStore for FjallStore {
         } else {
             formats.insert(ns.to_owned(), format);
         }
+        self.any_format
+            .store(!formats.is_empty(), Ordering::Release);
         self.commit.issue()
     }
 
     fn sweep(&self, now: i64) -> Result<usize> {
         let _guard = lock(&self.writer);
         self.sweep_locked(now)
+    }
+
+    fn apply_marked(
+        &self,
+        writes: &[WriteOp<'_>],
+        retractions: &[(&Namespace, &str)],
+        markers: &[(&[u8], &[u8])],
+        now: i64,
+    ) -> Result<(Vec<std::result::Result<WriteOutcome, ItemError>>, Ticket)> {
+        let _guard = lock(&self.writer);
+        if now >= self.next_expiry.load(Ordering::Acquire) {
+            self.sweep_locked(now)?;
+        }
+        let mut ov = Overlay::for_ops(writes.len());
+        let mut out = Vec::with_capacity(writes.len());
+        for op in writes {
+            out.push(match op.check() {
+                Ok(()) => Ok(self.apply(&mut ov, op)?),
+                Err(e) => Err(e),
+            });
+        }
+        for (ns, value) in retractions {
+            if !ns.is_internal() && !value.is_empty() {
+                self.retract(&mut ov, ns, value)?;
+            }
+        }
+        ov.markers = markers
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        let ticket = self.commit_overlay(ov)?;
+        Ok((out, ticket))
+    }
+
+    fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.markers.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn holders(&self, value: &str, now: i64) -> Result<Vec<(Namespace, View)>> {
+        self.sweep_if_due(now)?;
+        let mut out = Vec::new();
+        for info in self.namespaces()? {
+            if info.namespace.is_internal() || info.values == 0 {
+                continue;
+            }
+            let stored = self.stored_value(&info.namespace, value);
+            if let Some(v) = self.sightings.get(skey(info.namespace.as_str(), &stored))? {
+                let view = self.view(&stored, Record::decode(&v)?)?;
+                out.push((info.namespace, view));
+            }
+        }
+        Ok(out)
     }
 
     fn group_commit(&self) -> &GroupCommit {

@@ -160,6 +160,28 @@ pub trait SightingStore: Send + Sync + 'static {
     /// Moves every value whose TTL ran out by `now` to `_expired/<ns>`; returns how many.
     fn sweep(&self, now: i64) -> Result<usize>;
 
+    /// Applies sightings and retractions in one atomic batch together with markers
+    /// (`key` → `value` in the store's own metadata), so a feeder that records how far it got
+    /// can never apply the same input twice nor skip one, even across a crash. Writes are
+    /// checked like [`SightingStore::write`]; a retraction takes one sighting back out of a
+    /// value (its count drops by one; at zero the value is removed and its consensus given
+    /// back) and is ignored when the value is absent.
+    #[allow(clippy::type_complexity)]
+    fn apply_marked(
+        &self,
+        writes: &[WriteOp<'_>],
+        retractions: &[(&Namespace, &str)],
+        markers: &[(&[u8], &[u8])],
+        now: i64,
+    ) -> Result<(Vec<std::result::Result<WriteOutcome, ItemError>>, Ticket)>;
+
+    /// The value of a marker written by [`SightingStore::apply_marked`].
+    fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Every public namespace holding `value` (raw form, encoded per namespace format), with
+    /// its view. Cost: one point read per stored namespace.
+    fn holders(&self, value: &str, now: i64) -> Result<Vec<(Namespace, View)>>;
+
     /// The group commit that turns tickets into durability.
     fn group_commit(&self) -> &GroupCommit;
 }

@@ -270,3 +270,54 @@ fn survives_reopen() {
     );
     assert_eq!(s.count(&ns("_expired/r"), T0 + 11).expect("count"), Some(1));
 }
+
+#[test]
+fn marked_batches_retractions_and_holders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let (a, b, h) = (ns("org1/ip"), ns("org2/ip"), ns("org3/ip"));
+    let _ = s.set_format(&h, ValueFormat::Sha256).expect("format");
+    assert_eq!(s.marker(b"feeder").expect("marker"), None);
+    let ops = [
+        WriteOp::new(&a, "v", T0),
+        WriteOp::new(&b, "v", T0),
+        WriteOp::new(&h, "v", T0),
+    ];
+    let (out, t) = s
+        .apply_marked(&ops, &[], &[(b"feeder", b"1")], T0)
+        .expect("apply");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert!(out.iter().all(std::result::Result::is_ok));
+    assert_eq!(
+        s.marker(b"feeder").expect("marker").as_deref(),
+        Some(&b"1"[..])
+    );
+    let holders = s.holders("v", T0).expect("holders");
+    let names: Vec<&str> = holders.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["org1/ip", "org2/ip", "org3/ip"]);
+    // Consensus is kept per stored form: the two RAW namespaces share it, the SHA256 one
+    // (which never stores the raw value) counts with other SHA256 namespaces only.
+    let cons: Vec<u64> = holders.iter().map(|(_, v)| v.consensus).collect();
+    assert_eq!(cons, [2, 2, 1]);
+    // Retract: a second sighting in org1 comes back out; org2's only one removes the value.
+    let (_, t) = s
+        .apply_marked(&[WriteOp::new(&a, "v", T0)], &[], &[(b"feeder", b"2")], T0)
+        .expect("apply");
+    s.group_commit().wait_blocking(t).expect("durable");
+    let (_, t) = s
+        .apply_marked(
+            &[],
+            &[(&a, "v"), (&b, "v"), (&b, "absent")],
+            &[(b"feeder", b"3")],
+            T0,
+        )
+        .expect("retract");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert_eq!(found(s.read(&a, "v", T0).expect("read")).record.count, 1);
+    assert_eq!(s.read(&b, "v", T0).expect("read"), ReadOutcome::NoNamespace);
+    assert_eq!(found(s.read(&a, "v", T0).expect("read")).consensus, 1);
+    assert_eq!(
+        s.marker(b"feeder").expect("marker").as_deref(),
+        Some(&b"3"[..])
+    );
+}

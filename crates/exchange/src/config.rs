@@ -1,0 +1,229 @@
+//! The `[exchange]` section of the server configuration.
+//!
+//! Every field is optional; [`ExchangeConfig::default`] is a working hub that keeps
+//! everything forever. Keys are listed under `[exchange.keys."<key>"]`; see
+//! `docs/sighthub.example.toml` for a commented sample (parsed by a unit test in `sighthub-api`,
+//! and by the one below).
+
+use serde::Deserialize;
+use sighthub_iep04::Tlp;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+use crate::access::Feed;
+use crate::error::{Error, Result};
+
+/// The IEP04 exchange settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeConfig {
+    /// Serve `/iep04/` at all. When false every exchange route answers 404 and no database
+    /// is opened.
+    pub enabled: bool,
+    /// This instance's organisation (`meta.uuid_org` of what the admin key publishes without
+    /// one). Absent: a UUIDv4 generated on the first start and kept in the database.
+    pub org: Option<Uuid>,
+    /// This instance's uuid (`meta.uuid_instance` of bare events wrapped here). Absent:
+    /// generated on the first start and kept.
+    pub instance: Option<Uuid>,
+    /// Largest request body accepted by `POST /iep04/messages`, in bytes (larger: 413,
+    /// nothing written). Checked while the body streams in.
+    pub max_request_bytes: usize,
+    /// Longest ND-JSON line (one message), in bytes; a longer line is an error for that line.
+    pub max_line_bytes: usize,
+    /// How long a bare event (no uuid) stays a duplicate of an identical one from the same
+    /// organisation, in seconds. IntelMQ's TCP output resends after 15 s without an answer.
+    pub content_window_seconds: u64,
+    /// How long an accepted uuid stays a duplicate, in seconds (0 = forever).
+    pub seen_max_age_seconds: u64,
+    /// Log retention by age: messages older than this are dropped from the log, in seconds
+    /// (0 = keep forever). Their uuids stay known for `seen_max_age_seconds`.
+    pub log_max_age_seconds: u64,
+    /// Log retention by size: the oldest messages are dropped while the log holds more than
+    /// this many bytes of stored messages (0 = no limit).
+    pub log_max_bytes: u64,
+    /// Seconds between retention sweeps.
+    pub retention_interval_seconds: u64,
+    /// TLP assumed for a message that carries none (`tlp` in the payload or a `tlp:` tag),
+    /// when a key's `tlp_max` is compared with it.
+    pub default_tlp: String,
+    /// Page size when a read names no `limit`.
+    pub default_limit: usize,
+    /// Largest `limit` a read may ask for.
+    pub max_limit: usize,
+    /// Longest long-poll (`wait=`) a read may ask for, in seconds.
+    pub max_wait_seconds: u64,
+    /// Block cache of the exchange database, in MiB.
+    pub cache_mb: u64,
+    /// API keys of the exchange: `[exchange.keys."<key>"]`. The server's admin key is
+    /// allowed everything without being listed.
+    pub keys: BTreeMap<String, KeyConfig>,
+}
+
+/// What one exchange key may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The organisation the key speaks for. Messages it publishes must carry this
+    /// `meta.uuid_org` (one without gets it), unless `relay` is set.
+    pub org: Uuid,
+    /// Feeds the key may publish to (see [`Feed`]): `"*"`, `"intelmq"`, `"intelmq/event"`,
+    /// `"tag:feed:shadowserver"`…
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Feeds the key may read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Most restrictive TLP the key may read (`CLEAR`/`WHITE`, `GREEN`, `AMBER`,
+    /// `AMBER+STRICT`, `RED`). Default `AMBER`: `RED` must be granted explicitly.
+    #[serde(default = "default_tlp_max")]
+    pub tlp_max: String,
+    /// May publish messages of other organisations as they are (an instance relaying what
+    /// it received). Messages keep their own `meta.uuid_org`.
+    #[serde(default)]
+    pub relay: bool,
+    /// Tags added to the bare IntelMQ events this key publishes (they have no `meta`), so
+    /// that they land in a tag feed.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn default_tlp_max() -> String {
+    "AMBER".into()
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            org: None,
+            instance: None,
+            max_request_bytes: 64 * 1024 * 1024,
+            max_line_bytes: sighthub_iep04::DEFAULT_MAX_LINE,
+            content_window_seconds: 3600,
+            seen_max_age_seconds: 0,
+            log_max_age_seconds: 0,
+            log_max_bytes: 0,
+            retention_interval_seconds: 60,
+            default_tlp: "AMBER".into(),
+            default_limit: 1000,
+            max_limit: 10_000,
+            max_wait_seconds: 300,
+            cache_mb: 32,
+            keys: BTreeMap::new(),
+        }
+    }
+}
+
+impl ExchangeConfig {
+    /// Checks bounds and consistency.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.max_request_bytes < 1024 {
+            return bad("exchange.max_request_bytes must be at least 1024".into());
+        }
+        if self.max_line_bytes < 256 {
+            return bad("exchange.max_line_bytes must be at least 256".into());
+        }
+        if self.default_limit == 0 || self.max_limit == 0 || self.default_limit > self.max_limit {
+            return bad("exchange: need 0 < default_limit <= max_limit".into());
+        }
+        if self.retention_interval_seconds == 0 {
+            return bad("exchange.retention_interval_seconds must be at least 1".into());
+        }
+        self.default_tlp
+            .parse::<Tlp>()
+            .map_err(|e| Error::Config(format!("exchange.default_tlp: {e}")))?;
+        for (org, name) in [(self.org, "org"), (self.instance, "instance")] {
+            if org.is_some_and(|u| u.is_nil()) {
+                return bad(format!("exchange.{name} must not be the nil UUID"));
+            }
+        }
+        for (key, kc) in &self.keys {
+            if key.trim().is_empty() || key.trim() != key {
+                return bad("an [exchange.keys] key is empty or has surrounding spaces".into());
+            }
+            if kc.org.is_nil() {
+                return bad("[exchange.keys] org must not be the nil UUID".into());
+            }
+            kc.tlp_max
+                .parse::<Tlp>()
+                .map_err(|e| Error::Config(format!("[exchange.keys] tlp_max: {e}")))?;
+            for f in kc.publish.iter().chain(&kc.read) {
+                Feed::parse(f).map_err(|e| Error::Config(format!("[exchange.keys] feed: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_is_default_and_valid() {
+        let cfg: ExchangeConfig = toml::from_str("").expect("parses");
+        cfg.validate().expect("valid");
+        assert!(cfg.enabled && cfg.keys.is_empty());
+        assert_eq!(
+            cfg.seen_max_age_seconds, 0,
+            "duplicates are remembered forever"
+        );
+    }
+
+    /// The `[exchange]` section of the documented sample parses, validates and states the
+    /// defaults.
+    #[test]
+    fn sample_section_parses() {
+        let text = include_str!("../../../docs/sighthub.example.toml");
+        let all: toml::Table = toml::from_str(text).expect("sample parses");
+        let section = all.get("exchange").cloned().expect("[exchange] section");
+        let cfg: ExchangeConfig = section.try_into().expect("section parses");
+        cfg.validate().expect("sample is valid");
+        let d = ExchangeConfig::default();
+        assert_eq!(
+            (
+                cfg.max_request_bytes,
+                cfg.content_window_seconds,
+                cfg.default_limit
+            ),
+            (
+                d.max_request_bytes,
+                d.content_window_seconds,
+                d.default_limit
+            )
+        );
+        assert_eq!(cfg.keys.len(), 2);
+    }
+
+    #[test]
+    fn keys_parse_and_bad_values_are_refused() {
+        let cfg: ExchangeConfig = toml::from_str(
+            r#"
+            org = "28bc3db3-16da-461c-b20b-b944f4058708"
+            [keys."k1"]
+            org = "03c51929-eeab-4d47-9dc0-c667f94c7d2c"
+            publish = ["intelmq/event"]
+            read = ["*", "tag:feed:x"]
+            tlp_max = "GREEN"
+            "#,
+        )
+        .expect("parses");
+        cfg.validate().expect("valid");
+        let k = &cfg.keys["k1"];
+        assert_eq!(k.tlp_max, "GREEN");
+        assert!(!k.relay);
+
+        assert!(toml::from_str::<ExchangeConfig>("nope = 1").is_err());
+        let mut c = cfg.clone();
+        c.keys.get_mut("k1").expect("k1").tlp_max = "PURPLE".into();
+        assert!(c.validate().is_err());
+        let mut c = cfg.clone();
+        c.keys.get_mut("k1").expect("k1").read = vec!["tag:".into()];
+        assert!(c.validate().is_err());
+        let mut c = cfg;
+        c.default_limit = c.max_limit + 1;
+        assert!(c.validate().is_err());
+    }
+}

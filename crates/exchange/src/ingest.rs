@@ -1,0 +1,506 @@
+//! From a publish request's body to [`Prepared`] messages.
+//!
+//! Bodies, by `Content-Type`:
+//!
+//! | content type | read as |
+//! |---|---|
+//! | `application/x-ndjson`, `application/ndjson`, `application/jsonl`, `application/x-jsonlines`, `application/jsonlines` | ND-JSON, **parsed as it streams in** (one line at a time, never the whole body) |
+//! | `application/x-www-form-urlencoded` | one bare event from form fields (values stay strings) |
+//! | anything else (`application/json`, none…) | buffered (within the limit), then: a JSON array of messages, one JSON object, or — when the body is not one JSON value — ND-JSON; a body that is not JSON at all but form-encoded is a bare event (IntelMQ's REST output with `use_json: false` sends that, labelled JSON) |
+//!
+//! Each message may be an IEP04 envelope (any accepted shape) or a bare IntelMQ event,
+//! which is wrapped with a fresh UUIDv4, the key's organisation and this hub's instance.
+//! [`prepare`] then fills a missing `meta.uuid_org` with the key's organisation, checks
+//! that the key may speak for the message's organisation and publish to one of its feeds,
+//! and encodes the log record.
+
+use sha2::{Digest, Sha256};
+use sighthub_iep04::{Decoded, Message, NdjsonReader, Receiver, Shape};
+use uuid::Uuid;
+
+use crate::access::Grants;
+use crate::error::Refusal;
+use crate::record::{encode_log, EntryKind, LogEntry, FLAG_PAYLOAD, FLAG_WRAPPED};
+use crate::store::{index_entries, marks_of, Prepared};
+
+/// How a body is read; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// Streamed ND-JSON.
+    NdJson,
+    /// Form fields: one bare event.
+    Form,
+    /// Buffered, then sniffed.
+    Json,
+}
+
+impl BodyKind {
+    /// From a `Content-Type` header value.
+    pub fn from_content_type(ct: Option<&str>) -> BodyKind {
+        let mime = ct
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        match mime.as_str() {
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/jsonlines" => BodyKind::NdJson,
+            "application/x-www-form-urlencoded" => BodyKind::Form,
+            _ => BodyKind::Json,
+        }
+    }
+}
+
+/// Why one message was not taken.
+#[derive(Debug)]
+pub enum ItemError {
+    /// Not a valid message.
+    Invalid(sighthub_iep04::Error),
+    /// The key may not publish it.
+    Refused(String),
+}
+
+/// The messages of one request as they are read: prepared ones, errors and refusals, in
+/// request order.
+#[derive(Debug)]
+pub struct Collector {
+    grants: std::sync::Arc<Grants>,
+    receiver: Receiver,
+    instance: Uuid,
+    /// The prepared messages, in order.
+    pub items: Vec<Prepared>,
+    /// One slot per message of the request.
+    pub slots: Vec<Slot>,
+    /// Messages the key may not publish.
+    pub refused: Vec<Refusal>,
+    /// Scratch space for content hashes.
+    scratch: Vec<u8>,
+}
+
+/// What happened to the n-th message of a request.
+#[derive(Debug)]
+pub enum Slot {
+    /// Prepared: index into [`Collector::items`].
+    Prepared(usize),
+    /// Invalid: the error (with its ND-JSON line when there is one).
+    Invalid(sighthub_iep04::Error),
+}
+
+impl Collector {
+    /// A collector for one request by `grants`, on the hub instance `instance`.
+    pub fn new(grants: std::sync::Arc<Grants>, instance: Uuid) -> Self {
+        let receiver = Receiver::new(grants.org, Some(instance));
+        Collector {
+            grants,
+            receiver,
+            instance,
+            items: Vec::new(),
+            slots: Vec::new(),
+            refused: Vec::new(),
+            scratch: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Number of messages seen so far.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// No message seen yet.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Takes one decoded message (or its decoding error).
+    pub fn add(&mut self, decoded: sighthub_iep04::Result<Decoded>) {
+        let index = self.slots.len();
+        let scratch = &mut self.scratch;
+        match decoded
+            .map_err(ItemError::Invalid)
+            .and_then(|d| prepare_with(d, &self.grants, self.instance, scratch))
+        {
+            Ok(p) => {
+                self.slots.push(Slot::Prepared(self.items.len()));
+                self.items.push(p);
+            }
+            Err(ItemError::Invalid(e)) => self.slots.push(Slot::Invalid(e)),
+            Err(ItemError::Refused(reason)) => {
+                // Kept as a slot so indexes stay aligned; the request will be refused whole.
+                self.slots
+                    .push(Slot::Invalid(sighthub_iep04::Error::Invalid {
+                        field: "$".into(),
+                        reason: reason.clone(),
+                    }));
+                self.refused.push(Refusal { index, reason });
+            }
+        }
+    }
+
+    /// Takes one ND-JSON line (or its reading error).
+    pub fn add_line(&mut self, line: sighthub_iep04::Result<sighthub_iep04::Line>) {
+        let decoded = line.and_then(|l| l.decode(&self.receiver));
+        self.add(decoded);
+    }
+
+    /// Appends what `other` collected (the messages that followed in the same request).
+    pub fn absorb(&mut self, other: Collector) {
+        let (slot_base, item_base) = (self.slots.len(), self.items.len());
+        self.slots.extend(other.slots.into_iter().map(|s| match s {
+            Slot::Prepared(i) => Slot::Prepared(i + item_base),
+            invalid => invalid,
+        }));
+        self.items.extend(other.items);
+        self.refused
+            .extend(other.refused.into_iter().map(|r| Refusal {
+                index: r.index + slot_base,
+                reason: r.reason,
+            }));
+    }
+
+    /// An empty collector for the same caller (to prepare a segment of the request on
+    /// another thread).
+    pub fn sibling(&self) -> Collector {
+        Collector::new(std::sync::Arc::clone(&self.grants), self.instance)
+    }
+
+    /// Drains the complete lines of an ND-JSON reader.
+    pub fn drain(&mut self, reader: &mut NdjsonReader) {
+        while let Some(item) = reader.next_message(&self.receiver) {
+            self.add(item);
+        }
+    }
+
+    /// Ends an ND-JSON stream: takes the last lines and the unterminated tail.
+    pub fn finish(&mut self, reader: NdjsonReader) {
+        let mut rest = reader.finish();
+        while let Some(item) = rest.next_message(&self.receiver) {
+            self.add(item);
+        }
+    }
+
+    /// Decodes a buffered body of kind `Json` or `Form`. Returns `true` when the body was a
+    /// single object (so a failure answers 400 rather than a per-item list).
+    pub fn decode_buffered(&mut self, kind: BodyKind, body: &[u8], max_line: usize) -> bool {
+        if kind == BodyKind::Form {
+            self.add(form_event(body).and_then(|m| self.receiver.decode_value(m)));
+            return true;
+        }
+        let start = body
+            .strip_prefix(b"\xEF\xBB\xBF")
+            .unwrap_or(body)
+            .iter()
+            .position(|b| !b.is_ascii_whitespace());
+        let text = start.and_then(|s| body.get(s..)).unwrap_or_default();
+        match text.first() {
+            Some(b'[') => match serde_json::from_slice::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Array(items)) => {
+                    for v in items {
+                        let decoded = self.receiver.decode_value(v);
+                        self.add(decoded);
+                    }
+                    false
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    self.add(Err(sighthub_iep04::Error::Json(e)));
+                    true
+                }
+            },
+            Some(b'{') => match serde_json::from_slice::<serde_json::Value>(text) {
+                Ok(v) => {
+                    let decoded = self.receiver.decode_value(v);
+                    self.add(decoded);
+                    true
+                }
+                Err(_) => {
+                    let mut reader = NdjsonReader::new(max_line);
+                    reader.push(text);
+                    self.drain(&mut reader);
+                    self.finish(reader);
+                    false
+                }
+            },
+            None => false,
+            Some(_) => {
+                let decoded = form_event(text)
+                    .or_else(|_| {
+                        serde_json::from_slice::<serde_json::Value>(text)
+                            .map_err(sighthub_iep04::Error::Json)
+                    })
+                    .and_then(|v| self.receiver.decode_value(v));
+                self.add(decoded);
+                true
+            }
+        }
+    }
+}
+
+/// A form-encoded body as a flat JSON object of strings (IntelMQ's `use_json: false`).
+fn form_event(body: &[u8]) -> sighthub_iep04::Result<serde_json::Value> {
+    let invalid = |reason: &str| sighthub_iep04::Error::Invalid {
+        field: "$".into(),
+        reason: reason.into(),
+    };
+    let body = body.trim_ascii();
+    if body.is_empty() || !body.contains(&b'=') || body.iter().any(|b| b.is_ascii_whitespace()) {
+        return Err(invalid("neither JSON nor a form-encoded event"));
+    }
+    let mut obj = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if k.is_empty() || obj.insert(k.into_owned(), v.into_owned().into()).is_some() {
+            return Err(invalid("form field empty or repeated"));
+        }
+    }
+    Ok(serde_json::Value::Object(obj))
+}
+
+/// Content key of a message without uuid: 16 bytes of SHA-256(org ‖ content hash), so the
+/// same event from two organisations is two messages, and a resend by one is a duplicate.
+pub fn content_key(org: Uuid, msg: &Message) -> [u8; 16] {
+    content_key_with(org, msg, &mut Vec::new())
+}
+
+fn content_key_with(org: Uuid, msg: &Message, scratch: &mut Vec<u8>) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(org.as_bytes());
+    h.update(crate::emit::message_content_hash(msg, scratch).as_bytes());
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(d.get(..16).unwrap_or(&[0u8; 16]));
+    out
+}
+
+/// Checks one decoded message against the key and encodes it; see the [module docs](self).
+pub fn prepare(decoded: Decoded, grants: &Grants, instance: Uuid) -> Result<Prepared, ItemError> {
+    prepare_with(decoded, grants, instance, &mut Vec::new())
+}
+
+fn prepare_with(
+    decoded: Decoded,
+    grants: &Grants,
+    instance: Uuid,
+    scratch: &mut Vec<u8>,
+) -> Result<Prepared, ItemError> {
+    let Decoded { mut message, shape } = decoded;
+    let wrapped = shape == Shape::Bare || message.meta.is_none();
+    message.ensure_uuid(grants.org, Some(instance));
+    let Some(meta) = message.meta.as_mut() else {
+        return Err(ItemError::Invalid(sighthub_iep04::Error::Missing {
+            field: "meta".into(),
+        }));
+    };
+    if shape == Shape::Bare {
+        for t in &grants.bare_tags {
+            if !meta.tags.contains(t) {
+                meta.tags.push(t.clone());
+            }
+        }
+    }
+    let org = *meta.uuid_org.get_or_insert(grants.org);
+    if !grants.may_speak_for(org) {
+        return Err(ItemError::Refused(format!(
+            "meta.uuid_org {org} is not the organisation of this key"
+        )));
+    }
+    let uuid = meta.uuid;
+    let tags = meta.tags.clone();
+    let format_type = format!("{}/{}", message.format, message.kind);
+    if !grants.may_publish(&format_type, &tags) {
+        return Err(ItemError::Refused(format!(
+            "this key may not publish to feed {format_type} or to the message's tags"
+        )));
+    }
+    let empty_payload = message.payload.as_ref().is_none_or(|p| p.is_empty());
+    let content_key = wrapped.then(|| content_key_with(org, &message, scratch));
+    let (links, alternates) = index_entries(&message);
+    let marks = marks_of(&message);
+    let mut flags = 0;
+    if !empty_payload {
+        flags |= FLAG_PAYLOAD;
+    }
+    if wrapped {
+        flags |= FLAG_WRAPPED;
+    }
+    // The header, then the envelope written straight after it (it is the record's tail).
+    let mut record = encode_log(&LogEntry {
+        kind: EntryKind::Message,
+        tlp: message.tlp(),
+        flags,
+        accepted_at: 0,
+        uuid,
+        org: Some(org),
+        format_type: &format_type,
+        tags: tags.iter().map(String::as_str).collect(),
+        json: b"",
+    });
+    record.reserve(scratch.len().max(1024) + 256);
+    crate::emit::envelope_json(&message, &mut record);
+    Ok(Prepared {
+        uuid,
+        org: Some(org),
+        content_key,
+        record,
+        empty_payload,
+        tags,
+        links,
+        alternates,
+        marks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::decode_log;
+    use sighthub_iep04::Tlp;
+    use std::sync::Arc;
+
+    const ORG: Uuid = Uuid::from_u128(0x28bc3db3_16da_461c_b20b_b944f4058708);
+    const INST: Uuid = Uuid::from_u128(0xabc);
+
+    fn publisher(tags: &[&str]) -> Arc<Grants> {
+        let mut g = Grants::admin(ORG);
+        g.admin = false;
+        g.relay = false;
+        g.publish = vec![crate::access::Feed::Type("intelmq".into())];
+        g.bare_tags = tags.iter().map(|t| (*t).to_owned()).collect();
+        Arc::new(g)
+    }
+
+    #[test]
+    fn content_types() {
+        use BodyKind::*;
+        assert_eq!(
+            BodyKind::from_content_type(Some("application/x-ndjson; charset=utf-8")),
+            NdJson
+        );
+        assert_eq!(
+            BodyKind::from_content_type(Some("application/json; charset=utf-8")),
+            Json
+        );
+        assert_eq!(BodyKind::from_content_type(None), Json);
+        assert_eq!(
+            BodyKind::from_content_type(Some("application/x-www-form-urlencoded")),
+            Form
+        );
+    }
+
+    #[test]
+    fn bare_event_is_wrapped_tagged_and_content_keyed() {
+        let mut c = Collector::new(publisher(&["feed:rest"]), INST);
+        let single = c.decode_buffered(
+            BodyKind::Json,
+            br#"{"source.ip": "198.51.100.1", "tlp": "GREEN", "raw": "eA=="}"#,
+            1024,
+        );
+        assert!(single);
+        assert_eq!(c.items.len(), 1);
+        let p = &c.items[0];
+        assert!(p.content_key.is_some());
+        assert_eq!(p.org, Some(ORG));
+        assert_eq!(p.tags, vec!["feed:rest".to_owned()]);
+        let e = decode_log(&p.record).expect("record");
+        assert_eq!(e.tlp, Some(Tlp::Green));
+        assert_eq!(e.format_type, "intelmq/event");
+        assert!(e.has_payload() && e.flags & FLAG_WRAPPED != 0);
+        let m = Message::from_slice(e.json).expect("stored envelope parses");
+        assert_eq!(m.meta.as_ref().map(|m| m.uuid_instance), Some(Some(INST)));
+
+        // The same content keys alike; another org's copy does not.
+        let mut c2 = Collector::new(publisher(&[]), INST);
+        c2.decode_buffered(
+            BodyKind::Json,
+            br#"{"raw": "eA==", "tlp": "GREEN", "source.ip": "198.51.100.1", "__type": "Event"}"#,
+            1024,
+        );
+        assert_eq!(c2.items[0].content_key, p.content_key);
+        let msg = Message::from_slice(e.json).expect("parses");
+        assert_ne!(
+            content_key(Uuid::from_u128(1), &msg),
+            content_key(ORG, &msg)
+        );
+    }
+
+    #[test]
+    fn arrays_ndjson_fallback_and_forms() {
+        let mut c = Collector::new(publisher(&[]), INST);
+        let single = c.decode_buffered(
+            BodyKind::Json,
+            b"[{\"source.ip\":\"198.51.100.1\"}, 5, {\"source.ip\":\"198.51.100.2\"}]",
+            1024,
+        );
+        assert!(!single);
+        assert_eq!((c.len(), c.items.len()), (3, 2));
+        assert!(matches!(c.slots[1], Slot::Invalid(_)));
+
+        let mut c = Collector::new(publisher(&[]), INST);
+        c.decode_buffered(
+            BodyKind::Json,
+            b"{\"source.ip\":\"198.51.100.1\"}\n{\"source.ip\":\"198.51.100.2\"}\n",
+            1024,
+        );
+        assert_eq!(c.items.len(), 2, "ND-JSON labelled application/json");
+
+        let mut c = Collector::new(publisher(&[]), INST);
+        let body =
+            include_bytes!("../tests/data/restapi_output_request_basic_auth_use_json_false.http");
+        let form = body
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| &body[p + 4..])
+            .or_else(|| {
+                body.windows(2)
+                    .position(|w| w == b"\n\n")
+                    .map(|p| &body[p + 2..])
+            })
+            .expect("sample has a body");
+        c.decode_buffered(BodyKind::Json, form, 1 << 20);
+        assert_eq!(c.items.len(), 1, "{:?}", c.slots);
+        let e = decode_log(&c.items[0].record).expect("record");
+        let m = Message::from_slice(e.json).expect("parses");
+        let payload = m.payload.expect("payload");
+        assert_eq!(payload["source.ip"], "198.51.100.1");
+        assert_eq!(
+            payload["comment"].as_str().map(|s| s.contains('ä')),
+            Some(true)
+        );
+
+        let mut c = Collector::new(publisher(&[]), INST);
+        assert!(c.decode_buffered(BodyKind::Json, b"not json at all", 1024));
+        assert!(matches!(c.slots[0], Slot::Invalid(_)));
+    }
+
+    #[test]
+    fn foreign_org_and_unpublished_feed_are_refused() {
+        let mut c = Collector::new(publisher(&[]), INST);
+        let other = Uuid::from_u128(99);
+        let body = format!(
+            "{{\"format\":\"intelmq\",\"version\":1,\"type\":\"event\",\"meta\":{{\"uuid\":\"{}\",\"uuid_org\":\"{other}\"}},\"payload\":{{\"raw\":\"\"}}}}\n{{\"format\":\"ail\",\"version\":1,\"type\":\"item\",\"meta\":{{\"uuid\":\"{}\"}},\"payload\":{{\"raw\":\"\"}}}}\n",
+            Uuid::new_v4(),
+            Uuid::new_v4()
+        );
+        let mut r = NdjsonReader::new(4096);
+        r.push(body.as_bytes());
+        c.drain(&mut r);
+        c.finish(r);
+        assert_eq!(c.refused.len(), 2, "{:?}", c.refused);
+        assert!(c.refused[0].reason.contains("uuid_org"));
+        assert!(c.refused[1].reason.contains("ail/item"));
+        assert!(c.items.is_empty());
+    }
+
+    #[test]
+    fn envelope_without_meta_gets_uuid_and_content_key() {
+        let mut c = Collector::new(publisher(&[]), INST);
+        c.decode_buffered(
+            BodyKind::Json,
+            br#"{"format":"intelmq","version":2,"type":"event","payload":{"raw":"eA=="}}"#,
+            1024,
+        );
+        let p = &c.items[0];
+        assert!(p.content_key.is_some());
+        assert_eq!(p.uuid.get_version_num(), 4);
+    }
+}

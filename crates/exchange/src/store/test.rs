@@ -1,0 +1,425 @@
+//! Tests of the store: de-duplication, sequence numbers, visibility, updates, withdrawals,
+//! reopening, retention, consumers, and the size of the seen-set.
+
+use super::*;
+use crate::access::Grants;
+use crate::ingest::{BodyKind, Collector};
+use std::ops::ControlFlow;
+
+const ORG: Uuid = Uuid::from_u128(0x28bc3db3_16da_461c_b20b_b944f4058708);
+const OTHER: Uuid = Uuid::from_u128(0x99);
+const NOW: u64 = 1_800_000_000;
+
+fn open(dir: &Path, opts: StoreOptions) -> ExchangeStore {
+    ExchangeStore::open(dir, opts, Some(ORG), None).expect("open")
+}
+
+/// Prepares the messages of a JSON body as `org` (a relaying admin when `org` is None).
+fn prep_as(org: Uuid, body: &str) -> Vec<Prepared> {
+    let mut g = Grants::admin(org);
+    g.relay = false;
+    g.admin = false;
+    let mut c = Collector::new(Arc::new(g), Uuid::from_u128(5));
+    c.decode_buffered(BodyKind::Json, body.as_bytes(), 1 << 20);
+    assert!(c.refused.is_empty(), "{:?}", c.refused);
+    assert_eq!(c.items.len(), c.len(), "all valid: {:?}", c.slots);
+    c.items
+}
+
+fn prep(body: &str) -> Vec<Prepared> {
+    prep_as(ORG, body)
+}
+
+fn env(uuid: Uuid, payload: &str, extra_meta: &str) -> String {
+    format!(
+        r#"{{"format":"intelmq","version":1,"type":"event","meta":{{"uuid":"{uuid}"{extra_meta}}},"payload":{payload}}}"#
+    )
+}
+
+async fn commit(store: &ExchangeStore, items: Vec<Prepared>, now: u64) -> Vec<Outcome> {
+    let a = store.append(items, now).expect("append");
+    store.wait_durable(a.ticket, a.high).await.expect("durable");
+    a.outcomes
+}
+
+fn all(store: &ExchangeStore, after: u64) -> Vec<(u64, Uuid, EntryKind, Vec<String>)> {
+    let mut out = Vec::new();
+    store
+        .scan(after, usize::MAX, |seq, e| {
+            out.push((
+                seq,
+                e.uuid,
+                e.kind,
+                e.tags.iter().map(|t| (*t).to_owned()).collect(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .expect("scan");
+    out
+}
+
+#[tokio::test]
+async fn dedup_by_uuid_and_content_across_and_within_batches() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path(), StoreOptions::default());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let body = format!(
+        "[{}, {}, {}, {{\"source.ip\":\"198.51.100.1\"}}, {{\"source.ip\":\"198.51.100.1\",\"__type\":\"Event\"}}]",
+        env(a, r#"{"raw":"eA=="}"#, ""),
+        env(b, r#"{"raw":"eQ=="}"#, ""),
+        env(a, r#"{"raw":"other content, same uuid"}"#, ""),
+    );
+    let out = commit(&store, prep(&body), NOW).await;
+    assert_eq!(
+        out,
+        vec![
+            Outcome::Accepted { seq: 1 },
+            Outcome::Accepted { seq: 2 },
+            Outcome::Duplicate {
+                seq: 1,
+                by_content: false
+            },
+            Outcome::Accepted { seq: 3 },
+            Outcome::Duplicate {
+                seq: 3,
+                by_content: true
+            },
+        ]
+    );
+    // Again, in a later request: everything is a duplicate.
+    let out = commit(&store, prep(&body), NOW + 10).await;
+    assert!(
+        out.iter().all(|o| matches!(o, Outcome::Duplicate { .. })),
+        "{out:?}"
+    );
+    assert_eq!(store.durable(), 3);
+    // Another organisation's identical bare event is its own message.
+    let out = commit(
+        &store,
+        prep_as(OTHER, r#"{"source.ip":"198.51.100.1"}"#),
+        NOW,
+    )
+    .await;
+    assert_eq!(out, vec![Outcome::Accepted { seq: 4 }]);
+    // After the content window, the same bare event is new again.
+    let out = commit(&store, prep(r#"{"source.ip":"198.51.100.1"}"#), NOW + 3600).await;
+    assert_eq!(out, vec![Outcome::Accepted { seq: 5 }]);
+    let seqs: Vec<u64> = all(&store, 0).iter().map(|r| r.0).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn nothing_is_visible_before_it_is_durable() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path(), StoreOptions::default());
+    let a = store
+        .append(prep(&env(Uuid::new_v4(), "{\"raw\":\"\"}", "")), NOW)
+        .expect("append");
+    assert_eq!(a.high, 1);
+    assert!(all(&store, 0).is_empty(), "visible before its fsync");
+    assert!(store.get_seq(1).expect("get").is_none());
+    store.wait_durable(a.ticket, a.high).await.expect("durable");
+    assert_eq!(all(&store, 0).len(), 1);
+    // A duplicate of a message not yet durable gets a ticket of its own.
+    let u = Uuid::new_v4();
+    let first = store
+        .append(prep(&env(u, "{\"raw\":\"\"}", "")), NOW)
+        .expect("a");
+    let dup = store
+        .append(prep(&env(u, "{\"raw\":\"\"}", "")), NOW)
+        .expect("b");
+    assert_ne!(dup.ticket, Ticket::NONE);
+    store
+        .wait_durable(dup.ticket, dup.high)
+        .await
+        .expect("durable");
+    assert_eq!(
+        store.durable(),
+        2,
+        "the duplicate's wait covered the original"
+    );
+    store
+        .wait_durable(first.ticket, first.high)
+        .await
+        .expect("ok");
+}
+
+#[tokio::test]
+async fn tag_updates_merge_once_and_only_by_the_owner() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path(), StoreOptions::default());
+    let u = Uuid::new_v4();
+    commit(
+        &store,
+        prep(&env(u, r#"{"raw":"eA=="}"#, r#","tags":["a"]"#)),
+        NOW,
+    )
+    .await;
+    let update = env(u, "{}", r#","tags":["b","tlp:red"]"#);
+    let out = commit(&store, prep(&update), NOW).await;
+    assert_eq!(out, vec![Outcome::Updated { seq: 2, target: 1 }]);
+    let rows = all(&store, 0);
+    assert_eq!(rows[0].3, vec!["a", "b", "tlp:red"], "original re-tagged");
+    assert_eq!(rows[1].2, EntryKind::TagUpdate);
+    let rec = store.get_seq(1).expect("get").expect("there");
+    assert_eq!(
+        decode_log(&rec).expect("decodes").tlp,
+        Some(sighthub_iep04::Tlp::Red),
+        "TLP follows the new tags"
+    );
+    // The same update again changes nothing: a duplicate, not delivered twice.
+    let out = commit(&store, prep(&update), NOW).await;
+    assert_eq!(
+        out,
+        vec![Outcome::Duplicate {
+            seq: 1,
+            by_content: false
+        }]
+    );
+    // Another organisation may not re-tag it: refused, nothing written.
+    let foreign = env(u, "{}", &format!(r#","uuid_org":"{OTHER}","tags":["c"]"#));
+    let mut g = Grants::admin(OTHER);
+    g.admin = false;
+    g.relay = false;
+    let mut c = Collector::new(Arc::new(g), Uuid::from_u128(5));
+    c.decode_buffered(BodyKind::Json, foreign.as_bytes(), 1 << 20);
+    let before = store.durable();
+    let err = store
+        .append(c.items, NOW)
+        .expect_err("foreign update refused");
+    assert!(
+        matches!(err, Error::Refused(ref r) if r[0].index == 0),
+        "{err:?}"
+    );
+    assert_eq!(store.durable(), before);
+    assert_eq!(all(&store, 0).len(), 2);
+    // An empty payload for an unknown uuid is an error, and is not remembered.
+    let ghost = Uuid::new_v4();
+    let out = commit(&store, prep(&env(ghost, "{}", "")), NOW).await;
+    assert_eq!(out, vec![Outcome::UnknownTarget]);
+    let out = commit(&store, prep(&env(ghost, r#"{"raw":""}"#, "")), NOW).await;
+    assert!(matches!(out[0], Outcome::Accepted { .. }));
+}
+
+#[tokio::test]
+async fn withdrawals_are_indexed_and_checked_against_the_owner() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path(), StoreOptions::default());
+    let (x, w, foreign_w) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    commit(&store, prep(&env(x, r#"{"raw":"eA=="}"#, "")), NOW).await;
+    let withdrawal = env(
+        w,
+        "{}",
+        &format!(
+            r#","intelmq:links":[{{"left_side":"{w}","type":"withdraws","right_side":"{x}"}}],"intelmq:related":["{x}"]"#
+        ),
+    );
+    let out = commit(&store, prep(&withdrawal), NOW).await;
+    assert_eq!(out, vec![Outcome::Accepted { seq: 2 }]);
+    let links = store.links_to(&x, 100).expect("links");
+    assert_eq!(links.len(), 2);
+    assert!(links.iter().any(|l| l.source == w
+        && l.rel
+            == LinkRel::Typed {
+                link_type: "withdraws".into(),
+                target_left: false,
+                from_self: true
+            }));
+    assert!(links.iter().any(|l| l.rel == LinkRel::Related));
+    // Another organisation withdrawing x: the whole request is refused.
+    let foreign = format!(
+        "[{}, {}]",
+        env(Uuid::new_v4(), r#"{"raw":"ok"}"#, ""),
+        env(
+            foreign_w,
+            "{}",
+            &format!(
+                r#","intelmq:links":[{{"left_side":"{foreign_w}","type":"withdraws","right_side":"{x}"}}]"#
+            )
+        )
+    );
+    let err = store
+        .append(prep_as(OTHER, &foreign), NOW)
+        .expect_err("refused");
+    assert!(matches!(err, Error::Refused(ref r) if r.len() == 1 && r[0].index == 1));
+    assert_eq!(store.links_to(&x, 100).expect("links").len(), 2);
+    assert_eq!(
+        all(&store, 0).len(),
+        2,
+        "nothing of the refused request written"
+    );
+}
+
+#[tokio::test]
+async fn reopen_keeps_sequence_dedup_epoch_and_identity() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let u = Uuid::new_v4();
+    let (epoch, instance) = {
+        let store =
+            ExchangeStore::open(dir.path(), StoreOptions::default(), None, None).expect("open");
+        commit(&store, prep(&env(u, r#"{"raw":""}"#, "")), NOW).await;
+        commit(&store, prep(r#"{"source.ip":"198.51.100.7"}"#), NOW).await;
+        (store.epoch(), store.instance())
+    };
+    let store = ExchangeStore::open(dir.path(), StoreOptions::default(), None, None).expect("re");
+    assert_eq!(store.epoch(), epoch);
+    assert_eq!(store.instance(), instance, "generated identity is kept");
+    assert_eq!(store.durable(), 2);
+    let out = commit(&store, prep(&env(u, r#"{"raw":""}"#, "")), NOW).await;
+    assert_eq!(
+        out,
+        vec![Outcome::Duplicate {
+            seq: 1,
+            by_content: false
+        }]
+    );
+    let out = commit(&store, prep(r#"{"source.ip":"198.51.100.7"}"#), NOW + 5).await;
+    assert_eq!(
+        out,
+        vec![Outcome::Duplicate {
+            seq: 2,
+            by_content: true
+        }]
+    );
+    let out = commit(&store, prep(r#"{"source.ip":"198.51.100.8"}"#), NOW).await;
+    assert_eq!(out, vec![Outcome::Accepted { seq: 3 }]);
+}
+
+#[tokio::test]
+async fn retention_by_size_and_age_drops_the_oldest_and_their_links() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let opts = StoreOptions {
+        log_max_bytes: 10_000,
+        log_max_age: 100,
+        ..StoreOptions::default()
+    };
+    let store = open(dir.path(), opts);
+    let target = Uuid::new_v4();
+    let mut first = None;
+    for i in 0..60u64 {
+        let u = Uuid::new_v4();
+        first.get_or_insert(u);
+        let body = env(
+            u,
+            &format!(r#"{{"raw":"{}"}}"#, "x".repeat(200)),
+            &format!(r#","intelmq:related":["{target}"],"intelmq:alternate":["RT#{i}"]"#),
+        );
+        commit(&store, prep(&body), NOW + i).await;
+    }
+    assert_eq!(store.links_to(&target, 1000).expect("links").len(), 60);
+    let before = store.log_bytes();
+    assert!(before > 10_000);
+    let swept = store.sweep(NOW + 60).expect("sweep");
+    assert!(swept.removed > 0);
+    assert!(store.log_bytes() <= 10_000, "{}", store.log_bytes());
+    assert_eq!(before - swept.bytes, store.log_bytes());
+    let left = all(&store, 0);
+    assert_eq!(left.first().map(|r| r.0), Some(swept.removed + 1));
+    assert_eq!(
+        store.links_to(&target, 1000).expect("links").len() as u64,
+        60 - swept.removed
+    );
+    assert!(store.by_alternate("RT#0", 10).expect("alt").is_empty());
+    assert_eq!(store.by_alternate("RT#59", 10).expect("alt").len(), 1);
+    // A reader from the start learns that it missed messages.
+    let end = store
+        .scan(0, 10, |_, _| ControlFlow::Continue(()))
+        .expect("scan");
+    assert!(end.truncated);
+    // The uuid of a dropped message is still a duplicate, but the message is gone.
+    let first = first.expect("first");
+    assert!(matches!(
+        store.lookup(&first).expect("lookup"),
+        Some((1, None))
+    ));
+    // By age: everything accepted before NOW+30 goes.
+    store.sweep(NOW + 130).expect("sweep");
+    assert!(all(&store, 0).iter().all(|r| r.0 > 30));
+    // Everything goes; the next sequence number still moves on, after a reopen too.
+    store.sweep(NOW + 1000).expect("sweep");
+    assert!(all(&store, 0).is_empty());
+    drop(store);
+    let store = open(dir.path(), StoreOptions::default());
+    let out = commit(&store, prep(&env(Uuid::new_v4(), r#"{"raw":""}"#, "")), NOW).await;
+    assert_eq!(out, vec![Outcome::Accepted { seq: 61 }]);
+    assert_eq!(store.log_bytes(), all_bytes(&store));
+}
+
+fn all_bytes(store: &ExchangeStore) -> u64 {
+    let mut n = 0;
+    for seq in 1..=store.durable() {
+        n += store
+            .get_seq(seq)
+            .expect("get")
+            .map_or(0, |v| v.len() as u64);
+    }
+    n
+}
+
+#[tokio::test]
+async fn consumer_cursors_only_move_forward() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path(), StoreOptions::default());
+    for _ in 0..3 {
+        commit(&store, prep(&env(Uuid::new_v4(), r#"{"raw":""}"#, "")), NOW).await;
+    }
+    assert_eq!(store.consumer(ORG, "c").expect("get"), None);
+    let (s, t) = store.consumer_ack(ORG, "c", 2, NOW).expect("ack");
+    store.group_commit().wait(t).await.expect("durable");
+    assert_eq!(s.acked, 2);
+    let (s, t) = store.consumer_ack(ORG, "c", 1, NOW).expect("ack");
+    assert_eq!((s.acked, t), (2, Ticket::NONE));
+    assert!(
+        store.consumer_ack(ORG, "c", 9, NOW).is_err(),
+        "ahead of the log"
+    );
+    assert_eq!(
+        store.consumer(OTHER, "c").expect("get"),
+        None,
+        "per organisation"
+    );
+    let (existed, _) = store.consumer_delete(ORG, "c").expect("delete");
+    assert!(existed);
+    assert_eq!(store.consumer(ORG, "c").expect("get"), None);
+}
+
+#[tokio::test]
+async fn seen_uuids_expire_when_configured() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let opts = StoreOptions {
+        seen_max_age: 50,
+        ..StoreOptions::default()
+    };
+    let store = open(dir.path(), opts);
+    let u = Uuid::new_v4();
+    let body = env(u, r#"{"raw":""}"#, "");
+    commit(&store, prep(&body), NOW).await;
+    let out = commit(&store, prep(&body), NOW + 49).await;
+    assert!(matches!(out[0], Outcome::Duplicate { .. }));
+    let out = commit(&store, prep(&body), NOW + 50).await;
+    assert_eq!(out, vec![Outcome::Accepted { seq: 2 }]);
+}
+
+/// The seen-set costs well under 64 bytes per uuid on disk (key 16 + value 12 + overhead).
+#[test]
+fn seen_set_is_compact() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path(), StoreOptions::default());
+    let n = 200_000u64;
+    let mut batch = store.db.batch();
+    for seq in 1..=n {
+        let s = Seen {
+            seq,
+            at: secs32(NOW),
+        };
+        batch.insert(
+            &store.seen,
+            Uuid::new_v4().as_bytes().to_vec(),
+            s.encode().to_vec(),
+        );
+    }
+    batch.commit().expect("commit");
+    store.compact_seen().expect("compact");
+    let per_uuid = store.seen_disk_space() as f64 / n as f64;
+    assert!(per_uuid < 48.0, "{per_uuid:.1} bytes per uuid");
+}

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""End-to-end comparison of two servers speaking the SightingDB API, as a Markdown table.
+
+Runs the shared load-test harness (sdb_bench.py) against server A and server B, one after the
+other on the same machine, keeps the raw JSON of both runs, and writes a table of medians and
+A/B ratios (plus server CPU per operation, the steadier figure on a small machine).
+
+  # compare two result files already produced by sdb_bench.py --out
+  scripts/bench_compare.py table A.json B.json [--md out.md]
+
+  # run the harness for both, then compare (managed mode: each command execs its server)
+  scripts/bench_compare.py run --harness ../shared/bench/sdb_bench.py \\
+      --a-label sighthub --a-url http://127.0.0.1:9997 --a-cmd "target/release/sighthub serve ..." \\
+      --a-fresh-dir /tmp/sh-data \\
+      --b-label sightingdb --b-url http://127.0.0.1:9998 --b-cmd "sightingdb -c plain.toml -l quiet.yml" \\
+      --scenarios w,r,wb10k,rb10k,mem1 --out-dir bench/results --md bench/results/latest.md \\
+      [-- extra harness options such as --repeat 3 --duration 10]
+
+Stdlib only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+# Metrics worth a row, in order; (key, label, higher_is_better).
+METRICS = [
+    ("ops_per_s", "requests/s", True),
+    ("items_per_s", "items/s", True),
+    ("lat_p50_ms", "p50 latency ms", False),
+    ("lat_p99_ms", "p99 latency ms", False),
+    ("bytes_per_value", "RSS bytes/value", False),
+    ("rss_mib", "RSS MiB", False),
+    ("load_items_per_s", "load items/s", True),
+    ("restart_ready_s", "restart until a value reads back, s", False),
+    ("shutdown_save_s", "shutdown s", False),
+    ("disk_mib", "disk MiB", False),
+]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def cpu_per_op(run_summary):
+    """Median server CPU microseconds per request or item, if the scenario has both."""
+    cpu = run_summary.get("server_cpu_s", {}).get("median")
+    n = (run_summary.get("requests") or run_summary.get("items") or {}).get("median")
+    if cpu is None or not n:
+        return None
+    return cpu / n * 1e6
+
+
+def fmt(x):
+    if x is None:
+        return "–"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3g}"
+
+
+def table(a, b):
+    la, lb = a.get("label", "A"), b.get("label", "B")
+    rows = [f"| scenario | metric | {la} | {lb} | {la}/{lb} |", "|---|---|---:|---:|---:|"]
+    sa, sb = a.get("summary", {}), b.get("summary", {})
+    for scen in [s for s in sa if s in sb]:
+        for key, label, _ in METRICS:
+            ma = sa[scen].get(key, {}).get("median")
+            mb = sb[scen].get(key, {}).get("median")
+            if ma is None and mb is None:
+                continue
+            ratio = (ma / mb) if (ma is not None and mb) else None
+            rows.append(f"| {scen} | {label} | {fmt(ma)} | {fmt(mb)} | {fmt(ratio)} |")
+        ca, cb = cpu_per_op(sa[scen]), cpu_per_op(sb[scen])
+        if ca is not None or cb is not None:
+            ratio = (ca / cb) if (ca is not None and cb) else None
+            rows.append(f"| {scen} | server CPU µs/op | {fmt(ca)} | {fmt(cb)} | {fmt(ratio)} |")
+    n = min(
+        [v.get("n", 0) for s in sa.values() for v in s.values() if isinstance(v, dict)] or [0]
+    )
+    head = (
+        f"Medians of {n}+ runs each; {la} and {lb} measured one after the other on the same "
+        f"machine ({a.get('machine', {}).get('nproc', '?')} cores). Ratios are {la}/{lb}.\n\n"
+    )
+    return head + "\n".join(rows) + "\n"
+
+
+def run_one(harness, label, url, cmd, fresh, persist_cmd, persist_dir, scenarios, out, extra):
+    argv = [sys.executable, harness, "--label", label, "--base-url", url, "--server-cmd", cmd,
+            "--scenarios", scenarios, "--out", out] + extra
+    if fresh:
+        argv += ["--fresh-dir", fresh]
+    if persist_cmd and persist_dir:
+        argv += ["--persist-server-cmd", persist_cmd, "--persist-dbdir", persist_dir]
+    print("+", " ".join(shlex.quote(x) for x in argv), flush=True)
+    subprocess.run(argv, check=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("table")
+    t.add_argument("a")
+    t.add_argument("b")
+    t.add_argument("--md")
+    r = sub.add_parser("run")
+    r.add_argument("--harness", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "bench", "sdb_bench.py"))
+    for side in ("a", "b"):
+        r.add_argument(f"--{side}-label", required=True)
+        r.add_argument(f"--{side}-url", required=True)
+        r.add_argument(f"--{side}-cmd", required=True)
+        r.add_argument(f"--{side}-fresh-dir")
+        r.add_argument(f"--{side}-persist-cmd", help="server command using --{side}-persist-dir (persist scenario)")
+        r.add_argument(f"--{side}-persist-dir")
+    r.add_argument("--scenarios", default="w,r,wb10k,rb10k")
+    r.add_argument("--out-dir", default="bench/results")
+    r.add_argument("--md")
+    r.add_argument("extra", nargs=argparse.REMAINDER)
+    args = p.parse_args()
+    if args.cmd == "table":
+        md = table(load(args.a), load(args.b))
+    else:
+        os.makedirs(args.out_dir, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        extra = [x for x in args.extra if x != "--"]
+        outs = []
+        for side in ("a", "b"):
+            label = getattr(args, f"{side}_label")
+            out = os.path.join(args.out_dir, f"{stamp}-{label}.json")
+            run_one(args.harness, label, getattr(args, f"{side}_url"), getattr(args, f"{side}_cmd"),
+                    getattr(args, f"{side}_fresh_dir"), getattr(args, f"{side}_persist_cmd"),
+                    getattr(args, f"{side}_persist_dir"), args.scenarios, out, extra)
+            outs.append(out)
+        md = table(load(outs[0]), load(outs[1]))
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
