@@ -22,6 +22,22 @@ struct Cli {
 enum Command {
     /// Run the server (HTTPS on 127.0.0.1:9999 with an embedded store by default).
     Serve(ServeArgs),
+    /// Re-build the sightings recorded from exchanged events by replaying the exchange log
+    /// (for example after changing the `[bridge]` mapping). Run it with the server stopped.
+    RebuildSightings(RebuildArgs),
+}
+
+#[derive(clap::Args)]
+struct RebuildArgs {
+    /// TOML configuration file (the one the server uses).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory. Overrides the config.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log records applied per batch.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
 }
 
 #[derive(clap::Args)]
@@ -56,7 +72,51 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::RebuildSightings(args) => rebuild(args),
     }
+}
+
+fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::read(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    // No listener, no TLS and no key generation are needed to replay the log.
+    cfg.plain_http = true;
+    cfg.authenticate = false;
+    let booted = bootstrap::boot(&cfg).context("opening the stores (is the server stopped?)")?;
+    let feeder = booted
+        .bridge
+        .context("the bridge is disabled ([bridge] enabled = false) or the exchange is off")?;
+    let deleted = feeder.reset()?;
+    eprintln!("deleted {deleted} bridge namespaces; replaying the exchange log");
+    let total = feeder.log_end();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} log records ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let (mut sightings, mut retracted) = (0usize, 0usize);
+    loop {
+        let (step, ticket) = feeder.step(args.batch.max(1))?;
+        booted.store.group_commit().wait_blocking(ticket)?;
+        sightings += step.sightings;
+        retracted += step.retracted;
+        bar.set_position(step.position.min(total));
+        if step.at_end {
+            break;
+        }
+    }
+    bar.finish();
+    booted.store.persist()?;
+    eprintln!("done: {sightings} sightings recorded, {retracted} taken back by withdrawals");
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -105,8 +165,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let addr = server.local_addr()?;
         tracing::info!("listening on {}://{addr}", server.scheme());
         let sweeper = spawn_sweeper(std::sync::Arc::clone(&booted.store), cfg.sweep_interval);
+        let (stop_bridge, bridge_stopped) = tokio::sync::watch::channel(false);
+        let bridge = booted
+            .bridge
+            .clone()
+            .map(|feeder| tokio::spawn(feeder.run(bridge_stopped)));
         server.run(shutdown).await;
         sweeper.abort();
+        let _ = stop_bridge.send(true);
+        if let Some(b) = bridge {
+            let _ = b.await;
+        }
         anyhow::Ok(())
     })?;
     booted.store.persist().context("final persist")?;

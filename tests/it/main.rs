@@ -3,6 +3,7 @@
 mod api;
 mod auth;
 mod bad_input;
+mod bridge;
 mod common;
 mod crash;
 mod exchange;

@@ -262,6 +262,35 @@ impl App {
                 let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
                 self.latest_answer(&caller()?, &q)
             }
+            Endpoint::Who => {
+                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                let c = caller()?.clone_owned(&self.auth);
+                let val = q.val.filter(|v| !v.is_empty()).ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Did not receive a val= argument in the query string.".into(),
+                    )
+                })?;
+                let app = Arc::clone(self);
+                blocking(move || {
+                    let holders = app.store.holders(&val, now())?;
+                    let consensus = holders.len();
+                    let visible: Vec<serde_json::Value> = holders
+                        .iter()
+                        .filter(|(ns, _)| c.as_caller().allows(Access::Read, ns))
+                        .map(|(ns, v)| {
+                            json!({"namespace": ns.as_str(), "value": v.value, "count": v.record.count,
+                                   "first_seen": v.record.first_seen, "last_seen": v.record.last_seen,
+                                   "tags": v.record.tags})
+                        })
+                        .collect();
+                    Ok(to_json(
+                        StatusCode::OK,
+                        &json!({"value": val, "consensus": consensus, "visible": visible.len(),
+                                "namespaces": visible}),
+                    ))
+                })
+                .await
+            }
             Endpoint::Namespaces => {
                 let c = caller()?;
                 let app = Arc::clone(self);

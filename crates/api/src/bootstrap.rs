@@ -50,6 +50,8 @@ pub struct Booted {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// A key generated on this start, to show the operator once.
     pub generated_admin_key: Option<(String, PathBuf)>,
+    /// The feeder of exchanged events into sightings, when both are enabled.
+    pub bridge: Option<Arc<sighthub_bridge::Feeder>>,
 }
 
 /// Opens everything the configuration names.
@@ -127,6 +129,14 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         )?))
     };
     let exchange = sighthub_exchange::Exchange::open(&cfg.exchange, &cfg.data_dir, exchange_admin)?;
+    let bridge = match exchange.store() {
+        Some(ex) if cfg.bridge.enabled => Some(Arc::new(sighthub_bridge::Feeder::new(
+            Arc::clone(ex),
+            Arc::clone(&store) as Arc<dyn SightingStore>,
+            cfg.bridge.clone(),
+        ))),
+        _ => None,
+    };
     let app = Arc::new(App {
         store: Arc::clone(&store) as Arc<dyn SightingStore>,
         auth,
@@ -140,6 +150,7 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         store,
         tls,
         generated_admin_key: generated,
+        bridge,
     })
 }
 

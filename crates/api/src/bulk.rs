@@ -238,7 +238,8 @@ mod test {
                 .contains("invalid type")
         );
         assert!(e(br#"{"items":[{"a":"1","b":"2"}]}"#).contains("several"));
-        assert!(e(b"{\"items\":[{\"namespace\":\"a\",\"value\":\"\xff\"}]}").contains("invalid unicode"));
+        assert!(e(b"{\"items\":[{\"namespace\":\"a\",\"value\":\"\xff\"}]}")
+            .contains("invalid unicode"));
         assert!(
             e(br#"{"items":[{"namespace":"a","value":"v","timestamp":1.5}]}"#)
                 .contains("invalid type")

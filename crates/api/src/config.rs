@@ -42,6 +42,8 @@ pub struct Config {
     pub sweep_interval: u64,
     /// The IEP04 exchange (`/iep04/`): identity, limits, retention, keys and feeds.
     pub exchange: sighthub_exchange::ExchangeConfig,
+    /// How events accepted by the exchange become sightings.
+    pub bridge: sighthub_bridge::BridgeConfig,
 }
 
 /// TLS files.
@@ -121,6 +123,7 @@ impl Default for Config {
             latest_writes: 10_000,
             sweep_interval: 60,
             exchange: sighthub_exchange::ExchangeConfig::default(),
+            bridge: sighthub_bridge::BridgeConfig::default(),
         }
     }
 }
@@ -205,6 +208,7 @@ impl Config {
         self.exchange
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.bridge.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

@@ -143,6 +143,8 @@ pub enum Endpoint {
     Latest,
     /// `GET /_api/namespaces`.
     Namespaces,
+    /// `GET /_api/who`.
+    Who,
     /// `GET /_api/openapi.yaml`.
     OpenApi,
     /// `GET /`.
@@ -200,6 +202,7 @@ pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError>
         "/health" => (Endpoint::Health, false),
         "/_api/latest" => (Endpoint::Latest, false),
         "/_api/namespaces" => (Endpoint::Namespaces, false),
+        "/_api/who" => (Endpoint::Who, false),
         "/_api/openapi.yaml" => (Endpoint::OpenApi, false),
         "/" => (Endpoint::Help, false),
         "/w" | "/r" | "/rs" | "/d" | "/c" => {
