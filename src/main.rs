@@ -77,13 +77,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
-    let mut cfg = match &args.config {
-        Some(p) => Config::read(p)?,
-        None => Config::default(),
-    };
-    if let Some(d) = args.data_dir {
-        cfg.data_dir = d;
-    }
+    let mut cfg = load_config(args.config.as_deref(), args.data_dir)?;
     // No listener, no TLS and no key generation are needed to replay the log.
     cfg.plain_http = true;
     cfg.authenticate = false;
@@ -119,14 +113,23 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut cfg = match &args.config {
+/// The configuration file (or the defaults), with the data directory overridden if given.
+fn load_config(
+    path: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    let mut cfg = match path {
         Some(p) => Config::read(p)?,
         None => Config::default(),
     };
-    if let Some(d) = args.data_dir {
+    if let Some(d) = data_dir {
         cfg.data_dir = d;
     }
+    Ok(cfg)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = load_config(args.config.as_deref(), args.data_dir)?;
     if let Some(l) = args.listen {
         cfg.listen = l;
     }

@@ -159,17 +159,7 @@ impl Fixture {
     }
 
     pub async fn get_as(&self, key: Option<&str>, path: &str) -> (u16, serde_json::Value) {
-        let mut req = self.http.get(self.server.url(path));
-        if let Some(k) = key {
-            req = req.header("Authorization", k);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.expect("body");
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        )
+        send(self.http.get(self.server.url(path)), key).await
     }
 
     /// POST JSON with the admin key.
@@ -183,22 +173,27 @@ impl Fixture {
         path: &str,
         body: serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let mut req = self
+        let req = self
             .http
             .post(self.server.url(path))
             .header("content-type", "application/json")
             .body(body.to_string());
-        if let Some(k) = key {
-            req = req.header("Authorization", k);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.expect("body");
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        )
+        send(req, key).await
     }
+}
+
+/// Sends with the key (if any); returns the status and the JSON body (`Null` if not JSON).
+async fn send(mut req: reqwest::RequestBuilder, key: Option<&str>) -> (u16, serde_json::Value) {
+    if let Some(k) = key {
+        req = req.header("Authorization", k);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Unix seconds now.

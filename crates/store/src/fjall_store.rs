@@ -524,20 +524,7 @@ impl SightingStore for FjallStore {
         ops: &[WriteOp<'_>],
         now: i64,
     ) -> Result<(Vec<std::result::Result<WriteOutcome, ItemError>>, Ticket)> {
-        let _guard = lock(&self.writer);
-        if now >= self.next_expiry.load(Ordering::Acquire) {
-            self.sweep_locked(now)?;
-        }
-        let mut ov = Overlay::for_ops(ops.len());
-        let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            out.push(match op.check() {
-                Ok(()) => Ok(self.apply(&mut ov, op)?),
-                Err(e) => Err(e),
-            });
-        }
-        let ticket = self.commit_overlay(ov)?;
-        Ok((out, ticket))
+        self.apply_marked(ops, &[], &[], now)
     }
 
     fn shadow(&self, reads: &[(&Namespace, &str)], now: i64) -> Result<()> {
