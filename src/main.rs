@@ -157,6 +157,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Install the signal handlers before announcing the address: a SIGTERM that arrives
         // right after start must still drain and persist, not kill the process.
         let shutdown = shutdown_signal()?;
+        let reload = reload_signal()?;
         let server = Server::bind(
             std::sync::Arc::clone(&booted.app),
             cfg.listen,
@@ -173,7 +174,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .bridge
             .clone()
             .map(|feeder| tokio::spawn(feeder.run(bridge_stopped)));
+        let (stop_intelmq, intelmq_stopped) = tokio::sync::watch::channel(false);
+        let intelmq = match &booted.intelmq {
+            Some(i) => Some(
+                i.start(intelmq_stopped)
+                    .await
+                    .context("starting the [intelmq] transports")?,
+            ),
+            None => None,
+        };
+        if let Some(r) = &booted.relay {
+            r.start().await;
+        }
+        let reloader = spawn_reloader(reload, booted.relay.clone(), args.config.clone());
         server.run(shutdown).await;
+        reloader.abort();
+        if let Some(r) = &booted.relay {
+            r.stop().await;
+        }
+        let _ = stop_intelmq.send(true);
+        if let Some(i) = intelmq {
+            i.join().await;
+        }
         sweeper.abort();
         let _ = stop_bridge.send(true);
         if let Some(b) = bridge {
@@ -203,6 +225,55 @@ fn spawn_sweeper(
             }
         }
     })
+}
+
+/// Registers SIGHUP now (before the address is announced: a reload signal sent right after
+/// start must not kill the process).
+#[cfg(unix)]
+fn reload_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")
+}
+
+#[cfg(not(unix))]
+fn reload_signal() -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// On SIGHUP, re-reads the configuration file and applies its `[relay]` section (peers and
+/// pulls added, removed or changed without a restart). Other sections need a restart.
+#[cfg(unix)]
+fn spawn_reloader(
+    mut hup: tokio::signal::unix::Signal,
+    relay: Option<std::sync::Arc<sighthub_relay::Relay>>,
+    config: Option<std::path::PathBuf>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let (Some(path), Some(relay)) = (&config, &relay) else {
+                tracing::warn!("SIGHUP ignored: no --config file, or the exchange is off");
+                continue;
+            };
+            let cfg = Config::read(path).and_then(|c| c.validate().map(|()| c));
+            match cfg {
+                Ok(c) => {
+                    if let Err(e) = relay.reload(c.relay).await {
+                        tracing::warn!(error = %e, "SIGHUP: relay configuration refused");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: configuration not reloaded"),
+            }
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn spawn_reloader(
+    _hup: (),
+    _relay: Option<std::sync::Arc<sighthub_relay::Relay>>,
+    _config: Option<std::path::PathBuf>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {})
 }
 
 /// Registers SIGTERM and Ctrl-C now; the returned future resolves on either.

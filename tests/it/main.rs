@@ -7,4 +7,6 @@ mod bridge;
 mod common;
 mod crash;
 mod exchange;
+mod intelmq;
+mod relay;
 mod tls;

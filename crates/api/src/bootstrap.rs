@@ -30,6 +30,12 @@ pub enum BootError {
     /// The IEP04 exchange could not be opened.
     #[error("opening the IEP04 exchange: {0}")]
     Exchange(#[from] sighthub_exchange::Error),
+    /// The relay (peering) could not be set up.
+    #[error("[relay]: {0}")]
+    Relay(#[from] sighthub_relay::Error),
+    /// The IntelMQ transports are misconfigured.
+    #[error("[intelmq]: {0}")]
+    Intelmq(#[from] sighthub_intelmq::Error),
     /// The admin key file is unusable.
     #[error("admin key file {path}: {reason}")]
     AdminKey {
@@ -52,6 +58,11 @@ pub struct Booted {
     pub generated_admin_key: Option<(String, PathBuf)>,
     /// The feeder of exchanged events into sightings, when both are enabled.
     pub bridge: Option<Arc<sighthub_bridge::Feeder>>,
+    /// Peering, whenever the exchange is on (started, reloaded on SIGHUP and stopped by the
+    /// binary; with `[relay] enabled = false` or no peers it runs nothing).
+    pub relay: Option<Arc<sighthub_relay::Relay>>,
+    /// The IntelMQ transports, when `[intelmq] enabled` (started by the binary).
+    pub intelmq: Option<Arc<sighthub_intelmq::Intelmq>>,
 }
 
 /// Opens everything the configuration names.
@@ -137,6 +148,23 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         ))),
         _ => None,
     };
+    let intelmq = match exchange.store() {
+        Some(ex) if cfg.intelmq.enabled => Some(Arc::new(sighthub_intelmq::Intelmq::new(
+            &cfg.intelmq,
+            Arc::clone(ex),
+            &cfg.exchange.default_tlp,
+        )?)),
+        _ => None,
+    };
+    let relay = match exchange.store() {
+        Some(ex) => Some(Arc::new(sighthub_relay::Relay::new(
+            cfg.relay.clone(),
+            Arc::clone(ex),
+            &cfg.data_dir,
+            sighthub_relay::LocalOptions::from_exchange(&cfg.exchange)?,
+        )?)),
+        None => None,
+    };
     let app = Arc::new(App {
         store: Arc::clone(&store) as Arc<dyn SightingStore>,
         auth,
@@ -151,6 +179,8 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         tls,
         generated_admin_key: generated,
         bridge,
+        relay,
+        intelmq,
     })
 }
 

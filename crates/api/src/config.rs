@@ -44,6 +44,10 @@ pub struct Config {
     pub exchange: sighthub_exchange::ExchangeConfig,
     /// How events accepted by the exchange become sightings.
     pub bridge: sighthub_bridge::BridgeConfig,
+    /// Peering: peers the exchange log is pushed to, hubs it pulls from (re-read on SIGHUP).
+    pub relay: sighthub_relay::RelayConfig,
+    /// IntelMQ transports (TCP in, collectors out, Redis queues in and out).
+    pub intelmq: sighthub_intelmq::IntelmqConfig,
 }
 
 /// TLS files.
@@ -124,6 +128,8 @@ impl Default for Config {
             sweep_interval: 60,
             exchange: sighthub_exchange::ExchangeConfig::default(),
             bridge: sighthub_bridge::BridgeConfig::default(),
+            relay: sighthub_relay::RelayConfig::default(),
+            intelmq: sighthub_intelmq::IntelmqConfig::default(),
         }
     }
 }
@@ -170,6 +176,13 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        let relay = &mut cfg.relay;
+        let cas = relay.peers.iter_mut().filter_map(|p| p.ca.as_mut());
+        for p in cas.chain(relay.pulls.iter_mut().filter_map(|p| p.ca.as_mut())) {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         Ok(cfg)
     }
 
@@ -209,6 +222,11 @@ impl Config {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.bridge.validate().map_err(ConfigError::Invalid)?;
+        self.relay.validate().map_err(ConfigError::Invalid)?;
+        self.intelmq.validate().map_err(ConfigError::Invalid)?;
+        if self.intelmq.enabled && !self.exchange.enabled {
+            return bad("[intelmq] needs the exchange ([exchange] enabled = true)".into());
+        }
         Ok(())
     }
 }

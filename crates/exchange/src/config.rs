@@ -34,6 +34,10 @@ pub struct ExchangeConfig {
     /// How long a bare event (no uuid) stays a duplicate of an identical one from the same
     /// organisation, in seconds. IntelMQ's TCP output resends after 15 s without an answer.
     pub content_window_seconds: u64,
+    /// Memory (MiB, per generation, two generations) of the Bloom filter that answers "new"
+    /// for content keys without a keyspace lookup (0 = no filter). 8 MiB keeps ~1 % false
+    /// positives up to ~6.7 million bare events per content window; beyond, it only helps less.
+    pub content_filter_mb: u64,
     /// How long an accepted uuid stays a duplicate, in seconds (0 = forever).
     pub seen_max_age_seconds: u64,
     /// Log retention by age: messages older than this are dropped from the log, in seconds
@@ -101,6 +105,7 @@ impl Default for ExchangeConfig {
             max_request_bytes: 64 * 1024 * 1024,
             max_line_bytes: sighthub_iep04::DEFAULT_MAX_LINE,
             content_window_seconds: 3600,
+            content_filter_mb: 8,
             seen_max_age_seconds: 0,
             log_max_age_seconds: 0,
             log_max_bytes: 0,

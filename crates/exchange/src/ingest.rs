@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::access::Grants;
 use crate::error::Refusal;
-use crate::record::{encode_log, EntryKind, LogEntry, FLAG_PAYLOAD, FLAG_WRAPPED};
+use crate::record::{encode_log, EntryKind, LogEntry, FLAG_LINKED, FLAG_PAYLOAD, FLAG_WRAPPED};
 use crate::store::{index_entries, marks_of, Prepared};
 
 /// How a body is read; see the [module docs](self).
@@ -322,6 +322,9 @@ fn prepare_with(
     }
     if wrapped {
         flags |= FLAG_WRAPPED;
+    }
+    if !links.is_empty() || !alternates.is_empty() {
+        flags |= FLAG_LINKED;
     }
     // The header, then the envelope written straight after it (it is the record's tail).
     let mut record = encode_log(&LogEntry {

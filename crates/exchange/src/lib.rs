@@ -43,6 +43,7 @@
 //! - [`store`]: the log, seen-set, content window, link indexes, consumers, retention.
 //! - [`record`]: on-disk encodings and the cursor.
 //! - [`emit`]: envelope JSON and content hash without copies (same bytes as the library).
+//! - [`filter`]: the in-memory Bloom filter in front of the content window.
 //! - [`export`]: rendering pages as envelopes or bare IntelMQ events, JSON or ND-JSON.
 //! - [`http`]: the routes and their handlers.
 //! - [`error`]: the error type, which knows its HTTP status.
@@ -54,6 +55,7 @@ pub mod config;
 pub mod emit;
 pub mod error;
 pub mod export;
+pub mod filter;
 pub mod http;
 pub mod ingest;
 pub mod record;
@@ -110,6 +112,9 @@ impl Exchange {
                 seen_max_age: cfg.seen_max_age_seconds,
                 log_max_age: cfg.log_max_age_seconds,
                 log_max_bytes: cfg.log_max_bytes,
+                content_filter_bytes: usize::try_from(cfg.content_filter_mb)
+                    .unwrap_or(usize::MAX / 2)
+                    .saturating_mul(1024 * 1024),
             },
             cfg.org,
             cfg.instance,

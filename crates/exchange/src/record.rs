@@ -24,6 +24,8 @@ pub const LOG_VERSION: u8 = 1;
 pub const FLAG_PAYLOAD: u8 = 1;
 /// The message arrived without a uuid (a bare event) and was wrapped here.
 pub const FLAG_WRAPPED: u8 = 2;
+/// The message has link or alternate index entries (retention must remove them).
+pub const FLAG_LINKED: u8 = 4;
 
 /// Offset of `accepted_at` in a log record, patched when the record is committed.
 const AT_OFFSET: usize = 4;

@@ -36,10 +36,11 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::{Error, Refusal, Result};
+use crate::filter::ContentFilter;
 use crate::record::{
-    alternate_prefix, consumer_key, decode_link_key, decode_link_value, decode_log, encode_log,
-    key_seq, le_u64, link_key, link_value, secs32, seq_key, set_accepted_at, EntryKind, LinkRel,
-    LogEntry, Seen,
+    self, alternate_prefix, consumer_key, decode_link_key, decode_link_value, decode_log,
+    encode_log, key_seq, le_u64, link_key, link_value, secs32, seq_key, set_accepted_at, EntryKind,
+    LinkRel, LogEntry, Seen,
 };
 
 /// Tunables of the exchange store.
@@ -55,6 +56,9 @@ pub struct StoreOptions {
     pub log_max_age: u64,
     /// Log retention by size in bytes (0 = unlimited).
     pub log_max_bytes: u64,
+    /// Bytes per generation of the in-memory filter in front of `content` (0 = none); see
+    /// [`crate::filter`].
+    pub content_filter_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -65,6 +69,7 @@ impl Default for StoreOptions {
             seen_max_age: 0,
             log_max_age: 0,
             log_max_bytes: 0,
+            content_filter_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -182,6 +187,8 @@ struct WriterState {
     next_seq: u64,
     /// Total bytes of the records in the log.
     log_bytes: u64,
+    /// "Certainly new" answers for content keys, without touching the keyspace.
+    filter: Option<ContentFilter>,
 }
 
 /// The exchange database; see the module docs.
@@ -272,7 +279,8 @@ impl CompactionFilter for AgeFilter {
 
 impl ExchangeStore {
     /// Opens (or creates) the exchange database in `dir`. Start-up reads a few `meta` keys and
-    /// the first and last log keys; nothing is scanned, whatever the size of the log.
+    /// the first and last log keys, and the live `content` keys into the filter (bounded by
+    /// the content window); the log is never scanned, whatever its size.
     ///
     /// `org` / `instance`: the configured identity; when absent, the stored one (generated
     /// on the first start) is used.
@@ -350,6 +358,22 @@ impl ExchangeStore {
             None => last + 1,
         };
         let log_bytes = get_u64(META_LOG_BYTES)?.unwrap_or(0);
+        let filter = match opts.content_filter_bytes {
+            0 => None,
+            bytes => {
+                // The live entries only: bounded by the content window.
+                let now = now_secs();
+                let mut f = ContentFilter::new(bytes, opts.content_window, now);
+                for kv in content.iter() {
+                    let (k, v) = kv.into_inner()?;
+                    let alive = Seen::decode(&v).is_some_and(|s| s.alive(opts.content_window, now));
+                    if let (true, Ok(key)) = (alive, <[u8; 16]>::try_from(&k[..])) {
+                        f.insert(&key, now);
+                    }
+                }
+                Some(f)
+            }
+        };
         // What recovery replayed from the journal may only be in the page cache: make it
         // durable before any of it is delivered.
         db.persist(PersistMode::SyncAll)?;
@@ -373,6 +397,7 @@ impl ExchangeStore {
             writer: Mutex::new(WriterState {
                 next_seq: last + 1,
                 log_bytes,
+                filter,
             }),
             consumer_lock: Mutex::new(()),
             durable,
@@ -478,6 +503,7 @@ impl ExchangeStore {
             if let Some(ck) = item.content_key {
                 let dup = match new_content.get(&ck) {
                     Some(&seq) => Some(seq),
+                    None if st.filter.as_mut().is_some_and(|f| !f.maybe(&ck, now)) => None,
                     None => self.content_lookup(&ck, now)?,
                 };
                 if let Some(seq) = dup {
@@ -586,6 +612,9 @@ impl ExchangeStore {
             if let Some(ck) = item.content_key {
                 batch.insert(&self.content, ck.to_vec(), seen.to_vec());
                 new_content.insert(ck, seq);
+                if let Some(f) = st.filter.as_mut() {
+                    f.insert(&ck, now);
+                }
             }
             let lv = link_value(seq, item.org);
             for (target, rel) in &item.links {
@@ -821,7 +850,7 @@ impl ExchangeStore {
                     break;
                 }
                 batch.remove(&self.log, k);
-                if entry.kind == EntryKind::Message {
+                if entry.kind == EntryKind::Message && entry.flags & record::FLAG_LINKED != 0 {
                     self.unindex(&mut batch, &entry)?;
                 }
                 removed += 1;

@@ -1,0 +1,211 @@
+//! Taking IntelMQ messages into the exchange: decode (bare event → wrapped IEP04 message),
+//! prepare with the transport's [`Grants`], append, and wait until durable.
+//!
+//! [`Sink::accept`] returns only once every accepted message of the batch is durable, so a
+//! transport acknowledges (`Ok`, `RPOP …-internal`) after it and never before. A duplicate
+//! (same uuid, or a bare event with the same content within the exchange's content window)
+//! counts as taken: it is already in the log.
+
+use sighthub_exchange::ingest::{prepare, ItemError};
+use sighthub_exchange::store::{now_secs, Outcome, Prepared};
+use sighthub_exchange::{ExchangeStore, Feed, Grants};
+use sighthub_iep04::Receiver;
+use std::sync::Arc;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// In the log (new or a duplicate), durably.
+    Stored(Outcome),
+    /// Not a valid message, or not one this transport may publish: never stored.
+    Rejected(String),
+}
+
+impl Taken {
+    /// Stored (new or duplicate).
+    pub fn is_stored(&self) -> bool {
+        matches!(self, Taken::Stored(_))
+    }
+}
+
+/// A transport's way into the exchange; cheap to clone.
+#[derive(Clone)]
+pub struct Sink {
+    store: Arc<ExchangeStore>,
+    grants: Arc<Grants>,
+    receiver: Receiver,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("org", &self.grants.org)
+            .finish()
+    }
+}
+
+impl Sink {
+    /// A sink publishing as `org` (default: the exchange's organisation), adding `tags` to
+    /// bare events. It may publish any feed but only for its own organisation.
+    pub fn new(store: Arc<ExchangeStore>, org: Option<Uuid>, tags: &[String]) -> Sink {
+        let org = org.unwrap_or_else(|| store.org());
+        let grants = Grants {
+            org,
+            publish: vec![Feed::All],
+            read: Vec::new(),
+            tlp_max: sighthub_iep04::Tlp::Red,
+            relay: false,
+            admin: false,
+            bare_tags: tags.to_vec(),
+        };
+        let receiver = Receiver::new(org, Some(store.instance()));
+        Sink {
+            store,
+            grants: Arc::new(grants),
+            receiver,
+        }
+    }
+
+    /// The exchange store.
+    pub fn store(&self) -> &Arc<ExchangeStore> {
+        &self.store
+    }
+
+    /// Decodes and prepares one JSON message (CPU only).
+    pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared, String> {
+        let decoded = self.receiver.decode(bytes).map_err(|e| e.to_string())?;
+        prepare(decoded, &self.grants, self.store.instance()).map_err(|e| match e {
+            ItemError::Invalid(e) => e.to_string(),
+            ItemError::Refused(r) => r,
+        })
+    }
+
+    /// Takes a batch of JSON messages; returns one [`Taken`] per message, in order, once
+    /// every stored one is durable. An `Err` means nothing can be said about the batch
+    /// (storage failure): acknowledge nothing.
+    pub async fn accept(&self, frames: Vec<Vec<u8>>) -> Result<Vec<Taken>> {
+        let me = self.clone();
+        let (mut taken, items, index) = tokio::task::spawn_blocking(move || {
+            let mut taken = Vec::with_capacity(frames.len());
+            let mut items = Vec::new();
+            let mut index = Vec::new();
+            for (i, f) in frames.iter().enumerate() {
+                match me.prepare(f) {
+                    Ok(p) => {
+                        index.push(i);
+                        items.push(p);
+                        taken.push(Taken::Rejected(String::new()));
+                    }
+                    Err(reason) => taken.push(Taken::Rejected(reason)),
+                }
+            }
+            (taken, items, index)
+        })
+        .await?;
+        if items.is_empty() {
+            return Ok(taken);
+        }
+        let outcomes = self.append(items).await?;
+        for (slot, outcome) in index.into_iter().zip(outcomes) {
+            if let Some(t) = taken.get_mut(slot) {
+                *t = outcome;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Appends prepared items; a refusal of some (e.g. withdrawing another organisation's
+    /// message) drops those and stores the rest.
+    async fn append(&self, mut items: Vec<Prepared>) -> Result<Vec<Taken>> {
+        let n = items.len();
+        let mut keep: Vec<usize> = (0..n).collect();
+        let mut out: Vec<Taken> = vec![Taken::Rejected(String::new()); n];
+        loop {
+            let store = Arc::clone(&self.store);
+            let batch = items.clone();
+            let r = tokio::task::spawn_blocking(move || store.append(batch, now_secs())).await?;
+            match r {
+                Ok(appended) => {
+                    self.store
+                        .wait_durable(appended.ticket, appended.high)
+                        .await?;
+                    for (slot, o) in keep.iter().zip(appended.outcomes) {
+                        if let Some(t) = out.get_mut(*slot) {
+                            *t = Taken::Stored(o);
+                        }
+                    }
+                    return Ok(out);
+                }
+                Err(sighthub_exchange::Error::Refused(refusals)) if !refusals.is_empty() => {
+                    let mut drop: Vec<usize> = refusals.iter().map(|r| r.index).collect();
+                    drop.sort_unstable();
+                    drop.dedup();
+                    for r in &refusals {
+                        if let Some(slot) = keep.get(r.index) {
+                            if let Some(t) = out.get_mut(*slot) {
+                                *t = Taken::Rejected(r.reason.clone());
+                            }
+                        }
+                    }
+                    for i in drop.into_iter().rev() {
+                        if i < items.len() {
+                            items.remove(i);
+                            keep.remove(i);
+                        }
+                    }
+                    if items.is_empty() {
+                        return Ok(out);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sighthub_exchange::StoreOptions;
+
+    const EVENT: &[u8] = include_bytes!("../tests/data/redis_pipeline_event.json");
+
+    #[tokio::test]
+    async fn bare_events_are_wrapped_durable_and_deduplicated() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(
+            ExchangeStore::open(dir.path(), StoreOptions::default(), None, None).expect("open"),
+        );
+        let org = Uuid::from_u128(7);
+        let sink = Sink::new(Arc::clone(&store), Some(org), &["intelmq:tcp".into()]);
+        let taken = sink
+            .accept(vec![EVENT.to_vec(), b"{not json".to_vec(), EVENT.to_vec()])
+            .await
+            .expect("accept");
+        assert_eq!(taken[0], Taken::Stored(Outcome::Accepted { seq: 1 }));
+        assert!(matches!(taken[1], Taken::Rejected(_)));
+        assert!(matches!(
+            taken[2],
+            Taken::Stored(Outcome::Duplicate {
+                seq: 1,
+                by_content: true
+            })
+        ));
+        assert_eq!(store.durable(), 1, "durable before accept returns");
+        let mut seen = Vec::new();
+        store
+            .scan(0, 10, |seq, e| {
+                let m = sighthub_iep04::Message::from_slice(e.json).expect("envelope");
+                let meta = m.meta.expect("meta");
+                assert_eq!(meta.uuid_org, Some(org));
+                assert_eq!(meta.tags, vec!["intelmq:tcp".to_owned()]);
+                seen.push(seq);
+                std::ops::ControlFlow::Continue(())
+            })
+            .expect("scan");
+        assert_eq!(seen, vec![1]);
+    }
+}

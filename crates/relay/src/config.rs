@@ -1,0 +1,271 @@
+//! The `[relay]` configuration section: peers to push to, hubs to pull from.
+//!
+//! Re-read on `SIGHUP` (the binary calls [`crate::Relay::reload`]): peers and pulls are
+//! matched by `name`; an added one starts, a removed one stops, a changed one restarts from
+//! its persisted cursor (nothing is lost or sent twice).
+
+use serde::Deserialize;
+use sighthub_exchange::Feed;
+use sighthub_iep04::Tlp;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+/// The `[relay]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Off: no peer is contacted (the section is kept so a reload can turn it on).
+    pub enabled: bool,
+    /// Messages per request to a peer (and per page pulled from a hub).
+    pub batch: usize,
+    /// A message whose path already holds this many instances is not relayed further. A last
+    /// resort only: loops are broken by the path and the receiver's seen-set.
+    pub max_hops: usize,
+    /// First retry delay after a failure, in milliseconds (doubled up to `retry_max_ms`).
+    pub retry_min_ms: u64,
+    /// Longest retry delay, in milliseconds: how long a peer that came back may wait.
+    pub retry_max_ms: u64,
+    /// Timeout of one request to a peer or hub, in seconds.
+    pub timeout_seconds: u64,
+    /// Announce in each copy (`meta["sighthub:covered"]`) the peers this instance sends the
+    /// message to itself, so that receivers do not send it there too: fewer duplicate copies
+    /// in a mesh. Off: only the path prunes.
+    pub covered: bool,
+    /// Instances to push the local log to.
+    pub peers: Vec<PeerConfig>,
+    /// Hubs whose log is pulled into the local one through a named consumer.
+    pub pulls: Vec<PullConfig>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch: 500,
+            max_hops: 32,
+            retry_min_ms: 200,
+            retry_max_ms: 60_000,
+            timeout_seconds: 30,
+            covered: true,
+            peers: Vec::new(),
+            pulls: Vec::new(),
+        }
+    }
+}
+
+/// One peer: another instance (or a hub, which is the same thing) the local log goes to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Unique among peers; names the persisted cursor (`<data_dir>/relay/push-<name>.json`).
+    pub name: String,
+    /// Base URL of the peer (`https://host:9999`); `/iep04/messages` is appended.
+    pub url: String,
+    /// The key this instance authenticates with at the peer (a `relay = true` key there, so
+    /// it may publish other organisations' messages).
+    pub key: String,
+    /// Feeds sent (same syntax as exchange keys: `"*"`, `"intelmq/event"`, `"tag:feed:x"`).
+    #[serde(default = "all_feeds")]
+    pub feeds: Vec<String>,
+    /// Most restrictive TLP sent (messages without one count as `[exchange] default_tlp`).
+    #[serde(default = "default_tlp_max")]
+    pub tlp_max: String,
+    /// Messages received from this peer may be relayed to other peers. `false` needs
+    /// `instance` (the path names instances, not peers).
+    #[serde(default = "yes")]
+    pub forward_received: bool,
+    /// The peer's instance uuid; when absent it is asked (`GET /iep04/status`) before the
+    /// first send.
+    #[serde(default)]
+    pub instance: Option<Uuid>,
+    /// Extra CA certificate (PEM) to trust for this peer (a self-signed peer).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Do not verify the peer's certificate (tests, never in production).
+    #[serde(default)]
+    pub accept_invalid_certs: bool,
+}
+
+/// One hub pulled from with a server-side cursor (`/iep04/consumers/{consumer}`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullConfig {
+    /// Unique among pulls; names the counters file (`<data_dir>/relay/pull-<name>.json`).
+    pub name: String,
+    /// Base URL of the hub.
+    pub url: String,
+    /// The key this instance reads with at the hub.
+    pub key: String,
+    /// The consumer name at the hub (its cursor lives there, moved by acknowledgements).
+    pub consumer: String,
+    /// Long-poll seconds per request.
+    #[serde(default = "default_wait")]
+    pub wait_seconds: u64,
+    /// Messages pulled from this hub may be relayed to peers. `false` needs `instance`.
+    #[serde(default = "yes")]
+    pub forward_received: bool,
+    /// The hub's instance uuid; asked when absent.
+    #[serde(default)]
+    pub instance: Option<Uuid>,
+    /// Extra CA certificate (PEM) to trust for this hub.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Do not verify the hub's certificate (tests, never in production).
+    #[serde(default)]
+    pub accept_invalid_certs: bool,
+}
+
+fn all_feeds() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_tlp_max() -> String {
+    "AMBER".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_wait() -> u64 {
+    20
+}
+
+/// A name usable as a file name part.
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !n.starts_with('.')
+}
+
+fn valid_url(u: &str) -> bool {
+    (u.starts_with("http://") || u.starts_with("https://")) && reqwest::Url::parse(u).is_ok()
+}
+
+impl PeerConfig {
+    /// The peer's feeds, parsed.
+    pub fn parsed_feeds(&self) -> Result<Vec<Feed>, String> {
+        self.feeds
+            .iter()
+            .map(|f| Feed::parse(f).map_err(|e| format!("relay peer '{}': feed: {e}", self.name)))
+            .collect()
+    }
+
+    /// The peer's TLP ceiling, parsed.
+    pub fn parsed_tlp(&self) -> Result<Tlp, String> {
+        self.tlp_max
+            .parse()
+            .map_err(|e| format!("relay peer '{}': tlp_max: {e}", self.name))
+    }
+}
+
+impl RelayConfig {
+    /// Checks names, URLs, feeds and TLPs; the message says which entry is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch == 0 || self.batch > 10_000 {
+            return Err("relay.batch must be 1..=10000".into());
+        }
+        if self.max_hops == 0 {
+            return Err("relay.max_hops must be at least 1".into());
+        }
+        if self.retry_min_ms == 0 || self.retry_max_ms < self.retry_min_ms {
+            return Err("relay: 0 < retry_min_ms <= retry_max_ms".into());
+        }
+        if self.timeout_seconds == 0 {
+            return Err("relay.timeout_seconds must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.peers {
+            if !valid_name(&p.name) || !names.insert(p.name.as_str()) {
+                return Err(format!(
+                    "relay peer name '{}': empty, repeated, or not [A-Za-z0-9._-]",
+                    p.name
+                ));
+            }
+            if !valid_url(&p.url) {
+                return Err(format!(
+                    "relay peer '{}': url '{}' is not http(s)",
+                    p.name, p.url
+                ));
+            }
+            if p.key.trim().is_empty() {
+                return Err(format!("relay peer '{}': key is empty", p.name));
+            }
+            p.parsed_feeds()?;
+            p.parsed_tlp()?;
+            if !p.forward_received && p.instance.is_none() {
+                return Err(format!(
+                    "relay peer '{}': forward_received = false needs its instance uuid",
+                    p.name
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.pulls {
+            if !valid_name(&p.name) || !names.insert(p.name.as_str()) {
+                return Err(format!(
+                    "relay pull name '{}': empty, repeated, or not [A-Za-z0-9._-]",
+                    p.name
+                ));
+            }
+            if !valid_url(&p.url) {
+                return Err(format!(
+                    "relay pull '{}': url '{}' is not http(s)",
+                    p.name, p.url
+                ));
+            }
+            if p.key.trim().is_empty() || p.consumer.trim().is_empty() {
+                return Err(format!("relay pull '{}': key or consumer is empty", p.name));
+            }
+            if !p.forward_received && p.instance.is_none() {
+                return Err(format!(
+                    "relay pull '{}': forward_received = false needs its instance uuid",
+                    p.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn parse(s: &str) -> RelayConfig {
+        let cfg: RelayConfig = toml_like(s);
+        cfg
+    }
+
+    // serde_json stands in for TOML here (the api crate parses the TOML sample).
+    fn toml_like(s: &str) -> RelayConfig {
+        serde_json::from_str(s).expect("parses")
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let cfg = parse("{}");
+        assert!(cfg.enabled && cfg.peers.is_empty());
+        cfg.validate().expect("default valid");
+        let ok = parse(
+            r#"{"peers":[{"name":"b","url":"http://127.0.0.1:1","key":"k"}],
+                "pulls":[{"name":"h","url":"https://hub:9999","key":"k","consumer":"me"}]}"#,
+        );
+        ok.validate().expect("valid");
+        assert_eq!(ok.peers[0].feeds, vec!["*"]);
+        assert!(ok.peers[0].forward_received);
+        for bad in [
+            r#"{"peers":[{"name":"","url":"http://x","key":"k"}]}"#,
+            r#"{"peers":[{"name":"a/b","url":"http://x","key":"k"}]}"#,
+            r#"{"peers":[{"name":"a","url":"ftp://x","key":"k"}]}"#,
+            r#"{"peers":[{"name":"a","url":"http://x","key":" "}]}"#,
+            r#"{"peers":[{"name":"a","url":"http://x","key":"k","tlp_max":"PURPLE"}]}"#,
+            r#"{"peers":[{"name":"a","url":"http://x","key":"k","feeds":["tag:"]}]}"#,
+            r#"{"peers":[{"name":"a","url":"http://x","key":"k","forward_received":false}]}"#,
+            r#"{"peers":[{"name":"a","url":"http://x","key":"k"},{"name":"a","url":"http://y","key":"k"}]}"#,
+            r#"{"batch":0}"#,
+        ] {
+            assert!(parse(bad).validate().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<RelayConfig>(r#"{"peer":[]}"#).is_err());
+    }
+}

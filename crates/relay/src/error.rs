@@ -1,0 +1,110 @@
+//! The relay's error type: each error knows where it came from and whether retrying can help.
+
+/// Where an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The peer or hub (network, HTTP status, answer).
+    Upstream,
+    /// This instance (local log, state files).
+    Internal,
+    /// The configuration.
+    Config,
+}
+
+/// A relay error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error("relay configuration: {0}")]
+    Config(String),
+    /// The peer could not be reached or timed out.
+    #[error("{peer}: {source}")]
+    Network {
+        /// Which peer or hub.
+        peer: String,
+        /// The client error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The peer answered with an unexpected HTTP status.
+    #[error("{peer}: HTTP {status}: {body}")]
+    Status {
+        /// Which peer or hub.
+        peer: String,
+        /// The status.
+        status: u16,
+        /// The start of the answer.
+        body: String,
+    },
+    /// The peer's answer is not what the IEP04 routes answer.
+    #[error("{peer}: unexpected answer: {reason}")]
+    Answer {
+        /// Which peer or hub.
+        peer: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The local exchange failed.
+    #[error("local exchange: {0}")]
+    Exchange(#[from] sighthub_exchange::Error),
+    /// A state file could not be read or written.
+    #[error("relay state {path}: {source}")]
+    State {
+        /// Which file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Where it came from.
+    pub fn source_kind(&self) -> Source {
+        match self {
+            Error::Config(_) => Source::Config,
+            Error::Network { .. } | Error::Status { .. } | Error::Answer { .. } => Source::Upstream,
+            Error::Exchange(_) | Error::State { .. } => Source::Internal,
+        }
+    }
+
+    /// Can the same request succeed later? Network failures, 5xx, 408/429 and refusals
+    /// (401/403: the peer's key table may be fixed) are retried with backoff; a malformed
+    /// configuration is not. Nothing is ever skipped on error: the cursor stays put.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Config(_) => false,
+            Error::Network { .. } | Error::Answer { .. } | Error::State { .. } => true,
+            Error::Status { status, .. } => {
+                *status >= 500 || matches!(status, 401 | 403 | 404 | 408 | 413 | 429)
+            }
+            Error::Exchange(e) => !matches!(
+                e,
+                sighthub_exchange::Error::Config(_) | sighthub_exchange::Error::Poisoned
+            ),
+        }
+    }
+}
+
+/// The relay's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let s = |status| Error::Status {
+            peer: "p".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(s(503).retryable() && s(403).retryable() && s(429).retryable());
+        assert!(!s(400).retryable() && !s(422).retryable());
+        assert_eq!(s(500).source_kind(), Source::Upstream);
+        assert!(!Error::Config("x".into()).retryable());
+        assert_eq!(Error::Config("x".into()).source_kind(), Source::Config);
+    }
+}

@@ -1,0 +1,496 @@
+//! # sighthub-relay
+//!
+//! Peering between sighthub instances (and hubs, which are instances too): the local IEP04
+//! exchange log is **pushed** to configured peers, and hubs' logs are **pulled** into it
+//! through a named consumer, without loops and without losing or repeating anything.
+//!
+//! - **Push** ([`push`]): each peer is a cursor into the local log, persisted in
+//!   `<data_dir>/relay/push-<name>.json` and moved only after the peer answered
+//!   `accepted`/`duplicate`/`error` for every message of a batch (ND-JSON `POST
+//!   /iep04/messages`). A peer that is down, slow or restarting is retried with exponential
+//!   backoff and gets everything, in log order, when it is back.
+//! - **Pull** ([`pull`]): `GET {hub}/iep04/consumers/{consumer}/messages?wait=`, append to the
+//!   local log, then `POST …/ack` with the page's cursor: the hub keeps the cursor.
+//! - **Loops** ([`path`]): a relayed message keeps its `meta.uuid` and carries
+//!   `meta["sighthub:path"]`, the instance uuids it crossed. A message is never sent to an
+//!   instance on its path (which includes where it came from), and the receiving exchange
+//!   answers `duplicate` for a uuid it holds. `max_hops` is a last resort only.
+//!
+//! It is **not** the exchange (it uses [`sighthub_exchange::ExchangeStore`]'s public API:
+//! `scan`, `subscribe`, `append`, `wait_durable`) nor the HTTP server; the binary starts it
+//! ([`Relay::start`]), reloads it on `SIGHUP` ([`Relay::reload`]) and stops it
+//! ([`Relay::stop`]).
+//!
+//! ```
+//! use sighthub_relay::{LocalOptions, Relay, RelayConfig};
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = std::sync::Arc::new(sighthub_exchange::ExchangeStore::open(
+//!     &dir.path().join("exchange"), Default::default(), None, None).unwrap());
+//! let relay = Relay::new(RelayConfig::default(), store, dir.path(), LocalOptions::default()).unwrap();
+//! relay.start().await;             // no peers configured: nothing runs
+//! assert!(relay.status().unwrap().is_empty());
+//! relay.stop().await;
+//! # });
+//! ```
+//!
+//! ## Layout
+//! - [`config`]: the `[relay]` section (peers, pulls, retry and batch settings).
+//! - [`path`]: the `sighthub:path` meta field.
+//! - [`push`]: one task per peer: scan, filter, send, advance.
+//! - [`pull`]: one task per hub: long-poll, ingest, acknowledge.
+//! - [`state`]: the durable per-peer cursor and counters.
+//! - [`error`]: the error type, tagged with its source and whether it is retryable.
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+pub mod config;
+pub mod error;
+pub mod path;
+pub mod pull;
+pub mod push;
+pub mod state;
+
+pub use config::{PeerConfig, PullConfig, RelayConfig};
+pub use error::{Error, Result};
+pub use state::PeerState;
+
+use sighthub_exchange::ExchangeStore;
+use sighthub_iep04::Tlp;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// What the relay needs to know of the local exchange's configuration.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// TLP of messages that carry none (`[exchange] default_tlp`), for peers' `tlp_max`.
+    pub default_tlp: Tlp,
+    /// Longest line accepted when ingesting pulled messages (`[exchange] max_line_bytes`).
+    pub max_line_bytes: usize,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self {
+            default_tlp: Tlp::Amber,
+            max_line_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl LocalOptions {
+    /// From the `[exchange]` section.
+    pub fn from_exchange(cfg: &sighthub_exchange::ExchangeConfig) -> Result<Self> {
+        Ok(Self {
+            default_tlp: cfg
+                .default_tlp
+                .parse()
+                .map_err(|e| Error::Config(format!("exchange.default_tlp: {e}")))?,
+            max_line_bytes: cfg.max_line_bytes,
+        })
+    }
+}
+
+/// Settings shared by every task of one configuration generation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    pub(crate) batch: usize,
+    pub(crate) max_hops: usize,
+    pub(crate) retry_min: Duration,
+    pub(crate) retry_max: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) covered: bool,
+    /// Instances whose messages are not forwarded (`forward_received = false`).
+    pub(crate) no_forward: Vec<Uuid>,
+}
+
+impl Settings {
+    fn of(cfg: &RelayConfig) -> Settings {
+        let mut no_forward: Vec<Uuid> = cfg
+            .peers
+            .iter()
+            .filter(|p| !p.forward_received)
+            .filter_map(|p| p.instance)
+            .chain(
+                cfg.pulls
+                    .iter()
+                    .filter(|p| !p.forward_received)
+                    .filter_map(|p| p.instance),
+            )
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        no_forward.sort();
+        Settings {
+            batch: cfg.batch,
+            max_hops: cfg.max_hops,
+            retry_min: Duration::from_millis(cfg.retry_min_ms),
+            retry_max: Duration::from_millis(cfg.retry_max_ms),
+            timeout: Duration::from_secs(cfg.timeout_seconds),
+            covered: cfg.covered,
+            no_forward,
+        }
+    }
+}
+
+/// What every task shares: the local store and where state lives.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<ExchangeStore>,
+    pub(crate) dir: PathBuf,
+    pub(crate) local: LocalOptions,
+    /// Running push tasks whose peer instance is known, with what they send: what a copy
+    /// may announce as covered. Entered and left by the tasks themselves.
+    pub(crate) peers: std::sync::RwLock<HashMap<String, (Uuid, sighthub_exchange::Grants)>>,
+}
+
+/// Which task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TaskKey {
+    Push(String),
+    Pull(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Spec {
+    Push(PeerConfig),
+    Pull(PullConfig),
+}
+
+struct Task {
+    spec: Spec,
+    settings: Arc<Settings>,
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+struct Running {
+    cfg: RelayConfig,
+    tasks: HashMap<TaskKey, Task>,
+}
+
+/// The relay: one task per peer and per pulled hub. See the crate docs.
+pub struct Relay {
+    shared: Arc<Shared>,
+    running: tokio::sync::Mutex<Running>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Peers and pulls started (`push:<name>`, `pull:<name>`).
+    pub started: Vec<String>,
+    /// Stopped (removed).
+    pub stopped: Vec<String>,
+    /// Restarted with a changed configuration (from their persisted cursor).
+    pub restarted: Vec<String>,
+}
+
+impl TaskKey {
+    fn label(&self) -> String {
+        match self {
+            TaskKey::Push(n) => format!("push:{n}"),
+            TaskKey::Pull(n) => format!("pull:{n}"),
+        }
+    }
+}
+
+fn specs(cfg: &RelayConfig) -> HashMap<TaskKey, Spec> {
+    if !cfg.enabled {
+        return HashMap::new();
+    }
+    cfg.peers
+        .iter()
+        .map(|p| (TaskKey::Push(p.name.clone()), Spec::Push(p.clone())))
+        .chain(
+            cfg.pulls
+                .iter()
+                .map(|p| (TaskKey::Pull(p.name.clone()), Spec::Pull(p.clone()))),
+        )
+        .collect()
+}
+
+impl Relay {
+    /// A relay over the local exchange `store`, keeping its state in `<data_dir>/relay`.
+    /// Nothing runs until [`Relay::start`].
+    pub fn new(
+        cfg: RelayConfig,
+        store: Arc<ExchangeStore>,
+        data_dir: &Path,
+        local: LocalOptions,
+    ) -> Result<Relay> {
+        cfg.validate().map_err(Error::Config)?;
+        let dir = data_dir.join("relay");
+        std::fs::create_dir_all(&dir).map_err(|source| Error::State {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Relay {
+            shared: Arc::new(Shared {
+                store,
+                dir,
+                local,
+                peers: std::sync::RwLock::new(HashMap::new()),
+            }),
+            running: tokio::sync::Mutex::new(Running {
+                cfg,
+                tasks: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Starts the tasks of the current configuration (call once, inside the runtime).
+    pub async fn start(&self) {
+        let mut run = self.running.lock().await;
+        let cfg = run.cfg.clone();
+        let settings = Arc::new(Settings::of(&cfg));
+        for (key, spec) in specs(&cfg) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = run.tasks.entry(key) {
+                slot.insert(self.spawn(spec, Arc::clone(&settings)));
+            }
+        }
+    }
+
+    /// Applies a new configuration without a restart: removed peers stop, added ones start,
+    /// changed ones restart from their persisted cursor. A stopping task finishes the
+    /// request it is making first, so a cursor is never used by two tasks.
+    pub async fn reload(&self, cfg: RelayConfig) -> Result<Reloaded> {
+        cfg.validate().map_err(Error::Config)?;
+        let mut run = self.running.lock().await;
+        let settings = Arc::new(Settings::of(&cfg));
+        let mut want = specs(&cfg);
+        let mut out = Reloaded::default();
+        let keys: Vec<TaskKey> = run.tasks.keys().cloned().collect();
+        for key in keys {
+            let keep = match (want.get(&key), run.tasks.get(&key)) {
+                (Some(spec), Some(t)) => *spec == t.spec && *settings == *t.settings,
+                _ => false,
+            };
+            if keep {
+                want.remove(&key);
+                continue;
+            }
+            if let Some(t) = run.tasks.remove(&key) {
+                let _ = t.stop.send(true);
+                let _ = t.handle.await;
+            }
+            match want.remove(&key) {
+                Some(spec) => {
+                    let t = self.spawn(spec, Arc::clone(&settings));
+                    run.tasks.insert(key.clone(), t);
+                    out.restarted.push(key.label());
+                }
+                None => out.stopped.push(key.label()),
+            }
+        }
+        for (key, spec) in want {
+            let t = self.spawn(spec, Arc::clone(&settings));
+            out.started.push(key.label());
+            run.tasks.insert(key, t);
+        }
+        run.cfg = cfg;
+        out.started.sort();
+        out.stopped.sort();
+        out.restarted.sort();
+        tracing::info!(started = ?out.started, stopped = ?out.stopped, restarted = ?out.restarted, "relay: configuration reloaded");
+        Ok(out)
+    }
+
+    /// Stops every task, each after the request it is making (shutdown).
+    pub async fn stop(&self) {
+        let mut run = self.running.lock().await;
+        let tasks: Vec<Task> = run.tasks.drain().map(|(_, t)| t).collect();
+        for t in &tasks {
+            let _ = t.stop.send(true);
+        }
+        for t in tasks {
+            let _ = t.handle.await;
+        }
+    }
+
+    /// The persisted state of every configured peer and pull (`push:<name>` /
+    /// `pull:<name>`), read from the state files.
+    pub fn status(&self) -> Result<Vec<(String, PeerState)>> {
+        let cfg = match self.running.try_lock() {
+            Ok(r) => r.cfg.clone(),
+            Err(_) => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for p in &cfg.peers {
+            let f = state::file(&self.shared.dir, "push", &p.name);
+            out.push((format!("push:{}", p.name), state::load(&f)?));
+        }
+        for p in &cfg.pulls {
+            let f = state::file(&self.shared.dir, "pull", &p.name);
+            out.push((format!("pull:{}", p.name), state::load(&f)?));
+        }
+        Ok(out)
+    }
+
+    fn spawn(&self, spec: Spec, settings: Arc<Settings>) -> Task {
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::clone(&self.shared);
+        let handle = match spec.clone() {
+            Spec::Push(p) => tokio::spawn(push::run(shared, Arc::clone(&settings), p, stopped)),
+            Spec::Pull(p) => tokio::spawn(pull::run(shared, Arc::clone(&settings), p, stopped)),
+        };
+        Task {
+            spec,
+            settings,
+            stop,
+            handle,
+        }
+    }
+}
+
+/// Exponential backoff with jitter between `min` and `max`.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The next delay (doubling, ±25 % jitter, capped).
+    pub(crate) fn next(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let mut b = [0u8; 2];
+        let r = if getrandom::fill(&mut b).is_ok() {
+            u16::from_le_bytes(b)
+        } else {
+            32768
+        };
+        // 0.75 .. 1.25 of base.
+        let factor = 0.75 + f64::from(r) / f64::from(u16::MAX) * 0.5;
+        base.mul_f64(factor).min(self.max)
+    }
+
+    /// After a success.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// Jump to the longest delay (a failure retrying cannot fix soon).
+    pub(crate) fn give_up_soon(&mut self) {
+        self.next = self.max;
+    }
+}
+
+/// Sleeps `d` unless stopped first; `false` when stopped.
+pub(crate) async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => !*stop.borrow(),
+        _ = stop.changed() => false,
+    }
+}
+
+/// A client for one peer or hub.
+pub(crate) fn client(
+    timeout: Duration,
+    ca: Option<&Path>,
+    accept_invalid_certs: bool,
+) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .danger_accept_invalid_certs(accept_invalid_certs);
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).map_err(|source| Error::State {
+            path: ca.to_owned(),
+            source,
+        })?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build()
+        .map_err(|e| Error::Config(format!("HTTP client: {e}")))
+}
+
+/// `base` with path segments appended (each percent-encoded).
+pub(crate) fn endpoint(base: &str, segments: &[&str]) -> Result<reqwest::Url> {
+    let mut url =
+        reqwest::Url::parse(base).map_err(|e| Error::Config(format!("url '{base}': {e}")))?;
+    url.path_segments_mut()
+        .map_err(|()| Error::Config(format!("url '{base}' cannot have a path")))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// Asks an instance for its uuid (`GET /iep04/status`).
+pub(crate) async fn fetch_instance(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Uuid> {
+    let url = endpoint(base, &["iep04", "status"])?;
+    let resp = http
+        .get(url)
+        .header("authorization", key)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|source| Error::Network {
+            peer: name.to_owned(),
+            source,
+        })?;
+    let body = answer(resp, name).await?;
+    body.get("instance")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| Error::Answer {
+            peer: name.to_owned(),
+            reason: "status without an instance uuid".into(),
+        })
+}
+
+/// The JSON body of a 2xx answer (or a 400 that still carries per-item results, when
+/// `allow_400`), else an error.
+pub(crate) async fn answer(resp: reqwest::Response, name: &str) -> Result<serde_json::Value> {
+    answer_with(resp, name, false).await
+}
+
+pub(crate) async fn answer_with(
+    resp: reqwest::Response,
+    name: &str,
+    allow_400: bool,
+) -> Result<serde_json::Value> {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.map_err(|source| Error::Network {
+        peer: name.to_owned(),
+        source,
+    })?;
+    let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    match json {
+        Some(v) if (200..300).contains(&status) => Ok(v),
+        Some(v) if allow_400 && status == 400 && v.get("errors").is_some() => Ok(v),
+        _ => Err(Error::Status {
+            peer: name.to_owned(),
+            status,
+            body: String::from_utf8_lossy(bytes.get(..bytes.len().min(300)).unwrap_or_default())
+                .into_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod test;

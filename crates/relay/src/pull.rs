@@ -1,0 +1,272 @@
+//! One task per pulled hub: long-poll the hub's named consumer, append the page to the local
+//! log (each message's path extended with the hub's instance, so it is never pushed back
+//! there), wait until that is durable, then acknowledge the page's cursor at the hub.
+//!
+//! Messages that already crossed this instance (it is on their path) are not ingested again
+//! (`own`). A crash between the local append and the acknowledgement re-reads the page: its
+//! messages are then `duplicate` locally, and nothing is lost.
+
+use sighthub_exchange::ingest::{BodyKind, Collector, Slot};
+use sighthub_exchange::store::{now_secs, Outcome};
+use sighthub_exchange::Grants;
+use std::sync::Arc;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::PullConfig;
+use crate::error::{Error, Result};
+use crate::path::Routed;
+use crate::state::{self, PeerState};
+use crate::{sleep_or_stop, Backoff, Settings, Shared};
+
+/// What appending one page did: (accepted, duplicate, errors).
+pub(crate) async fn ingest(
+    sh: &Arc<Shared>,
+    lines: Vec<serde_json::Value>,
+) -> Result<(u64, u64, u64)> {
+    if lines.is_empty() {
+        return Ok((0, 0, 0));
+    }
+    let body = serde_json::to_vec(&lines).map_err(|e| Error::Answer {
+        peer: "local".into(),
+        reason: e.to_string(),
+    })?;
+    let s = Arc::clone(sh);
+    let appended = tokio::task::spawn_blocking(move || {
+        let store = &s.store;
+        let mut col = Collector::new(Arc::new(Grants::admin(store.org())), store.instance());
+        col.decode_buffered(BodyKind::Json, &body, s.local.max_line_bytes);
+        let invalid = col
+            .slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Invalid(_)))
+            .count() as u64;
+        let items = std::mem::take(&mut col.items);
+        if items.is_empty() {
+            return Ok::<_, Error>((None, invalid));
+        }
+        Ok((Some(store.append(items, now_secs())?), invalid))
+    })
+    .await
+    .map_err(|e| Error::Answer {
+        peer: "local".into(),
+        reason: e.to_string(),
+    })??;
+    let (Some(appended), invalid) = appended else {
+        return Ok((0, 0, appended.1));
+    };
+    sh.store
+        .wait_durable(appended.ticket, appended.high)
+        .await?;
+    let (mut a, mut d, mut e) = (0, 0, invalid);
+    for o in &appended.outcomes {
+        match o {
+            Outcome::Accepted { .. } | Outcome::Updated { .. } => a += 1,
+            Outcome::Duplicate { .. } => d += 1,
+            Outcome::UnknownTarget | Outcome::Gone { .. } => e += 1,
+        }
+    }
+    Ok((a, d, e))
+}
+
+/// One page of the hub's consumer: (cursor, messages).
+async fn fetch(
+    http: &reqwest::Client,
+    p: &PullConfig,
+    limit: usize,
+    settings: &Settings,
+) -> Result<(String, Vec<serde_json::Value>)> {
+    let mut url = crate::endpoint(&p.url, &["iep04", "consumers", &p.consumer, "messages"])?;
+    url.set_query(Some(&format!("limit={limit}&wait={}", p.wait_seconds)));
+    let resp = http
+        .get(url)
+        .header("authorization", &p.key)
+        .timeout(settings.timeout + std::time::Duration::from_secs(p.wait_seconds))
+        .send()
+        .await
+        .map_err(|source| Error::Network {
+            peer: p.name.clone(),
+            source,
+        })?;
+    let mut v = crate::answer(resp, &p.name).await?;
+    let cursor = v
+        .get("cursor")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    match (cursor, v.get_mut("messages").map(serde_json::Value::take)) {
+        (Some(c), Some(serde_json::Value::Array(m))) => Ok((c, m)),
+        _ => Err(Error::Answer {
+            peer: p.name.clone(),
+            reason: "a page without cursor or messages".into(),
+        }),
+    }
+}
+
+async fn ack(
+    http: &reqwest::Client,
+    p: &PullConfig,
+    cursor: &str,
+    settings: &Settings,
+) -> Result<()> {
+    let url = crate::endpoint(&p.url, &["iep04", "consumers", &p.consumer, "ack"])?;
+    let resp = http
+        .post(url)
+        .header("authorization", &p.key)
+        .header("content-type", "application/json")
+        .timeout(settings.timeout)
+        .body(serde_json::json!({ "cursor": cursor }).to_string())
+        .send()
+        .await
+        .map_err(|source| Error::Network {
+            peer: p.name.clone(),
+            source,
+        })?;
+    crate::answer(resp, &p.name).await.map(|_| ())
+}
+
+/// Splits a page into what to ingest (path extended with `hub`) and the count of messages
+/// that already crossed `me`.
+pub fn prepare_page(
+    messages: Vec<serde_json::Value>,
+    me: Uuid,
+    hub: Uuid,
+) -> (Vec<serde_json::Value>, u64) {
+    let mut own = 0;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        match Routed::from_value(m) {
+            Some(r) if r.crossed(&me) => own += 1,
+            Some(mut r) => {
+                r.push(hub);
+                out.push(serde_json::Value::Object(r.envelope));
+            }
+            // Not an object: the local exchange reports it as invalid.
+            None => out.push(serde_json::Value::Null),
+        }
+    }
+    (out, own)
+}
+
+/// The task of one pulled hub; returns when `stop` turns true.
+pub(crate) async fn run(
+    sh: Arc<Shared>,
+    settings: Arc<Settings>,
+    p: PullConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let file = state::file(&sh.dir, "pull", &p.name);
+    let mut st: PeerState = match state::load(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(hub = %p.name, error = %e, "relay: pull not started");
+            return;
+        }
+    };
+    let http = match crate::client(settings.timeout, p.ca.as_deref(), p.accept_invalid_certs) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(hub = %p.name, error = %e, "relay: pull not started");
+            return;
+        }
+    };
+    let me = sh.store.instance();
+    let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
+    let mut hub = p.instance;
+    let mut acked: Option<String> = None;
+    tracing::info!(hub = %p.name, consumer = %p.consumer, "relay: pulling");
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let step = async {
+            let hub_instance = match hub {
+                Some(h) => h,
+                None => {
+                    let h = crate::fetch_instance(&http, &p.url, &p.key, &p.name, settings.timeout)
+                        .await?;
+                    hub = Some(h);
+                    h
+                }
+            };
+            // Interrupting the long-poll loses nothing: the hub's cursor has not moved.
+            let page = tokio::select! {
+                r = fetch(&http, &p, settings.batch, &settings) => r?,
+                _ = stop.changed() => return Ok(None),
+            };
+            Ok::<_, Error>(Some((hub_instance, page)))
+        }
+        .await;
+        let (hub_instance, (cursor, messages)) = match step {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::info!(hub = %p.name, error = %e, "relay: pull failed, retrying");
+                if !e.retryable() {
+                    backoff.give_up_soon();
+                }
+                if !sleep_or_stop(backoff.next(), &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let received = messages.len() as u64;
+        let (lines, own) = prepare_page(messages, me, hub_instance);
+        let done = async {
+            let counts = ingest(&sh, lines).await?;
+            if acked.as_deref() != Some(cursor.as_str()) {
+                ack(&http, &p, &cursor, &settings).await?;
+            }
+            Ok::<_, Error>(counts)
+        }
+        .await;
+        match done {
+            Ok((a, d, e)) => {
+                acked = Some(cursor);
+                if received > 0 {
+                    st.attempted += received;
+                    st.sent += received;
+                    st.own += own;
+                    st.accepted += a;
+                    st.duplicate += d;
+                    st.errors += e;
+                    st.batches += 1;
+                    if let Err(e) = state::store(&file, &st) {
+                        tracing::warn!(hub = %p.name, error = %e, "relay: pull counters not persisted");
+                    }
+                }
+                backoff.reset();
+            }
+            Err(e) => {
+                tracing::info!(hub = %p.name, error = %e, "relay: pulled page not acknowledged, retrying");
+                if !sleep_or_stop(backoff.next(), &mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn page_preparation() {
+        let (me, hub, a) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let page = vec![
+            json!({"format":"intelmq","version":1,"type":"event","meta":{"uuid":"03c51929-eeab-4d47-9dc0-c667f94c7d2c"}}),
+            json!({"format":"intelmq","version":1,"type":"event","meta":{"uuid":"13c51929-eeab-4d47-9dc0-c667f94c7d2c","sighthub:path":[me.to_string(), a.to_string()]}}),
+            json!({"format":"intelmq","version":1,"type":"event","meta":{"uuid":"23c51929-eeab-4d47-9dc0-c667f94c7d2c","sighthub:path":[a.to_string()]}}),
+        ];
+        let (out, own) = prepare_page(page, me, hub);
+        assert_eq!(own, 1);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["meta"]["sighthub:path"], json!([hub.to_string()]));
+        assert_eq!(
+            out[1]["meta"]["sighthub:path"],
+            json!([a.to_string(), hub.to_string()])
+        );
+    }
+}

@@ -1,0 +1,462 @@
+//! One task per peer: read the local log after the peer's cursor, keep what the peer may
+//! have, send it as one ND-JSON request, and move the cursor once the peer answered.
+//!
+//! A log entry goes to the peer unless:
+//! - the peer's instance is on its `sighthub:path` (it crossed that instance, or came from it);
+//! - it came from an instance configured with `forward_received = false`;
+//! - its path already holds `max_hops` instances;
+//! - the peer's `feeds` / `tlp_max` exclude it.
+//!
+//! Skipped entries advance the cursor too (they are counted in `skipped`). A failed request
+//! leaves the cursor where it was and is retried with backoff; the peer answers `duplicate`
+//! for anything it got by another path in the meantime.
+
+use sighthub_exchange::record::EntryKind;
+use sighthub_exchange::{Feed, Grants};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::PeerConfig;
+use crate::error::{Error, Result};
+use crate::path::Routed;
+use crate::state::{self, PeerState};
+use crate::{sleep_or_stop, Backoff, Settings, Shared};
+
+/// One batch read from the local log.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// ND-JSON body (one envelope per line, path extended with this instance).
+    pub body: Vec<u8>,
+    /// Messages in it.
+    pub count: u64,
+    /// Entries examined but not sent.
+    pub skipped: u64,
+    /// Cursor after this batch.
+    pub last: u64,
+    /// Reached the durable end of the log.
+    pub at_end: bool,
+}
+
+/// Why an entry is not sent to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The peer is on the path (it has it, or it came from there).
+    OnPath,
+    /// It came from an instance whose messages are not forwarded.
+    NotForwarded,
+    /// An earlier sender delivers it to the peer (`sighthub:covered`).
+    Covered,
+    /// The hop limit.
+    Hops,
+    /// Not in the peer's feeds or above its TLP.
+    Filtered,
+    /// Not a readable envelope.
+    Unreadable,
+}
+
+/// The routing decision for one entry, `Ok` with the line to send. `others`: the peers of
+/// this instance that get this entry from it (announced as covered).
+pub(crate) fn route(
+    entry_json: &[u8],
+    me: Uuid,
+    peer: Uuid,
+    settings: &Settings,
+    others: &[Uuid],
+) -> std::result::Result<Vec<u8>, Skip> {
+    let r = Routed::parse(entry_json).ok_or(Skip::Unreadable)?;
+    if r.crossed(&peer) || peer == me {
+        return Err(Skip::OnPath);
+    }
+    if settings.covered && r.covers(&peer) {
+        return Err(Skip::Covered);
+    }
+    if r.came_from()
+        .is_some_and(|from| settings.no_forward.contains(&from))
+    {
+        return Err(Skip::NotForwarded);
+    }
+    if r.path.len() >= settings.max_hops {
+        return Err(Skip::Hops);
+    }
+    if !settings.covered {
+        return Ok(r.with_hop(me));
+    }
+    let mut covered = r.covered.clone();
+    for q in others {
+        if *q != me && !r.crossed(q) && !covered.contains(q) {
+            covered.push(*q);
+        }
+    }
+    Ok(r.with_hop_covering(me, &covered))
+}
+
+/// Reads the next batch for `peer` after `after` (blocking: runs a log scan).
+pub(crate) fn next_batch(
+    sh: &Shared,
+    settings: &Settings,
+    grants: &Grants,
+    peer: Uuid,
+    after: u64,
+    limit: usize,
+) -> Result<Batch> {
+    let me = sh.store.instance();
+    let mut b = Batch::default();
+    let known: Vec<(Uuid, Grants)> = if settings.covered {
+        let peers = sh
+            .peers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        peers.values().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let mut others = Vec::with_capacity(known.len());
+    let end = sh
+        .store
+        .scan(after, limit.saturating_mul(8).max(64), |_, e| {
+            let visible = matches!(e.kind, EntryKind::Message | EntryKind::TagUpdate)
+                && grants.may_read(e.format_type, &e.tags, e.tlp, sh.local.default_tlp);
+            let line = if visible {
+                others.clear();
+                others.extend(known.iter().filter_map(|(q, g)| {
+                    g.may_read(e.format_type, &e.tags, e.tlp, sh.local.default_tlp)
+                        .then_some(*q)
+                }));
+                route(e.json, me, peer, settings, &others)
+            } else {
+                Err(Skip::Filtered)
+            };
+            match line {
+                Ok(line) => {
+                    b.body.extend_from_slice(&line);
+                    b.body.push(b'\n');
+                    b.count += 1;
+                }
+                Err(_) => b.skipped += 1,
+            }
+            if b.count as usize >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+    b.last = end.last;
+    b.at_end = end.at_end;
+    if end.truncated {
+        tracing::warn!(
+            after,
+            "relay: log entries were dropped by retention before a peer got them"
+        );
+    }
+    Ok(b)
+}
+
+/// The peer's answer to a batch: (accepted, duplicate, errors).
+async fn send(
+    http: &reqwest::Client,
+    peer: &PeerConfig,
+    body: Vec<u8>,
+    count: u64,
+    timeout: Duration,
+) -> Result<(u64, u64, u64)> {
+    let mut url = crate::endpoint(&peer.url, &["iep04", "messages"])?;
+    url.set_query(Some("results=errors"));
+    let resp = http
+        .post(url)
+        .header("authorization", &peer.key)
+        .header("content-type", "application/x-ndjson")
+        .timeout(timeout)
+        .body(body)
+        .send()
+        .await
+        .map_err(|source| Error::Network {
+            peer: peer.name.clone(),
+            source,
+        })?;
+    let v = crate::answer_with(resp, &peer.name, true).await?;
+    let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+    match (n("accepted"), n("duplicate"), n("errors")) {
+        (Some(a), Some(d), Some(e)) if a + d + e == count => Ok((a, d, e)),
+        _ => Err(Error::Answer {
+            peer: peer.name.clone(),
+            reason: format!("{count} messages sent, answer {v}"),
+        }),
+    }
+}
+
+fn load_state(sh: &Shared, path: &std::path::Path) -> Result<PeerState> {
+    let mut st = state::load(path)?;
+    let epoch = sh.store.epoch();
+    if st.epoch != epoch {
+        if st.epoch != 0 {
+            tracing::warn!(file = %path.display(), "relay: the local log was recreated; the peer gets it from the start");
+        }
+        st.epoch = epoch;
+        st.cursor = 0;
+    }
+    Ok(st)
+}
+
+fn persist(path: &std::path::Path, st: &PeerState) {
+    if let Err(e) = state::store(path, st) {
+        // Kept in memory; a crash before the next successful write resends one batch.
+        tracing::warn!(error = %e, "relay: cursor not persisted");
+    }
+}
+
+/// A running peer in [`Shared::peers`] while its task lives.
+struct Registration {
+    sh: Arc<Shared>,
+    name: String,
+}
+
+impl Registration {
+    fn enter(&self, instance: Uuid, grants: &Grants) {
+        let mut peers = self
+            .sh
+            .peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        peers.insert(self.name.clone(), (instance, grants.clone()));
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut peers = self
+            .sh
+            .peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        peers.remove(&self.name);
+    }
+}
+
+/// The task of one peer; returns when `stop` turns true (after the request in flight).
+pub(crate) async fn run(
+    sh: Arc<Shared>,
+    settings: Arc<Settings>,
+    peer: PeerConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let file = state::file(&sh.dir, "push", &peer.name);
+    let mut st = match load_state(&sh, &file) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(peer = %peer.name, error = %e, "relay: peer not started");
+            return;
+        }
+    };
+    let http = match crate::client(
+        settings.timeout,
+        peer.ca.as_deref(),
+        peer.accept_invalid_certs,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(peer = %peer.name, error = %e, "relay: peer not started");
+            return;
+        }
+    };
+    // Validated with the configuration.
+    let grants = Grants {
+        org: sh.store.org(),
+        publish: Vec::new(),
+        read: peer.parsed_feeds().unwrap_or_else(|_| vec![Feed::All]),
+        tlp_max: peer.parsed_tlp().unwrap_or(sighthub_iep04::Tlp::Clear),
+        relay: false,
+        admin: false,
+        bare_tags: Vec::new(),
+    };
+    let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
+    let mut instance = peer.instance;
+    let registration = Registration {
+        sh: Arc::clone(&sh),
+        name: peer.name.clone(),
+    };
+    if let Some(i) = instance {
+        registration.enter(i, &grants);
+    }
+    let mut limit = settings.batch;
+    let mut durable = sh.store.subscribe();
+    tracing::info!(peer = %peer.name, cursor = st.cursor, "relay: pushing");
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let peer_instance = match instance {
+            Some(i) => i,
+            None => match crate::fetch_instance(
+                &http,
+                &peer.url,
+                &peer.key,
+                &peer.name,
+                settings.timeout,
+            )
+            .await
+            {
+                Ok(i) => {
+                    instance = Some(i);
+                    registration.enter(i, &grants);
+                    i
+                }
+                Err(e) => {
+                    tracing::info!(peer = %peer.name, error = %e, "relay: peer unreachable, retrying");
+                    if !sleep_or_stop(backoff.next(), &mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        durable.borrow_and_update();
+        let (s, set, g, after) = (
+            Arc::clone(&sh),
+            Arc::clone(&settings),
+            grants.clone(),
+            st.cursor,
+        );
+        let batch = tokio::task::spawn_blocking(move || {
+            next_batch(&s, &set, &g, peer_instance, after, limit)
+        })
+        .await;
+        let batch = match batch {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::warn!(peer = %peer.name, error = %e, "relay: reading the local log failed");
+                if !sleep_or_stop(backoff.next(), &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(peer = %peer.name, error = %e, "relay: log reader panicked");
+                return;
+            }
+        };
+        if batch.count == 0 {
+            if batch.last > st.cursor {
+                st.cursor = batch.last;
+                st.skipped += batch.skipped;
+                persist(&file, &st);
+            }
+            if batch.at_end {
+                tokio::select! {
+                    r = durable.changed() => if r.is_err() { return },
+                    _ = stop.changed() => {},
+                    // A safety net: look again now and then even without a signal.
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {},
+                }
+            }
+            continue;
+        }
+        st.attempted += batch.count;
+        match send(&http, &peer, batch.body, batch.count, settings.timeout).await {
+            Ok((a, d, e)) => {
+                st.cursor = batch.last;
+                st.sent += batch.count;
+                st.accepted += a;
+                st.duplicate += d;
+                st.errors += e;
+                st.skipped += batch.skipped;
+                st.batches += 1;
+                persist(&file, &st);
+                if e > 0 {
+                    tracing::warn!(peer = %peer.name, errors = e, "relay: the peer refused some messages as invalid");
+                }
+                backoff.reset();
+                limit = settings.batch;
+            }
+            Err(e) => {
+                if matches!(&e, Error::Network { source, .. } if source.is_connect()) {
+                    // Never reached the peer.
+                    st.attempted -= batch.count;
+                }
+                let too_large = matches!(e, Error::Status { status: 413, .. });
+                if too_large && limit > 1 {
+                    limit = (limit / 2).max(1);
+                } else if !e.retryable() {
+                    backoff.give_up_soon();
+                }
+                tracing::info!(peer = %peer.name, error = %e, retryable = e.retryable(), "relay: batch not delivered, retrying");
+                if !sleep_or_stop(backoff.next(), &mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn settings(no_forward: Vec<Uuid>, max_hops: usize) -> Settings {
+        Settings {
+            batch: 10,
+            max_hops,
+            retry_min: Duration::from_millis(1),
+            retry_max: Duration::from_millis(2),
+            timeout: Duration::from_secs(1),
+            covered: true,
+            no_forward,
+        }
+    }
+
+    #[test]
+    fn routing_rules() {
+        let (me, peer, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let s = settings(vec![], 3);
+        let local = br#"{"format":"intelmq","version":1,"type":"event","meta":{"uuid":"03c51929-eeab-4d47-9dc0-c667f94c7d2c"}}"#;
+        let line = route(local, me, peer, &s, &[]).expect("sent");
+        assert_eq!(Routed::parse(&line).expect("obj").path, vec![me]);
+        // Came from the peer, or crossed it: never back.
+        let from_peer = Routed::parse(local).expect("obj").with_hop(peer);
+        assert_eq!(route(&from_peer, me, peer, &s, &[]), Err(Skip::OnPath));
+        let crossed = Routed::parse(&from_peer).expect("obj").with_hop(other);
+        assert_eq!(route(&crossed, me, peer, &s, &[]), Err(Skip::OnPath));
+        // Through another instance: on, with this instance appended.
+        let via = Routed::parse(local).expect("obj").with_hop(other);
+        let line = route(&via, me, peer, &s, &[]).expect("sent");
+        assert_eq!(Routed::parse(&line).expect("obj").path, vec![other, me]);
+        // Not forwarded from `other`; hop limit.
+        assert_eq!(
+            route(&via, me, peer, &settings(vec![other], 3), &[]),
+            Err(Skip::NotForwarded)
+        );
+        assert_eq!(
+            route(&via, me, peer, &settings(vec![], 1), &[]),
+            Err(Skip::Hops)
+        );
+        assert_eq!(route(b"nope", me, peer, &s, &[]), Err(Skip::Unreadable));
+        // Covered by an earlier sender: not sent; this instance announces its own peers
+        // (not those on the path, and keeping what was announced before).
+        let third = Uuid::new_v4();
+        let cov = Routed::parse(local)
+            .expect("obj")
+            .with_hop_covering(other, &[peer]);
+        assert_eq!(route(&cov, me, peer, &s, &[]), Err(Skip::Covered));
+        let line = route(&via, me, peer, &s, &[peer, third, other]).expect("sent");
+        assert_eq!(
+            Routed::parse(&line).expect("obj").covered,
+            vec![peer, third]
+        );
+        let cov = Routed::parse(local)
+            .expect("obj")
+            .with_hop_covering(other, &[third]);
+        let line = route(&cov, me, peer, &s, &[peer]).expect("sent");
+        assert_eq!(
+            Routed::parse(&line).expect("obj").covered,
+            vec![third, peer]
+        );
+        let off = Settings {
+            covered: false,
+            ..settings(vec![], 3)
+        };
+        let line = route(&via, me, peer, &off, &[third]).expect("sent");
+        assert!(Routed::parse(&line).expect("obj").covered.is_empty());
+    }
+}
