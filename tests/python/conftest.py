@@ -42,7 +42,7 @@ def binary_path() -> Path:
 class Server:
     """One running sighthub process."""
 
-    def __init__(self, data_dir: Path, key: str):
+    def __init__(self, data_dir: Path, key: str, config: str = None):
         self.data_dir = data_dir
         self.key = key
         self.port = None
@@ -56,8 +56,13 @@ class Server:
         env.pop("RUST_LOG", None)
         env["NO_COLOR"] = "1"
         env["SIGHTHUB_ADMIN_KEY"] = key
+        args = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
+        if config is not None:
+            cfg = data_dir.parent / (data_dir.name + ".toml")
+            cfg.write_text(config)
+            args += ["--config", str(cfg)]
         self.proc = subprocess.Popen(
-            [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+            args,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -121,15 +126,15 @@ class Server:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Factory: start_server(data_dir=None, key=None) -> Server. Every server started is
+    """Factory: start_server(data_dir=None, key=None, config=None) -> Server (config: TOML text). Every server started is
     stopped at the end of the test, and must exit 0 within 10 s."""
     started = []
 
-    def start(data_dir=None, key=None):
+    def start(data_dir=None, key=None, config=None):
         if data_dir is None:
             data_dir = tmp_path / f"data{len(started)}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        srv = Server(data_dir, key or secrets.token_hex(24))
+        srv = Server(data_dir, key or secrets.token_hex(24), config)
         started.append(srv)
         return srv
 
