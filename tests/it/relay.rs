@@ -319,13 +319,19 @@ impl Net {
         for &(p, h) in &self.topo.pull {
             let st = self.state(p, "pull", &format!("h{h}"));
             let hub_log = logs[h].len() as u64;
-            if n(&st, "sent") != hub_log {
-                return Err(format!(
-                    "n{p}←h{h}: pulled {} of {hub_log}: {st}",
-                    n(&st, "sent")
-                ));
+            // Each page is read once and acknowledged once. After a crash a page may be read
+            // again (its acknowledgement failed), or its acknowledgement taken with the answer
+            // lost: then "read at least once, counted at most once" holds.
+            let (sent, attempted) = (n(&st, "sent"), n(&st, "attempted"));
+            let ok = if strict_wire {
+                sent == hub_log && attempted == hub_log
+            } else {
+                sent <= hub_log && attempted >= hub_log
+            };
+            if !ok {
+                return Err(format!("n{p}←h{h}: pulled {sent} of {hub_log}: {st}"));
             }
-            if n(&st, "own") + n(&st, "accepted") + n(&st, "duplicate") != hub_log {
+            if n(&st, "own") + n(&st, "accepted") + n(&st, "duplicate") != sent {
                 return Err(format!("n{p}←h{h}: answers {st}"));
             }
             stats.wire += n(&st, "attempted");
@@ -339,11 +345,19 @@ impl Net {
     /// Waits until [`Net::check`] passes, or fails with its last complaint.
     async fn converge(&self, strict_wire: bool, timeout: Duration) -> Stats {
         let start = Instant::now();
+        let mut told = 0;
         loop {
             match self.check(strict_wire).await {
                 Ok(s) => return s,
                 Err(e) if start.elapsed() > timeout => panic!("not converged: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) => {
+                    let secs = start.elapsed().as_secs();
+                    if secs >= 10 && secs / 10 != told {
+                        told = secs / 10;
+                        eprintln!("still converging after {secs}s: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
             }
         }
     }
@@ -353,6 +367,12 @@ impl Net {
         pid_signal(&child, "-TERM");
         let status = child.wait().expect("wait");
         assert!(status.success(), "n{i} did not stop cleanly: {status}");
+    }
+
+    fn kill9(&mut self, i: usize) {
+        let mut child = self.nodes[i].child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     fn restart(&mut self, i: usize) {
@@ -465,6 +485,22 @@ async fn issue5_six_instances_with_cycles_and_hubs_converge_exactly_once() {
     let s = net.converge(false, Duration::from_secs(60)).await;
     assert_eq!(s.messages, 6 * 23 + 5 * 10 + 20 + 10);
     eprintln!("after the restart: {s:?}");
+
+    // A hub is killed (SIGKILL) while everyone publishes: nothing is lost. (A batch answered
+    // just before the kill may be resent once; the receiver answers it `duplicate`.)
+    let publishing = [0, 1, 2, 3, 5];
+    for i in publishing {
+        net.publish(i, 5).await;
+    }
+    net.kill9(4);
+    for i in publishing {
+        net.publish(i, 5).await;
+    }
+    net.restart(4);
+    net.publish(4, 5).await;
+    let s = net.converge(false, Duration::from_secs(60)).await;
+    assert_eq!(s.messages, 218 + 10 * 5 + 5);
+    eprintln!("after the kill: {s:?}");
 }
 
 /// A configuration rewrite + SIGHUP removes a peer without a restart: nothing more goes
@@ -498,7 +534,7 @@ async fn issue5_peers_are_removed_and_added_back_by_sighup() {
 #[ignore = "scale run: 30 processes, run explicitly"]
 async fn issue5_scale_thirty_instances() {
     const N: usize = 30;
-    const PER: usize = 20;
+    const PER: usize = 100;
     let mut net = Net::start(N);
     net.identify().await;
     let mut topo = Topology::default();

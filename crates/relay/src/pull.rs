@@ -211,6 +211,9 @@ pub(crate) async fn run(
             }
         };
         let received = messages.len() as u64;
+        // On the wire whatever happens next: a page whose acknowledgement fails is read again
+        // (unless the hub did take the acknowledgement and only its answer was lost).
+        st.attempted += received;
         let (lines, own) = prepare_page(messages, me, hub_instance);
         let done = async {
             let counts = ingest(&sh, lines).await?;
@@ -224,7 +227,6 @@ pub(crate) async fn run(
             Ok((a, d, e)) => {
                 acked = Some(cursor);
                 if received > 0 {
-                    st.attempted += received;
                     st.sent += received;
                     st.own += own;
                     st.accepted += a;
@@ -238,6 +240,11 @@ pub(crate) async fn run(
                 backoff.reset();
             }
             Err(e) => {
+                if received > 0 {
+                    if let Err(e) = state::store(&file, &st) {
+                        tracing::warn!(hub = %p.name, error = %e, "relay: pull counters not persisted");
+                    }
+                }
                 tracing::info!(hub = %p.name, error = %e, "relay: pulled page not acknowledged, retrying");
                 if !sleep_or_stop(backoff.next(), &mut stop).await {
                     return;

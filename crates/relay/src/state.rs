@@ -24,7 +24,8 @@ pub struct PeerState {
     /// Messages put on the wire, including requests that failed (no answer, or an error
     /// status) and were retried: `attempted > sent` means some may have crossed twice.
     pub attempted: u64,
-    /// Messages that crossed the link (in batches the other side answered).
+    /// Messages that crossed the link (in batches the other side answered; for a pull, in
+    /// pages ingested and acknowledged).
     pub sent: u64,
     /// Of those, answered `accepted`.
     pub accepted: u64,
