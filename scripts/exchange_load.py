@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load test of the IEP04 exchange (stdlib only).
+r"""Load test of the IEP04 exchange (stdlib only).
 
 Measures, against a real sighthub:
   * messages/s accepted durably (the answer comes after the fsync) with de-duplication, for
@@ -16,7 +16,13 @@ directory) so runs are comparable:
     scripts/exchange_load.py                       # defaults below
     scripts/exchange_load.py --messages 200000 --publishers 1,8 --batch 1000 --json out.json
 
-or targets a running server: --url http://127.0.0.1:9999 --key KEY (it must accept the key
+With the default configuration every accepted IntelMQ event is also turned into sightings by
+the bridge ([bridge], on by default), in the same process; to measure the exchange alone:
+
+    printf '[bridge]\nenabled = false\n' > /tmp/exchange-only.toml
+    scripts/exchange_load.py --config /tmp/exchange-only.toml
+
+It can also target a running server: --url http://127.0.0.1:9999 --key KEY (it must accept the key
 for publish and read; give it a fresh data directory, the script's events are unique per run).
 
 The server's CPU time (user+system, from /proc) per phase is printed when the script started
@@ -222,14 +228,17 @@ def client_cpu():
     return t.user + t.system
 
 
-def start_server(binary, data):
+def start_server(binary, data, config=None):
     key = secrets.token_hex(16)
     env = dict(os.environ)
     env["SIGHTHUB_ADMIN_KEY"] = key
     env["NO_COLOR"] = "1"
     env.setdefault("RUST_LOG", "warn,sighthub=info,sighthub_api=info")
+    cmd = [binary, "serve", "--plain-http", "--listen", "127.0.0.1:0", "--data-dir", data]
+    if config:
+        cmd += ["--config", config]
     proc = subprocess.Popen(
-        [binary, "serve", "--plain-http", "--listen", "127.0.0.1:0", "--data-dir", data],
+        cmd,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 60
     port = None
@@ -251,6 +260,8 @@ def start_server(binary, data):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--binary", default="target/release/sighthub")
+    ap.add_argument("--config", help="TOML configuration for the server the script starts "
+                    "(e.g. one with [bridge] enabled = false to measure the exchange alone)")
     ap.add_argument("--url", help="use a running server instead (http://host:port)")
     ap.add_argument("--key", help="API key for --url")
     ap.add_argument("--messages", type=int, default=200_000, help="messages per publish phase")
@@ -270,7 +281,8 @@ def main():
         target = Target(u.hostname, u.port or 80, args.key or "")
     else:
         tmp = tempfile.mkdtemp(prefix="sighthub-load-")
-        proc, port, key = start_server(args.binary, os.path.join(tmp, "data"))
+        proc, port, key = start_server(args.binary, os.path.join(tmp, "data"),
+                                       os.path.abspath(args.config) if args.config else None)
         target = Target("127.0.0.1", port, key)
     pid = proc.pid if proc else None
     run = secrets.token_hex(4)
