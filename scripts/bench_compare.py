@@ -82,12 +82,11 @@ def table(a, b):
         if ca is not None or cb is not None:
             ratio = (ca / cb) if (ca is not None and cb) else None
             rows.append(f"| {scen} | server CPU µs/op | {fmt(ca)} | {fmt(cb)} | {fmt(ratio)} |")
-    n = min(
-        [v.get("n", 0) for s in sa.values() for v in s.values() if isinstance(v, dict)] or [0]
-    )
+    reps = a.get("settings", {}).get("repeat", "?")
     head = (
-        f"Medians of {n}+ runs each; {la} and {lb} measured one after the other on the same "
-        f"machine ({a.get('machine', {}).get('nproc', '?')} cores). Ratios are {la}/{lb}.\n\n"
+        f"Medians of {reps} runs per scenario (the persistence scenario's first save runs once); "
+        f"{la} and {lb} measured one after the other on the same machine "
+        f"({a.get('machine', {}).get('nproc', '?')} cores). Ratios are {la}/{lb}.\n\n"
     )
     return head + "\n".join(rows) + "\n"
 
