@@ -46,33 +46,7 @@ impl Server {
             std::fs::write(&path, cfg).expect("write config");
             cmd.arg("--config").arg(path);
         }
-        cmd.env("SIGHTHUB_ADMIN_KEY", ADMIN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn sighthub");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
-                        let _ = tx.send(rest.trim().to_owned());
-                        sent = true;
-                    }
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = child.kill();
-                let out = child.wait_with_output().ok();
-                panic!("server did not start: {out:?}");
-            }
-        };
+        let (child, url) = spawn_until_listening(cmd, false);
         let (scheme, addr) = url.split_once("://").expect("url");
         Server {
             child,
@@ -111,6 +85,42 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` (a `sighthub serve` command) with the test admin key, and waits for its
+/// `listening on <scheme>://<addr>` line; returns the process and that URL. With `echo`, the
+/// server's log lines are copied to the test's stderr.
+pub fn spawn_until_listening(mut cmd: Command, echo: bool) -> (Child, String) {
+    cmd.env("SIGHTHUB_ADMIN_KEY", ADMIN)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn sighthub");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !sent {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                    sent = true;
+                }
+            }
+            if echo {
+                eprintln!("{line}");
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(url) => (child, url),
+        Err(_) => {
+            let _ = child.kill();
+            let out = child.wait_with_output().ok();
+            panic!("server did not start: {out:?}");
+        }
     }
 }
 

@@ -12,11 +12,9 @@
 use crate::common::ADMIN;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// One instance: its directory, config file, address, identity and process.
@@ -38,33 +36,9 @@ fn spawn(dir: &Path, config: &Path, listen: &str) -> (Child, SocketAddr) {
         .arg(listen)
         .arg("--plain-http")
         .arg("--config")
-        .arg(config)
-        .env("SIGHTHUB_ADMIN_KEY", ADMIN)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn sighthub");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if !sent {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
-                    sent = true;
-                }
-            }
-            if std::env::var_os("RELAY_TEST_LOG").is_some() {
-                eprintln!("{line}");
-            }
-        }
-    });
-    let Ok(url) = rx.recv_timeout(Duration::from_secs(30)) else {
-        let _ = child.kill();
-        panic!("server did not start: {:?}", child.wait_with_output().ok());
-    };
+        .arg(config);
+    let (child, url) =
+        crate::common::spawn_until_listening(cmd, std::env::var_os("RELAY_TEST_LOG").is_some());
     let addr = url.split_once("://").expect("url").1.parse().expect("addr");
     (child, addr)
 }
