@@ -43,16 +43,7 @@ pub struct Routed {
 impl Routed {
     /// Parses an envelope (one JSON object). `None` when it is not an object.
     pub fn parse(json: &[u8]) -> Option<Routed> {
-        let envelope: Map<String, Value> = serde_json::from_slice(json).ok()?;
-        let (path, covered) = (
-            list_of(&envelope, PATH_KEY),
-            list_of(&envelope, COVERED_KEY),
-        );
-        Some(Routed {
-            envelope,
-            path,
-            covered,
-        })
+        serde_json::from_slice(json).ok().and_then(Routed::from_value)
     }
 
     /// From an already parsed envelope.
