@@ -43,7 +43,9 @@ pub struct Routed {
 impl Routed {
     /// Parses an envelope (one JSON object). `None` when it is not an object.
     pub fn parse(json: &[u8]) -> Option<Routed> {
-        serde_json::from_slice(json).ok().and_then(Routed::from_value)
+        serde_json::from_slice(json)
+            .ok()
+            .and_then(Routed::from_value)
     }
 
     /// From an already parsed envelope.
