@@ -10,6 +10,14 @@ use std::time::Duration;
 
 const ROUNDS: usize = 20;
 
+/// Sends with the admin key; true only when the server answered 200 (an acknowledged write).
+async fn answered_200(req: reqwest::RequestBuilder) -> bool {
+    req.header("Authorization", ADMIN)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+}
+
 /// Writes distinct values with /w and /wb and one shared counter value until `stop`.
 async fn load(
     server: &Server,
@@ -26,12 +34,7 @@ async fn load(
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let v = format!("r{round}w{w}i{i}");
-                let ok = http
-                    .get(format!("{url}/w/crash/single?val={v}"))
-                    .header("Authorization", ADMIN)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
+                let ok = answered_200(http.get(format!("{url}/w/crash/single?val={v}"))).await;
                 if ok {
                     acked
                         .lock()
@@ -53,14 +56,11 @@ async fn load(
                     .iter()
                     .map(|v| json!({"namespace":"crash/bulk","value":v}))
                     .collect();
-                let ok = http
+                let req = http
                     .post(format!("{url}/wb"))
-                    .header("Authorization", ADMIN)
                     .header("content-type", "application/json")
-                    .body(json!({ "items": items }).to_string())
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
+                    .body(json!({ "items": items }).to_string());
+                let ok = answered_200(req).await;
                 if ok {
                     acked
                         .lock()
@@ -76,12 +76,7 @@ async fn load(
         tasks.push(tokio::spawn(async move {
             let http = client();
             while !stop.load(Ordering::Relaxed) {
-                let ok = http
-                    .get(format!("{url}/w/crash/counter?val=c"))
-                    .header("Authorization", ADMIN)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
+                let ok = answered_200(http.get(format!("{url}/w/crash/counter?val=c"))).await;
                 if ok {
                     *counter.lock().expect("lock") += 1;
                 }

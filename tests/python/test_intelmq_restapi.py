@@ -187,15 +187,19 @@ def read_log(url: str, export: str = "envelope"):
             return out
 
 
-def start_bot(venv: Path, root: Path, bot_id: str):
-    exe = venv / "bin" / "intelmq.bots.outputs.restapi.output"
+def start_bot(venv: Path, root: Path, bot_id: str,
+              module: str = "intelmq.bots.outputs.restapi.output", output=subprocess.PIPE):
+    """Starts one real IntelMQ bot (as `nobody` when run as root); `output` takes its
+    stdout and stderr."""
+    exe = venv / "bin" / module
     if not exe.exists():
         pytest.fail(f"{exe} missing: install intelmq==3.5.0 into {venv} (scripts/test setup)")
     cmd = [str(exe), bot_id]
     if os.geteuid() == 0:
         cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] + cmd
     env = dict(os.environ, INTELMQ_ROOT_DIR=str(root))
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    stderr = subprocess.STDOUT if output == subprocess.PIPE else output
+    return subprocess.Popen(cmd, env=env, stdout=output, stderr=stderr,
                             stdin=subprocess.DEVNULL)
 
 

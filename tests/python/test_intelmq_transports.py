@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ANSI, binary_path
+from test_intelmq_restapi import start_bot as start_intelmq_bot
 from test_intelmq_restapi import (  # noqa: F401  (fixtures are used by name)
     SAMPLES, Redis, free_port, intelmq_root, intelmq_venv, redis_port, wait_for)
 
@@ -153,15 +154,8 @@ def setup_root(root: Path, redis_port: int, bots: dict):
 
 
 def start_bot(venv: Path, root: Path, bot_id: str, module: str):
-    exe = venv / "bin" / module
-    if not exe.exists():
-        pytest.fail(f"{exe} missing (scripts/test setup)")
-    cmd = [str(exe), bot_id]
-    if os.geteuid() == 0:
-        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] + cmd
-    env = dict(os.environ, INTELMQ_ROOT_DIR=str(root))
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
+    """A real IntelMQ bot whose output is discarded (the bots log to var/log)."""
+    return start_intelmq_bot(venv, root, bot_id, module, output=subprocess.DEVNULL)
 
 
 def stop_bots(procs):
