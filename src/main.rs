@@ -203,7 +203,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    booted.store.persist().context("final persist")?;
+    booted.store.close().context("final persist")?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

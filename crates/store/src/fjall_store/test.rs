@@ -321,3 +321,53 @@ fn marked_batches_retractions_and_holders() {
         Some(&b"3"[..])
     );
 }
+
+/// Bytes of journal a restart would replay: the non-zero prefix of every journal file
+/// (fjall pre-allocates them sparse).
+fn journal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("db"))
+        .expect("db dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
+        .map(|e| {
+            let data = std::fs::read(e.path()).expect("journal readable");
+            data.iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| i as u64 + 1)
+        })
+        .sum()
+}
+
+#[test]
+fn close_leaves_a_small_journal_and_keeps_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = ns("close/values");
+    let long = "x".repeat(200);
+    {
+        let s = open(dir.path());
+        let values: Vec<String> = (0..30_000).map(|i| format!("{long}-{i}")).collect();
+        for chunk in values.chunks(5_000) {
+            let ops: Vec<WriteOp<'_>> = chunk.iter().map(|v| WriteOp::new(&n, v, T0)).collect();
+            let (_, t) = s.write(&ops, T0).expect("write");
+            s.group_commit().wait_blocking(t).expect("durable");
+        }
+        let before = journal_bytes(dir.path());
+        assert!(before > CLOSE_PAD_FROM, "journal holds {before} bytes");
+        s.close().expect("close");
+        let after = journal_bytes(dir.path());
+        assert!(
+            after < 64 * 1024,
+            "after close the journal still holds {after} bytes (was {before})"
+        );
+    }
+    let s = open(dir.path());
+    assert_eq!(s.count(&n, T0).expect("count"), Some(30_000));
+    for i in [0, 14_999, 29_999] {
+        let v = found(s.read(&n, &format!("{long}-{i}"), T0).expect("read"));
+        assert_eq!((v.record.count, v.consensus), (1, 1));
+    }
+    // A second close with little in the journal does not pad (nothing to gain).
+    write1(&s, &n, "one-more", T0);
+    s.close().expect("close again");
+    assert!(journal_bytes(dir.path()) < CLOSE_PAD_FROM);
+}
