@@ -76,6 +76,7 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         &cfg.data_dir,
         StoreOptions {
             cache_bytes: cfg.storage.cache_mb.saturating_mul(1024 * 1024),
+            memtable_bytes: cfg.storage.memtable_mb.clamp(1, 1024) * 1024 * 1024,
             stats_retention_hours: cfg.stats.retention_hours,
             shadow_ttl: cfg.shadow.ttl,
             shadow: cfg.shadow.enabled,

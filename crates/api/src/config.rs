@@ -101,11 +101,17 @@ pub struct StatsConfig {
 pub struct StorageConfig {
     /// Block cache in MiB; the data set may be larger, reads beyond it go to disk.
     pub cache_mb: u64,
+    /// Memtable of the sightings in MiB: written values are held in memory until this much has
+    /// accumulated, then flushed to a table on disk.
+    pub memtable_mb: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { cache_mb: 64 }
+        Self {
+            cache_mb: 64,
+            memtable_mb: 16,
+        }
     }
 }
 

@@ -45,6 +45,10 @@ use std::sync::{Mutex, RwLock};
 pub struct StoreOptions {
     /// Block cache size in bytes (the data set may be much larger).
     pub cache_bytes: u64,
+    /// Size at which the `sightings` memtable is sealed and flushed to a table. Larger: fewer
+    /// flushes and compactions (each briefly blocks readers of the keyspace), more memory and
+    /// a longer journal replay after a crash.
+    pub memtable_bytes: u64,
     /// Hourly stats buckets kept per value, counted back from the newest (0 = all).
     pub stats_retention_hours: u64,
     /// TTL given to shadow sightings (0 = forever).
@@ -57,6 +61,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 64 * 1024 * 1024,
+            memtable_bytes: 16 * 1024 * 1024,
             stats_retention_hours: 0,
             shadow_ttl: 0,
             shadow: true,
@@ -160,7 +165,9 @@ impl FjallStore {
             .max_journaling_size(64 * 1024 * 1024)
             .open()?;
         let small = || KeyspaceCreateOptions::default().max_memtable_size(16 * 1024 * 1024);
-        let sightings = db.keyspace("sightings", small)?;
+        let sightings = db.keyspace("sightings", || {
+            KeyspaceCreateOptions::default().max_memtable_size(opts.memtable_bytes)
+        })?;
         let namespaces = db.keyspace("namespaces", small)?;
         let config = db.keyspace("config", small)?;
         let expiry = db.keyspace("expiry", small)?;
