@@ -34,6 +34,11 @@ struct State {
     /// Highest ticket known durable.
     synced: u64,
     shutdown: bool,
+    /// The sync thread is waiting on `work` (otherwise it will look at `issued` again by
+    /// itself, and `issue` need not wake it: no futex call per write under load).
+    idle: bool,
+    /// Threads in `wait_blocking` (otherwise `done` is not signalled).
+    blocked: usize,
 }
 
 struct Shared {
@@ -62,6 +67,8 @@ impl GroupCommit {
                 issued: 0,
                 synced: 0,
                 shutdown: false,
+                idle: false,
+                blocked: 0,
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -83,12 +90,14 @@ impl GroupCommit {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let t = {
+        let (t, wake) = {
             let mut s = lock(&self.shared.state);
             s.issued += 1;
-            s.issued
+            (s.issued, std::mem::take(&mut s.idle))
         };
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(Ticket(t))
     }
 
@@ -117,17 +126,22 @@ impl GroupCommit {
     /// Blocking form of [`Self::wait`], for threads outside an async runtime.
     pub fn wait_blocking(&self, ticket: Ticket) -> Result<()> {
         let mut s = lock(&self.shared.state);
-        while s.synced < ticket.0 {
+        s.blocked += 1;
+        let outcome = loop {
+            if s.synced >= ticket.0 {
+                break Ok(());
+            }
             if self.is_poisoned() {
-                return Err(Error::Poisoned);
+                break Err(Error::Poisoned);
             }
             s = self
                 .shared
                 .done
                 .wait(s)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        Ok(())
+        };
+        s.blocked -= 1;
+        outcome
     }
 }
 
@@ -140,11 +154,13 @@ fn sync_loop(shared: &Shared, persist: &mut PersistFn) {
         let target = {
             let mut s = lock(&shared.state);
             while s.issued == s.synced && !s.shutdown {
+                s.idle = true;
                 s = shared
                     .work
                     .wait(s)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
+            s.idle = false;
             if s.issued == s.synced {
                 return; // shutdown with nothing pending
             }
@@ -156,6 +172,9 @@ fn sync_loop(shared: &Shared, persist: &mut PersistFn) {
             Ok(()) => {
                 s.synced = target;
                 shared.synced_tx.send_replace(target);
+                if s.blocked == 0 {
+                    continue;
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "journal fsync failed; refusing further writes");
