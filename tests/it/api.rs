@@ -599,3 +599,75 @@ async fn sigterm_drains_and_data_survives_restart() {
     );
     assert_eq!(f.get("/c/fmt").await.1["value_format"], "SHA256");
 }
+
+/// Batches of 32 items or more are applied and read in key order inside the store; the
+/// answers must still be in request order, with repeats counted in request order.
+#[tokio::test]
+async fn large_unsorted_bulk_batches_answer_in_request_order() {
+    let f = Fixture::new();
+    // Descending values over two namespaces, every value twice: the second copy of a value
+    // comes later in the request and must see count 2, new false.
+    let mut items = Vec::new();
+    for round in 0..2 {
+        for i in (0..40).rev() {
+            let ns = if i % 2 == 0 { "big/b" } else { "big/a" };
+            items.push((round, ns, format!("v{i:02}")));
+        }
+    }
+    let body: Vec<_> = items
+        .iter()
+        .map(|(_, ns, v)| json!({"namespace": ns, "value": v}))
+        .collect();
+    let (s, r) = f.post("/wb", json!({ "items": body })).await;
+    assert_eq!((s, r["written"].clone()), (200, json!(80)));
+    for (idx, (round, ns, v)) in items.iter().enumerate() {
+        let it = &r["items"][idx];
+        assert_eq!(
+            (
+                it["index"].clone(),
+                it["namespace"].clone(),
+                it["value"].clone()
+            ),
+            (json!(idx), json!(ns), json!(v)),
+            "item {idx} out of order"
+        );
+        assert_eq!(
+            (it["count"].clone(), it["new"].clone()),
+            (json!(round + 1), json!(*round == 0)),
+            "item {idx}"
+        );
+    }
+    // Read back in another unsorted order, with misses and a bad namespace mixed in.
+    let mut reads: Vec<serde_json::Value> = (0..40)
+        .map(|i| {
+            let ns = if i % 2 == 0 { "big/b" } else { "big/a" };
+            json!({"namespace": ns, "value": format!("v{:02}", (i * 7) % 40), "noshadow": true})
+        })
+        .collect();
+    reads.insert(
+        5,
+        json!({"namespace": "big/a", "value": "zzz", "noshadow": true}),
+    );
+    reads.insert(
+        0,
+        json!({"namespace": "a//b", "value": "v00", "noshadow": true}),
+    );
+    let (s, r) = f.post("/rb", json!({ "items": reads.clone() })).await;
+    assert_eq!(s, 200);
+    let answers = r["items"].as_array().expect("items");
+    assert_eq!(answers.len(), reads.len());
+    for (req, ans) in reads.iter().zip(answers) {
+        let (ns, v) = (req["namespace"].as_str(), req["value"].as_str());
+        let n: Option<usize> = v.and_then(|v| v.get(1..)).and_then(|d| d.parse().ok());
+        let stored = n.is_some_and(|n| {
+            (n % 2 == 0 && ns == Some("big/b")) || (n % 2 == 1 && ns == Some("big/a"))
+        });
+        if ns == Some("a//b") {
+            assert!(ans.get("message").is_some(), "{ans}");
+        } else if stored {
+            assert_eq!((ans["value"].as_str(), ans["count"].clone()), (v, json!(2)));
+        } else {
+            assert_eq!(ans["error"], "Value not found", "{req} -> {ans}");
+        }
+    }
+}

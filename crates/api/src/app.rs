@@ -648,9 +648,19 @@ impl App {
         let nss = Self::bulk_items(items);
         Self::authorize_all(&caller, Access::Read, &nss)?;
         let now = now();
-        let mut out = Vec::with_capacity(items.len());
+        let mut out: Vec<Option<ReadEntry>> = Vec::new();
+        out.resize_with(items.len(), || None);
         let mut shadows: Vec<(&Namespace, &str)> = Vec::new();
-        for (item, ns) in items.iter().zip(&nss) {
+        // Read in key order (neighbouring lookups share cached blocks), answer in request order.
+        let order = sighthub_store::key_order(items.len(), |i| {
+            let ns = nss.get(i)?.as_ref().ok()?;
+            Some((ns.as_str(), &*items.get(i)?.value))
+        });
+        for i in order {
+            let (Some(item), Some(ns), Some(slot)) = (items.get(i), nss.get(i), out.get_mut(i))
+            else {
+                continue;
+            };
             let entry = match ns {
                 Err(e) => json!({"message": e}),
                 Ok(ns) if ns.is_config() => ApiError::ConfigNamespace.body(),
@@ -668,7 +678,7 @@ impl App {
                     }
                     match outcome {
                         ReadOutcome::Found(v) => {
-                            out.push(ReadEntry::View(v));
+                            *slot = Some(ReadEntry::View(v));
                             continue;
                         }
                         ReadOutcome::NoValue => ApiError::ValueNotFound {
@@ -684,7 +694,7 @@ impl App {
                     }
                 }
             };
-            out.push(ReadEntry::Other(entry));
+            *slot = Some(ReadEntry::Other(entry));
         }
         self.store.shadow(&shadows, now)?;
         #[derive(Serialize)]
@@ -693,6 +703,7 @@ impl App {
         }
         let items = out
             .iter()
+            .flatten()
             .map(|e| match e {
                 ReadEntry::View(v) => ReadEntryJson::View(view_json(v, stats)),
                 ReadEntry::Other(o) => ReadEntryJson::Other(o),

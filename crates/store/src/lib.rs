@@ -48,6 +48,6 @@ pub use format::ValueFormat;
 pub use namespace::{Namespace, NamespaceError};
 pub use record::{merge_tags, Record};
 pub use store::{
-    ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome,
+    key_order, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome,
     MAX_TIMESTAMP, MIN_TIMESTAMP,
 };

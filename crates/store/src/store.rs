@@ -185,3 +185,13 @@ pub trait SightingStore: Send + Sync + 'static {
     /// The group commit that turns tickets into durability.
     fn group_commit(&self) -> &GroupCommit;
 }
+
+/// Indices `0..n` ordered by the `(namespace, value)` that `key` gives for each (stable, so
+/// equal keys keep their order). Small batches keep their order: sorting would not pay.
+pub fn key_order<'a>(n: usize, key: impl Fn(usize) -> Option<(&'a str, &'a str)>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if n >= 32 {
+        order.sort_by_key(|&i| key(i));
+    }
+    order
+}
