@@ -1,5 +1,6 @@
-//! Criterion benches for the store's hot paths: single write (with group commit), bulk
-//! write, single read and the record codec.
+//! Criterion benches for the store's hot paths: single write of a new value and increment of
+//! an existing one (both with group commit), journal append + group commit with concurrent
+//! writers, bulk write, single read and the record codec.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -23,6 +24,52 @@ fn benches(c: &mut Criterion) {
             store.group_commit().wait_blocking(t).expect("durable");
         })
     });
+
+    // Increment: the same 1,000 values over and over (read-modify-write of an existing record,
+    // `new: false`, no consensus change), durable.
+    let hot: Vec<String> = (0..1_000).map(|j| format!("hot{j}")).collect();
+    for chunk in hot.chunks(500) {
+        let ops: Vec<_> = chunk.iter().map(|v| WriteOp::new(&ns, v, T0)).collect();
+        let (_, t) = store.write(&ops, T0).expect("write");
+        store.group_commit().wait_blocking(t).expect("durable");
+    }
+    c.bench_function("store/increment_durable", |b| {
+        let mut j = 0usize;
+        b.iter(|| {
+            j = (j + 1) % hot.len();
+            let v = &hot[j];
+            let (_, t) = store.write(&[WriteOp::new(&ns, v, T0)], T0).expect("write");
+            store.group_commit().wait_blocking(t).expect("durable");
+        })
+    });
+
+    // Journal append + group commit: 16 threads each append one write and wait for its fsync;
+    // one iteration = 16 acknowledged writes, so the figure shows how many writes share a sync.
+    let mut g = c.benchmark_group("store/group_commit");
+    g.throughput(Throughput::Elements(16));
+    let next = std::sync::atomic::AtomicU64::new(0);
+    g.bench_function("16_concurrent_writers", |b| {
+        // 16 threads started once per sample; each does `iters` acknowledged writes.
+        b.iter_custom(|iters| {
+            let t0 = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..16 {
+                    s.spawn(|| {
+                        for _ in 0..iters {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let v = format!("gc{k}");
+                            let (_, t) = store
+                                .write(&[WriteOp::new(&ns, &v, T0)], T0)
+                                .expect("write");
+                            store.group_commit().wait_blocking(t).expect("durable");
+                        }
+                    });
+                }
+            });
+            t0.elapsed()
+        })
+    });
+    g.finish();
 
     let mut g = c.benchmark_group("store/write_bulk");
     g.throughput(Throughput::Elements(10_000));
