@@ -371,3 +371,59 @@ fn close_leaves_a_small_journal_and_keeps_everything() {
     s.close().expect("close again");
     assert!(journal_bytes(dir.path()) < CLOSE_PAD_FROM);
 }
+
+#[test]
+fn data_ten_times_the_block_cache_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions {
+        cache_bytes: 1024 * 1024,
+        memtable_bytes: 2 * 1024 * 1024,
+        ..StoreOptions::default()
+    };
+    let n = ns("big/cache");
+    let pad = "p".repeat(60);
+    let value = |i: usize| format!("{pad}-{i:07}");
+    let total = 150_000;
+    {
+        let s = FjallStore::open(dir.path(), opts.clone()).expect("open");
+        let values: Vec<String> = (0..total).map(value).collect();
+        for chunk in values.chunks(10_000) {
+            let ops: Vec<WriteOp<'_>> = chunk.iter().map(|v| WriteOp::new(&n, v, T0)).collect();
+            let (_, t) = s.write(&ops, T0).expect("write");
+            s.group_commit().wait_blocking(t).expect("durable");
+        }
+        s.close().expect("close");
+    }
+    let tables: u64 = walk_size(&dir.path().join("db").join("keyspaces"));
+    assert!(
+        tables > 10 * opts.cache_bytes,
+        "tables hold {tables} bytes, not ten times the cache"
+    );
+    let s = FjallStore::open(dir.path(), opts).expect("reopen");
+    assert_eq!(s.count(&n, T0).expect("count"), Some(total as u64));
+    for i in (0..total).step_by(997) {
+        let v = found(s.read(&n, &value(i), T0).expect("read"));
+        assert_eq!((v.record.count, v.consensus), (1, 1), "value {i}");
+    }
+    assert!(matches!(
+        s.read(&n, "absent", T0).expect("read"),
+        ReadOutcome::NoValue
+    ));
+    let page = s
+        .list(&n, None, Some(1000), T0)
+        .expect("list")
+        .expect("exists");
+    assert_eq!(page.items.len(), 1000);
+}
+
+fn walk_size(p: &Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.filter_map(|e| e.ok())
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk_size(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
