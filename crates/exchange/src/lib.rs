@@ -211,7 +211,7 @@ impl Drop for Inner {
                 tracing::error!("exchange retention thread panicked");
             }
         }
-        if let Err(e) = self.store.persist() {
+        if let Err(e) = self.store.close() {
             tracing::warn!(error = %e, "exchange: final persist failed");
         }
     }

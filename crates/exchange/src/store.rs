@@ -203,6 +203,9 @@ pub struct ExchangeStore {
     alternates: Keyspace,
     consumers: Keyspace,
     meta: Keyspace,
+    /// Scratch space of [`ExchangeStore::close`]; always empty between uses.
+    pad: Keyspace,
+    dir: std::path::PathBuf,
     /// Serialises de-duplication + sequence assignment + batch commit; never held across an
     /// await (the write path runs on a blocking thread).
     writer: Mutex<WriterState>,
@@ -377,12 +380,11 @@ impl ExchangeStore {
         // What recovery replayed from the journal may only be in the page cache: make it
         // durable before any of it is delivered.
         db.persist(PersistMode::SyncAll)?;
-        let persist_db = db.clone();
-        let commit = GroupCommit::start(Box::new(move || {
-            persist_db
-                .persist(PersistMode::SyncData)
-                .map_err(|e| sighthub_store::Error::Io(std::io::Error::other(e.to_string())))
-        }))?;
+        let pad = sighthub_store::journal::pad_keyspace(&db)?;
+        // The same fsync as the sighting store's: outside fjall's journal lock, so publishers
+        // keep appending while the group commit syncs.
+        let mut syncer = sighthub_store::journal::JournalSyncer::new(db.clone(), dir.to_path_buf());
+        let commit = GroupCommit::start(Box::new(move || syncer.sync()))?;
         let (durable, _) = watch::channel(last);
         Ok(Self {
             commit,
@@ -394,6 +396,8 @@ impl ExchangeStore {
             alternates,
             consumers,
             meta,
+            pad,
+            dir: dir.to_path_buf(),
             writer: Mutex::new(WriterState {
                 next_seq: last + 1,
                 log_bytes,
@@ -896,9 +900,29 @@ impl ExchangeStore {
         Ok(())
     }
 
-    /// Makes everything written so far durable (shutdown).
+    /// Makes everything written so far durable.
     pub fn persist(&self) -> Result<()> {
         self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Makes everything durable, flushes every memtable and seals the journal, so the next
+    /// start has nothing to replay (`sighthub_store::journal::seal`). Clean shutdown only.
+    pub fn close(&self) -> Result<()> {
+        sighthub_store::journal::seal(
+            &self.db,
+            &self.dir,
+            &self.pad,
+            &[
+                &self.log,
+                &self.seen,
+                &self.content,
+                &self.links,
+                &self.alternates,
+                &self.consumers,
+                &self.meta,
+            ],
+        )?;
         Ok(())
     }
 

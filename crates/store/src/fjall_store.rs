@@ -13,7 +13,7 @@
 //!   An index of values with a TTL in expiry order, so expired values are found without a
 //!   scan; the earliest expiry is cached in memory, so a read checks one atomic.
 //! - `markers`: feeders' progress markers, written in the same batch as their sightings.
-//! - `pad`: always empty; scratch space that [`FjallStore::close`] uses to seal the journal.
+//! - `pad`: always empty; scratch space of [`crate::journal::seal`] at a clean shutdown.
 //!
 //! `_all` is stored like any namespace: its record for a value counts the non-private
 //! namespaces holding it, which is the value's consensus.
@@ -115,11 +115,6 @@ impl Overlay {
     }
 }
 
-/// fjall 3.1 seals its active journal, at a flush, once it is larger than this.
-const JOURNAL_ROTATE_AT: u64 = 64_000_000;
-/// Below this, a restart replays the journal quickly enough; `close` does not pad it.
-const CLOSE_PAD_FROM: u64 = 4 << 20;
-
 fn skey(ns: &str, value: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(ns.len() + 1 + value.len());
     k.extend_from_slice(ns.as_bytes());
@@ -180,10 +175,7 @@ impl FjallStore {
         let config = db.keyspace("config", small)?;
         let expiry = db.keyspace("expiry", small)?;
         let markers = db.keyspace("markers", small)?;
-        let pad = db.keyspace("pad", small)?;
-        if !pad.is_empty()? {
-            pad.clear()?; // a crash during `close`
-        }
+        let pad = crate::journal::pad_keyspace(&db)?;
         let mut formats = HashMap::new();
         for kv in config.iter() {
             let (k, v) = kv.into_inner()?;
@@ -198,7 +190,7 @@ impl FjallStore {
             Some(g) => ekey_time(&g.key()?).ok_or(Error::Corrupt("expiry key"))?,
             None => i64::MAX,
         };
-        let mut syncer = JournalSyncer::new(db.clone(), dir.join("db"));
+        let mut syncer = crate::journal::JournalSyncer::new(db.clone(), dir.join("db"));
         let commit = GroupCommit::start(Box::new(move || syncer.sync()))?;
         Ok(Self {
             commit,
@@ -224,62 +216,22 @@ impl FjallStore {
         Ok(())
     }
 
-    /// Makes everything durable and flushes every memtable into tables, so the next start
-    /// has (almost) nothing to replay. Used at a clean shutdown.
-    ///
-    /// A restart replays fjall's active journal item by item (one internal lookup each, about
-    /// 0.4 µs per item: ~0.8 s for 1M values), even when every item was already flushed, and
-    /// fjall 3.1 seals that journal only once it has grown past 64 MB, at a flush. So, when the
-    /// journal holds more than [`CLOSE_PAD_FROM`] bytes: pad it past the threshold with a few
-    /// large values in the `pad` keyspace (deleted right away), flush everything (the flush
-    /// seals the journal), then flush once more so fjall's maintenance deletes the sealed,
-    /// fully-flushed journal. A crash skips all this and is still safe: the journal keeps
-    /// everything acknowledged, and leftover pad entries are cleared at open.
+    /// Makes everything durable, flushes every memtable and seals the journal, so the next
+    /// start has nothing to replay ([`crate::journal::seal`]). Used at a clean shutdown; a
+    /// crash skips it and is still safe.
     pub fn close(&self) -> Result<()> {
-        self.persist()?;
-        let journal = JournalSyncer::new(self.db.clone(), self.dir.join("db")).newest_len();
-        if let Some(len) = journal.filter(|l| (CLOSE_PAD_FROM..JOURNAL_ROTATE_AT).contains(l)) {
-            // The journal compresses entries: the pad must not be compressible.
-            let mut x = 0x9E37_79B9_7F4A_7C15u64;
-            let chunk: Vec<u8> = (0..(1 << 20) / 8)
-                .flat_map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x.to_le_bytes()
-                })
-                .collect();
-            let mut left = JOURNAL_ROTATE_AT - len + (1 << 20);
-            let mut i = 0u32;
-            while left > 0 {
-                self.pad.insert(i.to_be_bytes(), chunk.as_slice())?;
-                self.pad.remove(i.to_be_bytes())?;
-                left = left.saturating_sub(chunk.len() as u64);
-                i += 1;
-            }
-            self.persist()?;
-        }
-        for ks in self.keyspaces() {
-            // fjall marks this `doc(hidden)`; it is the only way to flush on demand in 3.1
-            // (pinned in Cargo.lock; `close_leaves_a_small_journal` checks the effect).
-            ks.rotate_memtable_and_wait()?;
-        }
-        // One more rotation runs fjall's journal maintenance after the seal above.
-        self.pad.insert(b"close", b"")?;
-        self.pad.remove(b"close")?;
-        self.pad.rotate_memtable_and_wait()?;
-        self.persist()
-    }
-
-    fn keyspaces(&self) -> [&Keyspace; 6] {
-        [
-            &self.sightings,
-            &self.namespaces,
-            &self.config,
-            &self.expiry,
-            &self.markers,
+        crate::journal::seal(
+            &self.db,
+            &self.dir.join("db"),
             &self.pad,
-        ]
+            &[
+                &self.sightings,
+                &self.namespaces,
+                &self.config,
+                &self.expiry,
+                &self.markers,
+            ],
+        )
     }
 
     fn format_of(&self, ns: &str) -> ValueFormat {
@@ -537,92 +489,6 @@ impl FjallStore {
             consensus: self.consensus(stored)?,
             record: rec,
         })
-    }
-}
-
-/// Makes the journal durable without holding fjall's journal lock during the fsync.
-///
-/// `Database::persist(SyncData)` flushes and fsyncs while holding the journal mutex, so every
-/// writer stalls for the whole fsync. Instead: `persist(Buffer)` moves the journal buffer to the
-/// OS under the lock (one `write`), then the newest journal file is `fdatasync`ed through our
-/// own descriptor, outside the lock, while writers keep appending. This is correct because a
-/// rotation seals the previous journal with a full fsync before switching (fjall's
-/// `Writer::rotate`), so whatever was flushed into an older journal is already durable, and
-/// syncing the newest one covers the rest. If the journal files cannot be found (a future fjall
-/// layout), it falls back to `persist(SyncData)`.
-struct JournalSyncer {
-    db: Database,
-    dir: std::path::PathBuf,
-    current: Option<(u64, std::fs::File)>,
-}
-
-impl JournalSyncer {
-    fn new(db: Database, dir: std::path::PathBuf) -> Self {
-        Self {
-            db,
-            dir,
-            current: None,
-        }
-    }
-
-    fn newest_journal_id(&self) -> Option<u64> {
-        std::fs::read_dir(&self.dir)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jnl")?.parse().ok())
-            .max()
-    }
-
-    /// Bytes written into the newest journal file. fjall pre-allocates journal files (a
-    /// sparse 64 MiB), so this is the position after the last non-zero byte, found by reading
-    /// backwards; trailing zeros of the last entry make it a slight underestimate.
-    fn newest_len(&self) -> Option<u64> {
-        use std::io::{Read, Seek, SeekFrom};
-        let id = self.newest_journal_id()?;
-        let mut f = std::fs::File::open(self.dir.join(format!("{id}.jnl"))).ok()?;
-        let mut end = f.metadata().ok()?.len();
-        let mut buf = vec![0u8; 1 << 20];
-        while end > 0 {
-            let start = end.saturating_sub(buf.len() as u64);
-            let chunk = buf.get_mut(..(end - start) as usize)?;
-            f.seek(SeekFrom::Start(start)).ok()?;
-            f.read_exact(chunk).ok()?;
-            if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
-                return Some(start + i as u64 + 1);
-            }
-            end = start;
-        }
-        Some(0)
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        self.db.persist(PersistMode::Buffer)?;
-        // Follow rotations: step to the next journal while it exists.
-        let mut id = match &self.current {
-            Some((id, _)) => *id,
-            None => match self.newest_journal_id() {
-                Some(id) => id,
-                None => return self.fallback(),
-            },
-        };
-        while self.dir.join(format!("{}.jnl", id + 1)).exists() {
-            id += 1;
-        }
-        if self.current.as_ref().map(|(c, _)| *c) != Some(id) {
-            match std::fs::File::open(self.dir.join(format!("{id}.jnl"))) {
-                Ok(f) => self.current = Some((id, f)),
-                Err(_) => return self.fallback(),
-            }
-        }
-        match &self.current {
-            Some((_, f)) => Ok(f.sync_data()?),
-            None => self.fallback(),
-        }
-    }
-
-    fn fallback(&mut self) -> Result<()> {
-        self.current = None;
-        Ok(self.db.persist(PersistMode::SyncData)?)
     }
 }
 

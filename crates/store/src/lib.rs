@@ -37,6 +37,7 @@ pub mod commit;
 pub mod error;
 pub mod fjall_store;
 pub mod format;
+pub mod journal;
 pub mod namespace;
 pub mod record;
 pub mod store;

@@ -423,3 +423,68 @@ fn seen_set_is_compact() {
     let per_uuid = store.seen_disk_space() as f64 / n as f64;
     assert!(per_uuid < 48.0, "{per_uuid:.1} bytes per uuid");
 }
+
+/// Bytes of journal a restart would replay (fjall pre-allocates journal files sparse).
+fn journal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
+        .map(|e| {
+            let data = std::fs::read(e.path()).expect("journal readable");
+            data.iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| i as u64 + 1)
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn close_seals_the_journal_and_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let filler = "x".repeat(900);
+    let n = 6_000u64;
+    {
+        let store = open(dir.path(), StoreOptions::default());
+        for chunk in 0..n / 500 {
+            let body: Vec<String> = (0..500)
+                .map(|i| {
+                    let k = chunk * 500 + i;
+                    format!(
+                        r#"{{"source.ip":"10.0.{}.{}","extra.pad":"{filler}"}}"#,
+                        k / 256,
+                        k % 256
+                    )
+                })
+                .collect();
+            commit(&store, prep(&format!("[{}]", body.join(","))), NOW).await;
+        }
+        let before = journal_bytes(dir.path());
+        assert!(
+            before > sighthub_store::journal::CLOSE_PAD_FROM,
+            "journal holds {before} bytes"
+        );
+        store.close().expect("close");
+        let after = journal_bytes(dir.path());
+        assert!(after < 64 * 1024, "journal still holds {after} bytes");
+    }
+    let store = open(dir.path(), StoreOptions::default());
+    assert_eq!(store.durable(), n);
+    assert_eq!(all(&store, 0).len() as u64, n);
+    let first = format!(r#"{{"source.ip":"10.0.0.0","extra.pad":"{filler}"}}"#);
+    let again = commit(&store, prep(&first), NOW).await;
+    assert_eq!(
+        again,
+        vec![Outcome::Duplicate {
+            seq: 1,
+            by_content: true
+        }]
+    );
+    let new = commit(
+        &store,
+        prep(r#"{"source.ip":"10.0.0.7","extra.pad":"y"}"#),
+        NOW,
+    )
+    .await;
+    assert_eq!(new, vec![Outcome::Accepted { seq: n + 1 }]);
+}

@@ -352,7 +352,10 @@ fn close_leaves_a_small_journal_and_keeps_everything() {
             s.group_commit().wait_blocking(t).expect("durable");
         }
         let before = journal_bytes(dir.path());
-        assert!(before > CLOSE_PAD_FROM, "journal holds {before} bytes");
+        assert!(
+            before > crate::journal::CLOSE_PAD_FROM,
+            "journal holds {before} bytes"
+        );
         s.close().expect("close");
         let after = journal_bytes(dir.path());
         assert!(
@@ -369,7 +372,7 @@ fn close_leaves_a_small_journal_and_keeps_everything() {
     // A second close with little in the journal does not pad (nothing to gain).
     write1(&s, &n, "one-more", T0);
     s.close().expect("close again");
-    assert!(journal_bytes(dir.path()) < CLOSE_PAD_FROM);
+    assert!(journal_bytes(dir.path()) < crate::journal::CLOSE_PAD_FROM);
 }
 
 #[test]
