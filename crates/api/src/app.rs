@@ -701,9 +701,14 @@ impl App {
         struct Items<'a> {
             items: Vec<ReadEntryJson<'a>>,
         }
+        // Every slot was filled above (the order is a permutation); an answer must never be
+        // shorter than the request.
+        let out: Vec<ReadEntry> = out
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::Internal("bulk read left an item unanswered".into()))?;
         let items = out
             .iter()
-            .flatten()
             .map(|e| match e {
                 ReadEntry::View(v) => ReadEntryJson::View(view_json(v, stats)),
                 ReadEntry::Other(o) => ReadEntryJson::Other(o),
