@@ -13,6 +13,51 @@ const JOURNAL_ROTATE_AT: u64 = 64_000_000;
 /// Below this, a restart replays the journal quickly enough; [`seal`] does not pad it.
 pub const CLOSE_PAD_FROM: u64 = 4 << 20;
 
+/// The number of the newest `N.jnl` file in `dir`.
+fn newest_journal_id(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jnl")?.parse().ok())
+        .max()
+}
+
+/// Bytes written into the journal file at `path`. fjall pre-allocates journal files (a sparse
+/// 64 MiB), so this is the position after the last non-zero byte, found by reading backwards;
+/// trailing zeros of the last entry make it a slight underestimate.
+fn written_len(path: &Path) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut end = f.metadata().ok()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = buf.get_mut(..(end - start) as usize)?;
+        f.seek(SeekFrom::Start(start)).ok()?;
+        f.read_exact(chunk).ok()?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Some(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Some(0)
+}
+
+/// Bytes of journal a restart would replay: the written part of every journal file in the
+/// database folder `dir`.
+pub fn replay_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == "jnl") {
+            total += written_len(&path).ok_or_else(|| {
+                std::io::Error::other(format!("unreadable journal {}", path.display()))
+            })?;
+        }
+    }
+    Ok(total)
+}
+
 /// Opens the always-empty `pad` keyspace that [`seal`] needs, clearing what a crash during a
 /// previous `seal` may have left.
 pub fn pad_keyspace(db: &Database) -> Result<Keyspace> {
@@ -41,7 +86,7 @@ pub fn pad_keyspace(db: &Database) -> Result<Keyspace> {
 /// database's keyspaces except `pad`.
 pub fn seal(db: &Database, dir: &Path, pad: &Keyspace, keyspaces: &[&Keyspace]) -> Result<()> {
     db.persist(PersistMode::SyncAll)?;
-    let journal = JournalSyncer::new(db.clone(), dir.to_path_buf()).newest_len();
+    let journal = newest_journal_id(dir).and_then(|id| written_len(&dir.join(format!("{id}.jnl"))));
     if let Some(len) = journal.filter(|l| (CLOSE_PAD_FROM..JOURNAL_ROTATE_AT).contains(l)) {
         // The journal compresses entries: the pad must not be compressible.
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -103,43 +148,13 @@ impl JournalSyncer {
         }
     }
 
-    fn newest_journal_id(&self) -> Option<u64> {
-        std::fs::read_dir(&self.dir)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jnl")?.parse().ok())
-            .max()
-    }
-
-    /// Bytes written into the newest journal file. fjall pre-allocates journal files (a
-    /// sparse 64 MiB), so this is the position after the last non-zero byte, found by reading
-    /// backwards; trailing zeros of the last entry make it a slight underestimate.
-    fn newest_len(&self) -> Option<u64> {
-        use std::io::{Read, Seek, SeekFrom};
-        let id = self.newest_journal_id()?;
-        let mut f = std::fs::File::open(self.dir.join(format!("{id}.jnl"))).ok()?;
-        let mut end = f.metadata().ok()?.len();
-        let mut buf = vec![0u8; 1 << 20];
-        while end > 0 {
-            let start = end.saturating_sub(buf.len() as u64);
-            let chunk = buf.get_mut(..(end - start) as usize)?;
-            f.seek(SeekFrom::Start(start)).ok()?;
-            f.read_exact(chunk).ok()?;
-            if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
-                return Some(start + i as u64 + 1);
-            }
-            end = start;
-        }
-        Some(0)
-    }
-
     /// Makes everything appended so far durable (see the type's docs).
     pub fn sync(&mut self) -> Result<()> {
         self.db.persist(PersistMode::Buffer)?;
         // Follow rotations: step to the next journal while it exists.
         let mut id = match &self.current {
             Some((id, _)) => *id,
-            None => match self.newest_journal_id() {
+            None => match newest_journal_id(&self.dir) {
                 Some(id) => id,
                 None => return self.fallback(),
             },

@@ -424,19 +424,9 @@ fn seen_set_is_compact() {
     assert!(per_uuid < 48.0, "{per_uuid:.1} bytes per uuid");
 }
 
-/// Bytes of journal a restart would replay (fjall pre-allocates journal files sparse).
+/// Bytes of journal a restart would replay.
 fn journal_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .expect("dir")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
-        .map(|e| {
-            let data = std::fs::read(e.path()).expect("journal readable");
-            data.iter()
-                .rposition(|&b| b != 0)
-                .map_or(0, |i| i as u64 + 1)
-        })
-        .sum()
+    sighthub_store::journal::replay_bytes(dir).expect("journal files readable")
 }
 
 #[tokio::test]

@@ -322,20 +322,9 @@ fn marked_batches_retractions_and_holders() {
     );
 }
 
-/// Bytes of journal a restart would replay: the non-zero prefix of every journal file
-/// (fjall pre-allocates them sparse).
+/// Bytes of journal a restart would replay.
 fn journal_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("db"))
-        .expect("db dir")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
-        .map(|e| {
-            let data = std::fs::read(e.path()).expect("journal readable");
-            data.iter()
-                .rposition(|&b| b != 0)
-                .map_or(0, |i| i as u64 + 1)
-        })
-        .sum()
+    crate::journal::replay_bytes(&dir.join("db")).expect("journal files readable")
 }
 
 #[test]
