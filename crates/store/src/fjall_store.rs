@@ -30,8 +30,8 @@ use crate::format::ValueFormat;
 use crate::namespace::Namespace;
 use crate::record::Record;
 use crate::store::{
-    key_order, value_fits, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp,
-    WriteOutcome, MAX_VALUE_LEN,
+    key_order, value_fits, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View,
+    WriteOp, WriteOutcome, MAX_VALUE_LEN,
 };
 use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -57,6 +57,8 @@ pub struct StoreOptions {
     pub shadow_ttl: u64,
     /// Whether reads raise shadow sightings at all.
     pub shadow: bool,
+    /// Bounds on tags and stats per write and per value.
+    pub limits: Limits,
 }
 
 impl Default for StoreOptions {
@@ -67,6 +69,7 @@ impl Default for StoreOptions {
             stats_retention_hours: 0,
             shadow_ttl: 0,
             shadow: true,
+            limits: Limits::default(),
         }
     }
 }
@@ -313,23 +316,41 @@ impl FjallStore {
         }
     }
 
-    /// Applies one sighting (checks already done) to the overlay.
-    fn apply(&self, ov: &mut Overlay, op: &WriteOp<'_>) -> Result<WriteOutcome> {
+    /// Keeps a record's stats within the retention and the bucket bound.
+    fn trim(&self, rec: &mut Record) {
+        rec.trim_stats(self.opts.stats_retention_hours);
+        rec.cap_stats(self.opts.limits.max_stats_buckets);
+    }
+
+    /// Applies one sighting (the item's own checks already done) to the overlay. Refused
+    /// (and nothing changed) when its tags would take the value over
+    /// [`Limits::max_tags_per_value`]. Bounded work: tags and stats are bounded per item and
+    /// per value, and merging is linear.
+    fn apply(
+        &self,
+        ov: &mut Overlay,
+        op: &WriteOp<'_>,
+    ) -> Result<std::result::Result<WriteOutcome, ItemError>> {
         let ns = op.namespace.as_str();
         let stored = self.stored_value(op.namespace, op.value);
         let key = skey(ns, &stored);
         let existing = self.get_record(ov, &key)?;
         let new = existing.is_none();
         let mut rec = existing.unwrap_or_default();
+        if let Some(tags) = op.tags {
+            let merged = crate::record::merge_tags(&rec.tags, tags);
+            let max = self.opts.limits.max_tags_per_value;
+            if merged != rec.tags && crate::record::split_tags(&merged).count() > max {
+                return Ok(Err(ItemError::TooManyTagsOnValue(max)));
+            }
+            rec.tags = merged;
+        }
         let old_exp = rec.expires_at();
         rec.sight(op.timestamp, 1);
-        if let Some(tags) = op.tags {
-            rec.tags = crate::record::merge_tags(&rec.tags, tags);
-        }
         if let Some(ttl) = op.ttl {
             rec.ttl = ttl;
         }
-        rec.trim_stats(self.opts.stats_retention_hours);
+        self.trim(&mut rec);
         Self::reindex(ov, &key, old_exp, rec.expires_at());
         let outcome = WriteOutcome {
             count: rec.count,
@@ -346,11 +367,11 @@ impl FjallStore {
                 }
                 let mut all = all.unwrap_or_default();
                 all.sight(op.timestamp, 1);
-                all.trim_stats(self.opts.stats_retention_hours);
+                self.trim(&mut all);
                 ov.records.insert(all_key, Some(all));
             }
         }
-        Ok(outcome)
+        Ok(Ok(outcome))
     }
 
     /// Removes a value from its namespace, giving back its consensus. The caller decides
@@ -488,6 +509,7 @@ impl FjallStore {
                     let mut moved_rec = existing.unwrap_or_default();
                     moved_rec.absorb(&rec);
                     moved_rec.ttl = 0;
+                    self.trim(&mut moved_rec);
                     ov.records.insert(exp_key, Some(moved_rec));
                 }
                 moved += 1;
@@ -546,7 +568,8 @@ impl SightingStore for FjallStore {
                 ttl,
                 tags: None,
             };
-            self.apply(&mut ov, &op)?;
+            // Shadow sightings carry no tags, so they are never refused.
+            let _ = self.apply(&mut ov, &op)?;
         }
         let _not_awaited = self.commit_overlay(ov)?;
         Ok(())
@@ -574,7 +597,8 @@ impl SightingStore for FjallStore {
         &self,
         namespace: &Namespace,
         after: Option<&str>,
-        limit: Option<usize>,
+        limit: usize,
+        max_bytes: usize,
         now: i64,
     ) -> Result<Option<ListPage>> {
         self.sweep_if_due(now)?;
@@ -588,20 +612,23 @@ impl SightingStore for FjallStore {
         };
         let mut end = ns.as_bytes().to_vec();
         end.push(1);
-        let limit = limit.unwrap_or(usize::MAX);
         let mut items = Vec::new();
         let mut more = false;
+        let mut bytes = 0usize;
         for kv in self
             .sightings
             .range::<Vec<u8>, _>((start, Bound::Excluded(end)))
         {
-            if items.len() == limit {
+            if items.len() >= limit || (!items.is_empty() && bytes >= max_bytes) {
                 more = true;
                 break;
             }
             let (k, v) = kv.into_inner()?;
             let (_, stored) = split_skey(&k).ok_or(Error::Corrupt("sightings key"))?;
-            items.push(self.view(stored, Record::decode(&v)?)?);
+            let rec = Record::decode(&v)?;
+            // What the view costs in memory and, roughly, in the answer.
+            bytes = bytes.saturating_add(64 + stored.len() + rec.tags.len() + rec.stats.len() * 16);
+            items.push(self.view(stored, rec)?);
         }
         let next = if more {
             items.last().map(|v| v.value.clone())
@@ -714,8 +741,8 @@ impl SightingStore for FjallStore {
             writes.get(i).map(|w| (w.namespace.as_str(), w.value))
         }) {
             let Some(op) = writes.get(i) else { continue };
-            let outcome = match op.check() {
-                Ok(()) => Ok(self.apply(&mut ov, op)?),
+            let outcome = match op.check(&self.opts.limits) {
+                Ok(()) => self.apply(&mut ov, op)?,
                 Err(e) => Err(e),
             };
             if let Some(slot) = out.get_mut(i) {
@@ -760,6 +787,10 @@ impl SightingStore for FjallStore {
             }
         }
         Ok(out)
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.opts.limits
     }
 
     fn group_commit(&self) -> &GroupCommit {
