@@ -267,16 +267,22 @@ fn unauthenticated_bodies_are_not_read() {
     );
 }
 
-/// Spawns a client that sends a request head announcing `len` bytes and then one byte every
-/// 200 ms until `stop` passes; returns what the server answered (empty when it just closed).
-fn trickler(addr: SocketAddr, len: usize, stop: Duration) -> std::thread::JoinHandle<String> {
+/// Spawns a client that POSTs to `path` a request head announcing `len` bytes and then one
+/// byte every 200 ms until `stop` passes; returns what the server answered (empty when it
+/// just closed).
+fn trickler(
+    addr: SocketAddr,
+    path: &'static str,
+    len: usize,
+    stop: Duration,
+) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let Ok(mut s) = TcpStream::connect(addr) else {
             return String::new();
         };
         let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
         let head = format!(
-            "POST /wb HTTP/1.1\r\nHost: t\r\nAuthorization: {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
         );
         if s.write_all(head.as_bytes()).is_err() {
             return String::new();
@@ -314,7 +320,7 @@ async fn trickling_clients_cannot_hold_the_server() {
     let addr = f.server.addr;
     // 2 × max_connections tricklers from 127.0.0.1, for at most 12 s each.
     let tricklers: Vec<_> = (0..16)
-        .map(|_| trickler(addr, 1_000_000, Duration::from_secs(12)))
+        .map(|_| trickler(addr, "/wb", 1_000_000, Duration::from_secs(12)))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let took = health_from("127.0.0.2", addr, Duration::from_secs(2))
@@ -337,6 +343,27 @@ async fn trickling_clients_cannot_hold_the_server() {
         .iter()
         .filter(|a| a.starts_with("HTTP/1.1 408"))
         .all(|a| a.contains("body_timeout_seconds") && a.contains("connection: close")));
+}
+
+/// Item 6: the body deadline covers the exchange's routes too (their body reader is the
+/// exchange's own; the server wraps every body before dispatch).
+#[test]
+fn exchange_bodies_have_the_deadline_too() {
+    let f = Fixture::with(&Opts {
+        config: Some("body_timeout_seconds = 2\n".into()),
+        ..Opts::default()
+    });
+    let start = Instant::now();
+    let answer = trickler(
+        f.server.addr,
+        "/iep04/messages",
+        1_000_000,
+        Duration::from_secs(15),
+    )
+    .join()
+    .expect("trickler");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
 }
 
 /// Item 6: an idle connection (nothing sent, or idle between keep-alive requests) is closed

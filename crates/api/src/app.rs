@@ -979,3 +979,34 @@ impl OwnedCaller {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// A panic in store work is a logged 500, never the client's fault (it was a 400
+    /// "request was cancelled").
+    #[tokio::test]
+    async fn a_panic_in_a_blocking_task_is_a_500() {
+        let r: Result<(), ApiError> = blocking(|| panic!("boom")).await;
+        let e = r.expect_err("an error");
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.body(), json!({"message": "Internal server error."}));
+    }
+
+    #[test]
+    fn only_static_routes_are_open() {
+        for open in [
+            Endpoint::Info,
+            Endpoint::Health,
+            Endpoint::OpenApi,
+            Endpoint::Help,
+        ] {
+            assert_eq!(route_access(&open), None);
+        }
+        assert_eq!(route_access(&Endpoint::Who), Some(Access::Read));
+        assert_eq!(route_access(&Endpoint::Latest), Some(Access::Read));
+        assert_eq!(route_access(&Endpoint::Namespaces), Some(Access::Read));
+        assert_eq!(route_access(&Endpoint::BulkValidate), Some(Access::Write));
+    }
+}

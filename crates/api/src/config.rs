@@ -182,7 +182,7 @@ impl Default for Config {
             authenticate: true,
             max_body_bytes: 64 * 1024 * 1024,
             max_connections: 4096,
-            max_connections_per_address: 64,
+            max_connections_per_address: 256,
             header_timeout_seconds: 30,
             body_timeout_seconds: 120,
             limits: LimitsConfig::default(),
