@@ -99,6 +99,9 @@ pub struct FjallStore {
     opts: StoreOptions,
 }
 
+/// Most values one hold of the writer lock sweeps or deletes: larger jobs go in rounds.
+const ROUND: usize = 10_000;
+
 /// Pending changes of one batch, read back before they are committed. FxHash: these maps are
 /// private to one batch and keyed by data the server already accepted.
 #[derive(Default)]
@@ -460,28 +463,40 @@ impl FjallStore {
         self.commit.issue()
     }
 
-    /// Sweeps if the earliest expiry is due. Cheap when nothing is due (one atomic load).
+    /// Sweeps if the earliest expiry is due. Cheap when nothing is due (one atomic load); each
+    /// round takes the writer lock for at most [`ROUND`] values.
     fn sweep_if_due(&self, now: i64) -> Result<()> {
         if now >= self.next_expiry.load(Ordering::Acquire) {
-            let _guard = lock(&self.writer);
-            self.sweep_locked(now)?;
+            self.sweep_rounds(now)?;
         }
         Ok(())
     }
 
-    fn sweep_locked(&self, now: i64) -> Result<usize> {
+    /// Sweeps everything due, one bounded round per hold of the writer lock, so writers and
+    /// readers get in between rounds.
+    fn sweep_rounds(&self, now: i64) -> Result<usize> {
         let mut moved = 0;
         loop {
-            // Bounded rounds keep each batch reasonable on large expiries.
-            let due: Vec<Vec<u8>> = self
-                .expiry
-                .range(..ekey(now.saturating_add(1), &[]))
-                .take(10_000)
-                .map(|g| g.key().map(|k| k.to_vec()))
-                .collect::<std::result::Result<_, _>>()?;
-            if due.is_empty() {
-                break;
+            let _guard = lock(&self.writer);
+            let (n, more) = self.sweep_round(now)?;
+            moved += n;
+            if !more {
+                return Ok(moved);
             }
+        }
+    }
+
+    /// One round of the sweep under the writer lock (held by the caller): moves at most
+    /// [`ROUND`] due values to `_expired/<ns>`. Returns how many, and whether more are due.
+    fn sweep_round(&self, now: i64) -> Result<(usize, bool)> {
+        let mut moved = 0;
+        let due: Vec<Vec<u8>> = self
+            .expiry
+            .range(..ekey(now.saturating_add(1), &[]))
+            .take(ROUND)
+            .map(|g| g.key().map(|k| k.to_vec()))
+            .collect::<std::result::Result<_, _>>()?;
+        if !due.is_empty() {
             let mut ov = Overlay::default();
             for ek in &due {
                 ov.expiry.insert(ek.clone(), false);
@@ -521,7 +536,7 @@ impl FjallStore {
             None => i64::MAX,
         };
         self.next_expiry.store(next, Ordering::Release);
-        Ok(moved)
+        Ok((moved, next <= now))
     }
 
     fn view(&self, stored: &str, rec: Record) -> Result<View> {
@@ -647,25 +662,50 @@ impl SightingStore for FjallStore {
     }
 
     fn delete(&self, namespace: &Namespace, now: i64) -> Result<(bool, Ticket)> {
-        let _guard = lock(&self.writer);
-        if now >= self.next_expiry.load(Ordering::Acquire) {
-            self.sweep_locked(now)?;
-        }
+        self.sweep_if_due(now)?;
         let ns = namespace.as_str();
-        if !self.namespaces.contains_key(ns)? {
-            return Ok((false, Ticket::NONE));
-        }
-        let mut ov = Overlay::default();
         let mut end = ns.as_bytes().to_vec();
         end.push(1);
-        for kv in self.sightings.range(skey(ns, "")..end) {
-            let (k, v) = kv.into_inner()?;
-            let rec = Record::decode(&v)?;
-            let (_, stored) = split_skey(&k).ok_or(Error::Corrupt("sightings key"))?;
-            self.remove_value(&mut ov, ns, stored, &rec)?;
+        let mut start = Bound::Included(skey(ns, ""));
+        let mut ticket = Ticket::NONE;
+        let mut round = 0usize;
+        // In rounds of at most ROUND values, each one atomic batch under one hold of the
+        // writer lock, so a large namespace never holds every other writer for long. A value
+        // written behind the cursor while the delete runs is kept (it came after the delete).
+        loop {
+            let _guard = lock(&self.writer);
+            if round == 0 && !self.namespaces.contains_key(ns)? {
+                return Ok((false, Ticket::NONE));
+            }
+            round += 1;
+            let mut ov = Overlay::default();
+            let mut last = None;
+            let mut n = 0;
+            for kv in self
+                .sightings
+                .range::<Vec<u8>, _>((start.clone(), Bound::Excluded(end.clone())))
+                .take(ROUND)
+            {
+                let (k, v) = kv.into_inner()?;
+                let rec = Record::decode(&v)?;
+                let (_, stored) = split_skey(&k).ok_or(Error::Corrupt("sightings key"))?;
+                self.remove_value(&mut ov, ns, stored, &rec)?;
+                last = Some(k.to_vec());
+                n += 1;
+            }
+            if round == 1 && n < ROUND {
+                // The whole namespace fitted in one round: clear its count whatever it said.
+                ov.counts.insert(ns.to_owned(), 0);
+            }
+            let t = self.commit_overlay(ov)?;
+            if t != Ticket::NONE {
+                ticket = t;
+            }
+            match last {
+                Some(k) if n == ROUND => start = Bound::Excluded(k),
+                _ => return Ok((true, ticket)),
+            }
         }
-        ov.counts.insert(ns.to_owned(), 0);
-        Ok((true, self.commit_overlay(ov)?))
     }
 
     fn namespaces(&self) -> Result<Vec<NamespaceInfo>> {
@@ -716,8 +756,7 @@ impl SightingStore for FjallStore {
     }
 
     fn sweep(&self, now: i64) -> Result<usize> {
-        let _guard = lock(&self.writer);
-        self.sweep_locked(now)
+        self.sweep_rounds(now)
     }
 
     fn apply_marked(
@@ -727,9 +766,12 @@ impl SightingStore for FjallStore {
         markers: &[(&[u8], &[u8])],
         now: i64,
     ) -> Result<(Vec<std::result::Result<WriteOutcome, ItemError>>, Ticket)> {
+        // Expired values leave first (in rounds, the lock released in between); under the
+        // lock, one more bounded round catches what fell due meanwhile.
+        self.sweep_if_due(now)?;
         let _guard = lock(&self.writer);
         if now >= self.next_expiry.load(Ordering::Acquire) {
-            self.sweep_locked(now)?;
+            self.sweep_round(now)?;
         }
         let mut ov = Overlay::for_ops(writes.len());
         // Applied in key order (stable: repeats of one value keep their request order, so

@@ -579,3 +579,52 @@ fn listing_pages_have_a_byte_budget() {
         .expect("exists");
     assert_eq!(one.items.len(), 1, "at least one value per page");
 }
+
+/// Deleting a namespace and sweeping expiries larger than one round (the writer lock is held
+/// for at most `ROUND` values at a time) still does the whole job.
+#[test]
+fn large_deletes_and_sweeps_go_in_rounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let (big, other) = (ns("rounds/big"), ns("rounds/other"));
+    let n = ROUND * 2 + 500;
+    let vals: Vec<String> = (0..n).map(|i| format!("v{i:06}")).collect();
+    let ops: Vec<WriteOp<'_>> = vals.iter().map(|v| WriteOp::new(&big, v, T0)).collect();
+    let (_, t) = s.write(&ops, T0).expect("write");
+    s.group_commit().wait_blocking(t).expect("durable");
+    write1(&s, &other, "v000001", T0);
+    assert_eq!(
+        found(s.read(&other, "v000001", T0).expect("read")).consensus,
+        2
+    );
+    let (deleted, t) = s.delete(&big, T0).expect("delete");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert!(deleted);
+    assert_eq!(s.count(&big, T0).expect("count"), None);
+    assert_eq!(
+        s.list(&big, None, usize::MAX, usize::MAX, T0)
+            .expect("list"),
+        None
+    );
+    assert_eq!(
+        found(s.read(&other, "v000001", T0).expect("read")).consensus,
+        1
+    );
+    assert_eq!(s.count(&Namespace::all(), T0).expect("count"), Some(1));
+    // Expiries: every value moves, over several rounds.
+    let ops: Vec<WriteOp<'_>> = vals
+        .iter()
+        .map(|v| WriteOp {
+            ttl: Some(10),
+            ..WriteOp::new(&big, v, T0)
+        })
+        .collect();
+    let (_, t) = s.write(&ops, T0).expect("write");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert_eq!(s.sweep(T0 + 100).expect("sweep"), n);
+    assert_eq!(s.count(&big, T0 + 100).expect("count"), None);
+    assert_eq!(
+        s.count(&big.expired(), T0 + 100).expect("count"),
+        Some(n as u64)
+    );
+}
