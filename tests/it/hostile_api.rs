@@ -424,6 +424,26 @@ async fn listings_and_bulk_bodies_are_bounded() {
     let (_, r) = f.get("/r/small/ns").await;
     assert_eq!(r.get("next"), None);
     assert_eq!(r.get("message"), None);
+    // A bulk read's answer has the same byte budget as a page: a value with a year of hourly
+    // stats (~200 KB in an answer), asked for 100 times, is refused instead of built.
+    let hours: Vec<_> = (0..8_784)
+        .map(|h| json!({"namespace":"big/stats","value":"v","timestamp": 1_600_000_000 + h * 3600}))
+        .collect();
+    assert_eq!(f.post("/wb", json!({ "items": hours })).await.0, 200);
+    let (s, r) = f.get("/rs/big/stats?val=v&noshadow").await;
+    assert_eq!(
+        (s, r["stats"].as_object().map(serde_json::Map::len)),
+        (200, Some(8_784))
+    );
+    let same: Vec<_> = (0..100)
+        .map(|_| json!({"namespace":"big/stats","value":"v","noshadow":true}))
+        .collect();
+    let (s, r) = f.post("/rbs", json!({ "items": same })).await;
+    assert_eq!(s, 413, "{}", r.to_string().get(..200).unwrap_or(""));
+    assert!(r["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("max_page_bytes"));
     let items: Vec<_> = (0..10_001)
         .map(|i| json!({"namespace":"big/ns","value": format!("{i}")}))
         .collect();

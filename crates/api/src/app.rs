@@ -737,6 +737,7 @@ impl App {
         let mut out: Vec<Option<ReadEntry>> = Vec::new();
         out.resize_with(items.len(), || None);
         let mut shadows: Vec<(&Namespace, &str)> = Vec::new();
+        let mut answer_bytes = 0usize;
         // Read in key order (neighbouring lookups share cached blocks), answer in request order.
         let order = sighthub_store::key_order(items.len(), |i| {
             let ns = nss.get(i)?.as_ref().ok()?;
@@ -764,6 +765,11 @@ impl App {
                     }
                     match outcome {
                         ReadOutcome::Found(v) => {
+                            answer_bytes =
+                                answer_bytes.saturating_add(v.record.approx_bytes(v.value.len()));
+                            if answer_bytes > self.limits.max_page_bytes {
+                                return Err(ApiError::AnswerTooLarge(self.limits.max_page_bytes));
+                            }
                             *slot = Some(ReadEntry::View(v));
                             continue;
                         }

@@ -75,6 +75,9 @@ pub enum ApiError {
     /// More bulk items than `[limits] max_bulk_items`.
     #[error("Too many items in one request; the limit is {0} (max_bulk_items). Send them in several requests.")]
     TooManyItems(usize),
+    /// A bulk read whose answer would exceed `[limits] max_page_bytes`.
+    #[error("The answer would be larger than {0} bytes (max_page_bytes). Ask for fewer items per request.")]
+    AnswerTooLarge(usize),
     /// The request body did not arrive within `body_timeout_seconds`.
     #[error("The request body was not received within {0} seconds (body_timeout_seconds).")]
     BodyTimeout(u64),
@@ -98,7 +101,9 @@ impl ApiError {
             Self::ValueNotFound { .. } | Self::PathNotFound { .. } | Self::NoRoute(_) => {
                 StatusCode::NOT_FOUND
             }
-            Self::TooLarge(_) | Self::TooManyItems(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge(_) | Self::TooManyItems(_) | Self::AnswerTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::Item(e) => {
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
             }

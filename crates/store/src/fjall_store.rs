@@ -641,8 +641,7 @@ impl SightingStore for FjallStore {
             let (k, v) = kv.into_inner()?;
             let (_, stored) = split_skey(&k).ok_or(Error::Corrupt("sightings key"))?;
             let rec = Record::decode(&v)?;
-            // What the view costs in memory and, roughly, in the answer.
-            bytes = bytes.saturating_add(64 + stored.len() + rec.tags.len() + rec.stats.len() * 16);
+            bytes = bytes.saturating_add(rec.approx_bytes(stored.len()));
             items.push(self.view(stored, rec)?);
         }
         let next = if more {

@@ -103,6 +103,16 @@ impl Record {
         }
     }
 
+    /// About how many bytes this record, with a value of `value_len` bytes, takes in memory
+    /// and in a JSON answer (stats included). A bound for page and answer budgets, not an
+    /// exact size.
+    pub fn approx_bytes(&self, value_len: usize) -> usize {
+        128usize
+            .saturating_add(value_len)
+            .saturating_add(self.tags.len())
+            .saturating_add(self.stats.len().saturating_mul(24))
+    }
+
     /// When the value expires (unix seconds), if it has a TTL.
     pub fn expires_at(&self) -> Option<i64> {
         (self.ttl > 0).then(|| {
