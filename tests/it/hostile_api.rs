@@ -424,6 +424,16 @@ async fn listings_and_bulk_bodies_are_bounded() {
     let (_, r) = f.get("/r/small/ns").await;
     assert_eq!(r.get("next"), None);
     assert_eq!(r.get("message"), None);
+    // /_api/namespaces is an unpaged listing too.
+    let many: Vec<_> = (0..10_000)
+        .map(|i| json!({"namespace": format!("many/{i:05}"),"value":"v"}))
+        .collect();
+    assert_eq!(f.post("/wb", json!({ "items": many })).await.0, 200);
+    let (s, r) = f.get("/_api/namespaces").await;
+    assert_eq!(
+        (s, r["namespaces"].as_array().map(Vec::len), &r["truncated"]),
+        (200, Some(10_000), &json!(true))
+    );
     // A bulk read's answer has the same byte budget as a page: a value with a year of hourly
     // stats (~200 KB in an answer), asked for 100 times, is refused instead of built.
     let hours: Vec<_> = (0..8_784)

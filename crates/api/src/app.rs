@@ -329,14 +329,27 @@ impl App {
             Endpoint::Namespaces => {
                 let app = Arc::clone(self);
                 blocking(move || {
-                    let names: Vec<String> = app
+                    // At most max_list_values names (in order); past that the answer says so.
+                    let max = app.limits.max_list_values;
+                    let mut names: Vec<String> = app
                         .store
                         .namespaces()?
                         .into_iter()
                         .filter(|i| !i.namespace.is_internal() && i.values > 0)
                         .filter(|i| caller.as_caller().allows(Access::Read, &i.namespace))
                         .map(|i| i.namespace.as_str().to_owned())
+                        .take(max.saturating_add(1))
                         .collect();
+                    if names.len() > max {
+                        names.truncate(max);
+                        let message = format!(
+                            "Only the first {max} namespaces are listed (max_list_values)."
+                        );
+                        return Ok(to_json(
+                            StatusCode::OK,
+                            &json!({ "namespaces": names, "truncated": true, "message": message }),
+                        ));
+                    }
                     Ok(to_json(StatusCode::OK, &json!({ "namespaces": names })))
                 })
                 .await
