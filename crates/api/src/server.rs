@@ -61,6 +61,33 @@ impl ConnLimits {
     }
 }
 
+/// Runs a request's handler in its own task, so that a panic anywhere in it (the exchange's
+/// routes included) is a logged 500 instead of a dropped connection; the task is aborted when
+/// the connection goes away, as the handler itself would have been.
+async fn contain_panics<F>(handler: F) -> hyper::Response<http_body_util::Full<bytes::Bytes>>
+where
+    F: Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+{
+    /// Aborts the task when dropped (the connection closed before the answer).
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = tokio::spawn(handler);
+    let _abort = AbortOnDrop(task.abort_handle());
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.is_panic() {
+                tracing::error!(error = %e, "a request handler panicked");
+            }
+            ApiError::Server("a request handler panicked").into_response()
+        }
+    }
+}
+
 /// Open connections per client address.
 #[derive(Default)]
 struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
@@ -186,7 +213,7 @@ impl Server {
                         let (body, expired) = DeadlineBody::new(body, body_timeout);
                         (hyper::Request::from_parts(parts, body), expired)
                     };
-                    let resp = app.handle(req).await;
+                    let resp = contain_panics(async move { app.handle(req).await }).await;
                     // Whatever the handler made of it, a body that missed its deadline is a
                     // 408 and the end of the connection.
                     let resp = if expired.get() {
@@ -240,5 +267,41 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all connections drained"),
             () = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; closing"),
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500() {
+        let resp = contain_panics(async {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()))
+        })
+        .await;
+        assert_eq!(resp.status(), hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn per_address_slots_are_counted_and_given_back() {
+        let table = Arc::new(PerAddress::default());
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let a = PerAddress::take(&table, ip, 2);
+        let b = PerAddress::take(&table, ip, 2);
+        assert!(a.is_some() && b.is_some());
+        assert!(
+            PerAddress::take(&table, ip, 2).is_none(),
+            "a third is refused"
+        );
+        assert!(PerAddress::take(&table, [127, 0, 0, 2].into(), 2).is_some());
+        drop(a);
+        assert!(
+            PerAddress::take(&table, ip, 2).is_some(),
+            "a slot came back"
+        );
     }
 }
