@@ -67,6 +67,7 @@ struct ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    private_files();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -168,7 +169,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::sync::Arc::clone(&booted.app),
             cfg.listen,
             booted.tls.clone(),
-            cfg.max_connections,
+            sighthub_api::server::ConnLimits::from_config(&cfg),
         )
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -212,6 +213,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     booted.store.close().context("final persist")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Every file and directory the process creates (database tables, journals, exchange and
+/// relay state) is its owner's only: umask 077.
+fn private_files() {
+    #[cfg(unix)]
+    let _previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 /// Moves expired values to `_expired/<ns>` periodically, so consensus is given back even

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use sighthub_api::bulk;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(body) = bulk::parse(data) {
+    if let Ok(body) = bulk::parse(data, usize::MAX) {
         for item in &body.items {
             let mut obj = serde_json::Map::new();
             obj.insert("namespace".into(), item.namespace.as_ref().into());
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
             }
             obj.insert("noshadow".into(), item.noshadow.into());
             let text = serde_json::json!({ "items": [obj] }).to_string();
-            let again = bulk::parse(text.as_bytes()).expect("re-encoded item parses");
+            let again = bulk::parse(text.as_bytes(), usize::MAX).expect("re-encoded item parses");
             assert_eq!(&again.items[0], item);
         }
     }

@@ -42,6 +42,8 @@ pub struct App {
     pub latest: Latest,
     /// Largest body accepted.
     pub max_body_bytes: usize,
+    /// Bounds on bulk items and listings (the store holds the tag and stats bounds).
+    pub limits: crate::config::LimitsConfig,
     /// Start time, for `/health`.
     pub started: Instant,
     /// The IEP04 exchange: every path under `/iep04/` is handed to it.
@@ -133,12 +135,45 @@ fn decode_cursor(c: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("Invalid after= cursor.".into()))
 }
 
+/// Runs store work on a blocking thread, off the async workers. A panic there is a bug: it
+/// is logged and answered 500, never reported as the client's fault.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::BadRequest("request was cancelled".into()))?
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %msg, "a request handler panicked");
+            Err(ApiError::Server("a request handler panicked"))
+        }
+        Err(_) => Err(ApiError::Server("a request handler was cancelled")),
+    }
+}
+
+/// The grant a route needs somewhere, checked on the headers before anything else; `None`
+/// for the routes open to anyone (no key, no stored data).
+fn route_access(endpoint: &Endpoint) -> Option<Access> {
+    match endpoint {
+        Endpoint::Info | Endpoint::Health | Endpoint::OpenApi | Endpoint::Help => None,
+        Endpoint::Write(_)
+        | Endpoint::Delete(_)
+        | Endpoint::ConfigSet(_)
+        | Endpoint::BulkWrite
+        | Endpoint::BulkValidate => Some(Access::Write),
+        Endpoint::Read(_)
+        | Endpoint::ReadStats(_)
+        | Endpoint::ConfigGet(_)
+        | Endpoint::BulkRead(_)
+        | Endpoint::Latest
+        | Endpoint::Namespaces
+        | Endpoint::Who => Some(Access::Read),
+    }
 }
 
 impl App {
@@ -159,34 +194,15 @@ impl App {
         resp
     }
 
-    async fn dispatch<B>(self: &Arc<Self>, req: Request<B>) -> Result<Resp, ApiError>
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
-        if req.uri().path().starts_with("/iep04/") {
-            return Ok(self.exchange.handle(req).await);
-        }
-        let endpoint = parse_endpoint(req.method(), req.uri().path())?;
-        let raw_query = req.uri().query().unwrap_or("");
-        let auth_header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes().to_vec());
-        let caller = || self.auth.caller(auth_header.as_deref());
+    /// The routes open to anyone.
+    fn public(&self, endpoint: &Endpoint) -> Resp {
         match endpoint {
-            Endpoint::Info => Ok(to_json(
-                StatusCode::OK,
-                &json!({"implementation": "sighthub", "version": VERSION,
-                        "compatible_with": "SightingDB 0.7.8",
-                        "vendor": "sighthub", "author": "sighthub developers"}),
-            )),
-            Endpoint::Health => Ok(to_json(
+            Endpoint::Health => to_json(
                 StatusCode::OK,
                 &json!({"status": "ok", "version": VERSION,
                         "uptime_seconds": self.started.elapsed().as_secs(),
                         "durable": !self.store.group_commit().is_poisoned()}),
-            )),
+            ),
             Endpoint::OpenApi => {
                 let mut r = Response::new(Full::new(Bytes::from_static(
                     crate::OPENAPI_YAML.as_bytes(),
@@ -199,7 +215,7 @@ impl App {
                     header::CACHE_CONTROL,
                     header::HeaderValue::from_static("public, max-age=86400"),
                 );
-                Ok(r)
+                r
             }
             Endpoint::Help => {
                 let mut r = Response::new(Full::new(Bytes::from(help_text())));
@@ -207,64 +223,83 @@ impl App {
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
-                Ok(r)
+                r
             }
-            Endpoint::Write(ns) => {
-                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                self.write_one(&caller()?, &ns, q).await
+            _ => to_json(
+                StatusCode::OK,
+                &json!({"implementation": "sighthub", "version": VERSION,
+                        "compatible_with": "SightingDB 0.7.8",
+                        "vendor": "sighthub", "author": "sighthub developers"}),
+            ),
+        }
+    }
+
+    async fn dispatch<B>(self: &Arc<Self>, req: Request<B>) -> Result<Resp, ApiError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if req.uri().path().starts_with("/iep04/") {
+            return Ok(self.exchange.handle(req).await);
+        }
+        let endpoint = parse_endpoint(req.method(), req.uri().path())?;
+        let Some(access) = route_access(&endpoint) else {
+            return Ok(self.public(&endpoint));
+        };
+        // Authenticate before anything is read or looked up: a missing key is 401, an unknown
+        // key (or one without this kind of grant anywhere) 403, on the headers alone.
+        let caller = self
+            .auth
+            .caller(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .map(hyper::header::HeaderValue::as_bytes),
+            )?
+            .clone_owned(&self.auth);
+        caller.as_caller().check_any(access)?;
+        let raw_query = req.uri().query().unwrap_or("").to_owned();
+        let query = || Query::parse(&raw_query).map_err(|e| ApiError::BadRequest(e.to_string()));
+        match endpoint {
+            Endpoint::Info | Endpoint::Health | Endpoint::OpenApi | Endpoint::Help => {
+                Ok(self.public(&endpoint))
             }
-            Endpoint::Read(ns) => {
-                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                self.read_get(&caller()?, &ns, q, false).await
-            }
-            Endpoint::ReadStats(ns) => {
-                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                self.read_get(&caller()?, &ns, q, true).await
-            }
-            Endpoint::Delete(ns) => self.delete(&caller()?, &ns).await,
+            Endpoint::Write(ns) => self.write_one(&caller, &ns, query()?).await,
+            Endpoint::Read(ns) => self.read_get(&caller, &ns, query()?, false).await,
+            Endpoint::ReadStats(ns) => self.read_get(&caller, &ns, query()?, true).await,
+            Endpoint::Delete(ns) => self.delete(&caller.as_caller(), &ns).await,
             Endpoint::ConfigGet(ns) => {
                 let ns = parse_ns(&ns)?;
-                caller()?.check(Access::Read, &ns)?;
+                caller.as_caller().check(Access::Read, &ns)?;
                 Ok(self.config_answer(&ns))
             }
             Endpoint::ConfigSet(raw_ns) => {
-                let c = caller()?;
                 let ns = parse_ns(&raw_ns)?;
-                c.check(Access::Write, &ns)?;
+                caller.as_caller().check(Access::Write, &ns)?;
                 guard_internal(&ns)?;
                 let body = self.read_json_body(req).await?;
-                self.config_set(&ns, &body).await
+                self.config_set(ns, body).await
             }
             Endpoint::BulkWrite | Endpoint::BulkValidate => {
-                let dry = endpoint == Endpoint::BulkValidate;
-                let c = caller()?;
-                let c = c.clone_owned(&self.auth);
                 let body = self.read_json_body(req).await?;
                 let app = Arc::clone(self);
-                if dry {
-                    app.bulk_validate(&c, &body)
+                if endpoint == Endpoint::BulkValidate {
+                    blocking(move || app.bulk_validate(&caller, &body)).await
                 } else {
-                    app.bulk_write(c, body).await
+                    app.bulk_write(caller, body).await
                 }
             }
             Endpoint::BulkRead(stats) => {
                 let body = self.read_json_body(req).await?;
                 let app = Arc::clone(self);
-                let header = auth_header.clone();
                 blocking(move || {
-                    let parsed =
-                        bulk::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                    app.bulk_read(header.as_deref(), &parsed.items, stats)
+                    let parsed = app.parse_bulk(&body)?;
+                    app.bulk_read(&caller, &parsed.items, stats)
                 })
                 .await
             }
-            Endpoint::Latest => {
-                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                self.latest_answer(&caller()?, &q)
-            }
+            Endpoint::Latest => self.latest_answer(&caller.as_caller(), &query()?),
             Endpoint::Who => {
-                let q = Query::parse(raw_query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                let c = caller()?.clone_owned(&self.auth);
+                let q = query()?;
                 let val = q.val.filter(|v| !v.is_empty()).ok_or_else(|| {
                     ApiError::BadRequest(
                         "Did not receive a val= argument in the query string.".into(),
@@ -276,7 +311,7 @@ impl App {
                     let consensus = holders.len();
                     let visible: Vec<serde_json::Value> = holders
                         .iter()
-                        .filter(|(ns, _)| c.as_caller().allows(Access::Read, ns))
+                        .filter(|(ns, _)| caller.as_caller().allows(Access::Read, ns))
                         .map(|(ns, v)| {
                             json!({"namespace": ns.as_str(), "value": v.value, "count": v.record.count,
                                    "first_seen": v.record.first_seen, "last_seen": v.record.last_seen,
@@ -292,23 +327,42 @@ impl App {
                 .await
             }
             Endpoint::Namespaces => {
-                let c = caller()?;
                 let app = Arc::clone(self);
-                let c = c.clone_owned(&self.auth);
                 blocking(move || {
-                    let names: Vec<String> = app
+                    // At most max_list_values names (in order); past that the answer says so.
+                    let max = app.limits.max_list_values;
+                    let mut names: Vec<String> = app
                         .store
                         .namespaces()?
                         .into_iter()
                         .filter(|i| !i.namespace.is_internal() && i.values > 0)
-                        .filter(|i| c.as_caller().allows(Access::Read, &i.namespace))
+                        .filter(|i| caller.as_caller().allows(Access::Read, &i.namespace))
                         .map(|i| i.namespace.as_str().to_owned())
+                        .take(max.saturating_add(1))
                         .collect();
+                    if names.len() > max {
+                        names.truncate(max);
+                        let message = format!(
+                            "Only the first {max} namespaces are listed (max_list_values)."
+                        );
+                        return Ok(to_json(
+                            StatusCode::OK,
+                            &json!({ "namespaces": names, "truncated": true, "message": message }),
+                        ));
+                    }
                     Ok(to_json(StatusCode::OK, &json!({ "namespaces": names })))
                 })
                 .await
             }
         }
+    }
+
+    /// Parses a bulk body within `[limits] max_bulk_items`.
+    fn parse_bulk<'b>(&self, body: &'b [u8]) -> Result<bulk::BulkBody<'b>, ApiError> {
+        bulk::parse(body, self.limits.max_bulk_items).map_err(|e| match e {
+            bulk::BulkError::TooManyItems(n) => ApiError::TooManyItems(n),
+            e => ApiError::BadRequest(e.to_string()),
+        })
     }
 
     /// Reads a JSON body within the size limit, checking its content type.
@@ -352,41 +406,58 @@ impl App {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 Err(ApiError::TooLarge(self.max_body_bytes))
             }
-            Err(_) => Err(ApiError::BadRequest(
-                "Invalid JSON body: truncated or unreadable body".into(),
-            )),
+            Err(e) => match e.downcast_ref::<crate::deadline::BodyError>() {
+                Some(crate::deadline::BodyError::Deadline(secs)) => {
+                    Err(ApiError::BodyTimeout(*secs))
+                }
+                _ => Err(ApiError::BadRequest(
+                    "Invalid JSON body: truncated or unreadable body".into(),
+                )),
+            },
         }
     }
 
     async fn write_one(
         &self,
-        caller: &Caller<'_>,
+        caller: &OwnedCaller,
         raw_ns: &str,
         q: Query,
     ) -> Result<Resp, ApiError> {
         let ns = parse_ns(raw_ns)?;
-        caller.check(Access::Write, &ns)?;
+        caller.as_caller().check(Access::Write, &ns)?;
         let val = q.val.ok_or_else(|| {
             ApiError::BadRequest("Did not receive a val= argument in the query string.".into())
         })?;
         guard_internal(&ns)?;
         let now = now();
-        let op = WriteOp {
+        let ts = resolve_ts(q.timestamp, now);
+        WriteOp {
             namespace: &ns,
             value: &val,
-            timestamp: resolve_ts(q.timestamp, now),
+            timestamp: ts,
             ttl: q.ttl,
             tags: q.tags.as_deref(),
-        };
-        op.check()
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let (mut out, ticket) = self.store.write(&[op], now)?;
+        }
+        .check(self.store.limits())?;
+        let store = Arc::clone(&self.store);
+        let (outcome, ticket, ns, stored) = blocking(move || {
+            let op = WriteOp {
+                namespace: &ns,
+                value: &val,
+                timestamp: ts,
+                ttl: q.ttl,
+                tags: q.tags.as_deref(),
+            };
+            let (mut out, ticket) = store.write(&[op], now)?;
+            let outcome = out
+                .pop()
+                .ok_or(ApiError::Server("a write gave no outcome"))?;
+            let stored = store.format(&ns).encode(&val).into_owned();
+            Ok((outcome, ticket, ns, stored))
+        })
+        .await?;
         self.store.group_commit().wait(ticket).await?;
-        let outcome = out
-            .pop()
-            .ok_or_else(|| ApiError::BadRequest("nothing written".into()))?
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let stored = self.store.format(&ns).encode(&val).into_owned();
+        let outcome = outcome?;
         self.latest.record([(ns.as_str(), stored)], now);
         Ok(to_json(
             StatusCode::OK,
@@ -396,13 +467,13 @@ impl App {
 
     async fn read_get(
         self: &Arc<Self>,
-        caller: &Caller<'_>,
+        caller: &OwnedCaller,
         raw_ns: &str,
         q: Query,
         stats: bool,
     ) -> Result<Resp, ApiError> {
         let ns = parse_ns(raw_ns)?;
-        caller.check(Access::Read, &ns)?;
+        caller.as_caller().check(Access::Read, &ns)?;
         if ns.is_config() {
             return Err(ApiError::ConfigNamespace);
         }
@@ -411,16 +482,19 @@ impl App {
             if q.val.is_some() {
                 return Err(ApiError::BadRequest("count applies to a namespace, not to one value. Drop val= to count, or drop count to read the value.".into()));
             }
-            return match self.store.count(&ns, now)? {
+            let store = Arc::clone(&self.store);
+            let raw_ns = raw_ns.to_owned();
+            return blocking(move || match store.count(&ns, now)? {
                 Some(n) => Ok(to_json(
                     StatusCode::OK,
                     &json!({"namespace": ns.as_str(), "values": n, "exact": true, "paged_in": false}),
                 )),
                 None => Err(ApiError::PathNotFound {
-                    namespace: raw_ns.to_owned(),
+                    namespace: raw_ns,
                     value: String::new(),
                 }),
-            };
+            })
+            .await;
         }
         let Some(val) = q.val else {
             if stats {
@@ -430,30 +504,39 @@ impl App {
             }
             return self.list(ns, raw_ns.to_owned(), q.limit, q.after).await;
         };
-        let outcome = if val.is_empty() {
-            match self.store.count(&ns, now)? {
-                Some(_) => ReadOutcome::NoValue,
-                None => ReadOutcome::NoNamespace,
+        let store = Arc::clone(&self.store);
+        let raw_ns = raw_ns.to_owned();
+        blocking(move || {
+            let outcome = if val.is_empty() {
+                match store.count(&ns, now)? {
+                    Some(_) => ReadOutcome::NoValue,
+                    None => ReadOutcome::NoNamespace,
+                }
+            } else {
+                store.read(&ns, &val, now)?
+            };
+            if !q.noshadow && !val.is_empty() {
+                store.shadow(&[(&ns, &val)], now)?;
             }
-        } else {
-            self.store.read(&ns, &val, now)?
-        };
-        if !q.noshadow && !val.is_empty() {
-            self.store.shadow(&[(&ns, &val)], now)?;
-        }
-        match outcome {
-            ReadOutcome::Found(v) => Ok(to_json(StatusCode::OK, &view_json(&v, stats))),
-            ReadOutcome::NoValue => Err(ApiError::ValueNotFound {
-                namespace: raw_ns.to_owned(),
-                value: val,
-            }),
-            ReadOutcome::NoNamespace => Err(ApiError::PathNotFound {
-                namespace: raw_ns.to_owned(),
-                value: val,
-            }),
-        }
+            match outcome {
+                ReadOutcome::Found(v) => Ok(to_json(StatusCode::OK, &view_json(&v, stats))),
+                ReadOutcome::NoValue => Err(ApiError::ValueNotFound {
+                    namespace: raw_ns,
+                    value: val,
+                }),
+                ReadOutcome::NoNamespace => Err(ApiError::PathNotFound {
+                    namespace: raw_ns,
+                    value: val,
+                }),
+            }
+        })
+        .await
     }
 
+    /// Lists a namespace. Paged (`limit=` or `after=`): at most `limit` values. Unpaged: at
+    /// most `[limits] max_list_values`; a larger namespace gets the first ones, a `next`
+    /// cursor and a message saying how to page. Either way a page ends early, with a `next`
+    /// cursor, once it holds `[limits] max_page_bytes`.
     async fn list(
         self: &Arc<Self>,
         ns: Namespace,
@@ -463,14 +546,19 @@ impl App {
     ) -> Result<Resp, ApiError> {
         let paged = limit.is_some() || after.is_some();
         let after = after.map(|c| decode_cursor(&c)).transpose()?;
-        let limit = paged.then(|| {
+        let limit = if paged {
             limit.map_or(DEFAULT_PAGE, |l| {
                 usize::try_from(l).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE)
             })
-        });
+        } else {
+            self.limits.max_list_values
+        };
+        let max_bytes = self.limits.max_page_bytes;
         let app = Arc::clone(self);
         blocking(move || {
-            let page: Option<ListPage> = app.store.list(&ns, after.as_deref(), limit, now())?;
+            let page: Option<ListPage> =
+                app.store
+                    .list(&ns, after.as_deref(), limit, max_bytes, now())?;
             let page = page.ok_or(ApiError::PathNotFound {
                 namespace: raw_ns,
                 value: String::new(),
@@ -480,10 +568,21 @@ impl App {
                 attributes: Vec<ViewJson<'a>>,
                 #[serde(skip_serializing_if = "Option::is_none")]
                 next: Option<Option<String>>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                message: Option<String>,
             }
+            // An unpaged listing that did not fit says so, and how to read the rest.
+            let cut = !paged && page.next.is_some();
             let listing = Listing {
                 attributes: page.items.iter().map(|v| view_json(v, false)).collect(),
-                next: paged.then(|| page.next.as_deref().map(encode_cursor)),
+                next: (paged || cut).then(|| page.next.as_deref().map(encode_cursor)),
+                message: cut.then(|| {
+                    format!(
+                        "Listing cut at {} values (max_list_values, max_page_bytes): \
+                         pass next as after= (with limit=N) to read the rest.",
+                        page.items.len()
+                    )
+                }),
             };
             Ok(to_json(StatusCode::OK, &listing))
         })
@@ -515,13 +614,13 @@ impl App {
         )
     }
 
-    async fn config_set(&self, ns: &Namespace, body: &[u8]) -> Result<Resp, ApiError> {
+    async fn config_set(&self, ns: Namespace, body: Bytes) -> Result<Resp, ApiError> {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct SetConfig {
             value_format: String,
         }
-        let set: SetConfig = serde_json::from_slice(body).map_err(|e| {
+        let set: SetConfig = serde_json::from_slice(&body).map_err(|e| {
             ApiError::BadRequest(format!("Invalid JSON body: Json deserialize error: {e}"))
         })?;
         let format = ValueFormat::parse(&set.value_format).ok_or_else(|| {
@@ -530,9 +629,10 @@ impl App {
                 set.value_format
             ))
         })?;
-        let ticket = self.store.set_format(ns, format)?;
+        let store = Arc::clone(&self.store);
+        let (ticket, ns) = blocking(move || Ok((store.set_format(&ns, format)?, ns))).await?;
         self.store.group_commit().wait(ticket).await?;
-        Ok(self.config_answer(ns))
+        Ok(self.config_answer(&ns))
     }
 
     /// Parses bulk items into (namespace, op input) or the item's error message.
@@ -555,7 +655,7 @@ impl App {
     }
 
     fn bulk_validate(&self, caller: &OwnedCaller, body: &[u8]) -> Result<Resp, ApiError> {
-        let parsed = bulk::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let parsed = self.parse_bulk(body)?;
         let nss = Self::bulk_items(&parsed.items);
         Self::authorize_all(&caller.as_caller(), Access::Write, &nss)?;
         let now = now();
@@ -569,7 +669,7 @@ impl App {
                     ttl: item.ttl,
                     tags: item.tags.as_deref(),
                 }
-                .check()
+                .check(self.store.limits())
                 .map_err(|e| e.to_string())
             });
             answer.push(idx, item, check.map(|()| None));
@@ -584,7 +684,7 @@ impl App {
     ) -> Result<Resp, ApiError> {
         let app = Arc::clone(&self);
         let (resp, ticket) = blocking(move || {
-            let parsed = bulk::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let parsed = app.parse_bulk(&body)?;
             let nss = Self::bulk_items(&parsed.items);
             Self::authorize_all(&caller.as_caller(), Access::Write, &nss)?;
             let now = now();
@@ -637,20 +737,20 @@ impl App {
 
     fn bulk_read(
         &self,
-        auth_header: Option<&[u8]>,
+        caller: &OwnedCaller,
         items: &[BulkItem<'_>],
         stats: bool,
     ) -> Result<Resp, ApiError> {
         if items.is_empty() {
             return Ok(to_json(StatusCode::OK, &json!({"items": []})));
         }
-        let caller = self.auth.caller(auth_header)?;
         let nss = Self::bulk_items(items);
-        Self::authorize_all(&caller, Access::Read, &nss)?;
+        Self::authorize_all(&caller.as_caller(), Access::Read, &nss)?;
         let now = now();
         let mut out: Vec<Option<ReadEntry>> = Vec::new();
         out.resize_with(items.len(), || None);
         let mut shadows: Vec<(&Namespace, &str)> = Vec::new();
+        let mut answer_bytes = 0usize;
         // Read in key order (neighbouring lookups share cached blocks), answer in request order.
         let order = sighthub_store::key_order(items.len(), |i| {
             let ns = nss.get(i)?.as_ref().ok()?;
@@ -678,6 +778,11 @@ impl App {
                     }
                     match outcome {
                         ReadOutcome::Found(v) => {
+                            answer_bytes =
+                                answer_bytes.saturating_add(v.record.approx_bytes(v.value.len()));
+                            if answer_bytes > self.limits.max_page_bytes {
+                                return Err(ApiError::AnswerTooLarge(self.limits.max_page_bytes));
+                            }
                             *slot = Some(ReadEntry::View(v));
                             continue;
                         }
@@ -706,7 +811,7 @@ impl App {
         let out: Vec<ReadEntry> = out
             .into_iter()
             .collect::<Option<_>>()
-            .ok_or_else(|| ApiError::Internal("bulk read left an item unanswered".into()))?;
+            .ok_or(ApiError::Server("bulk read left an item unanswered"))?;
         let items = out
             .iter()
             .map(|e| match e {
@@ -891,5 +996,36 @@ impl OwnedCaller {
         } else {
             Caller::Key(self.grants.as_ref())
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// A panic in store work is a logged 500, never the client's fault (it was a 400
+    /// "request was cancelled").
+    #[tokio::test]
+    async fn a_panic_in_a_blocking_task_is_a_500() {
+        let r: Result<(), ApiError> = blocking(|| panic!("boom")).await;
+        let e = r.expect_err("an error");
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.body(), json!({"message": "Internal server error."}));
+    }
+
+    #[test]
+    fn only_static_routes_are_open() {
+        for open in [
+            Endpoint::Info,
+            Endpoint::Health,
+            Endpoint::OpenApi,
+            Endpoint::Help,
+        ] {
+            assert_eq!(route_access(&open), None);
+        }
+        assert_eq!(route_access(&Endpoint::Who), Some(Access::Read));
+        assert_eq!(route_access(&Endpoint::Latest), Some(Access::Read));
+        assert_eq!(route_access(&Endpoint::Namespaces), Some(Access::Read));
+        assert_eq!(route_access(&Endpoint::BulkValidate), Some(Access::Write));
     }
 }

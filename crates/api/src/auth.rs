@@ -84,6 +84,15 @@ impl KeyGrants {
         })
     }
 
+    /// Does this key hold `access` on some namespace at all?
+    pub fn has_any(&self, access: Access) -> bool {
+        self.admin
+            || self.grants.iter().any(|g| match access {
+                Access::Read => g.read,
+                Access::Write => g.write,
+            })
+    }
+
     /// May this key read anything under `prefix`-free listings (unscoped read)?
     pub fn reads_everything(&self) -> bool {
         self.admin || self.grants.iter().any(|g| g.read && g.scope.is_none())
@@ -124,6 +133,22 @@ impl Caller<'_> {
     /// Checks one access; unknown keys get the same refusal as out-of-scope keys.
     pub fn check(&self, access: Access, ns: &Namespace) -> Result<(), ApiError> {
         if self.allows(access, ns) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(access))
+        }
+    }
+
+    /// The check made on the headers alone, before any body is read or any data looked at:
+    /// an unknown key, or a key without `access` anywhere, is refused (403, the same body as
+    /// an out-of-scope key).
+    pub fn check_any(&self, access: Access) -> Result<(), ApiError> {
+        let ok = match self {
+            Caller::Anyone => true,
+            Caller::Key(Some(g)) => g.has_any(access),
+            Caller::Key(None) => false,
+        };
+        if ok {
             Ok(())
         } else {
             Err(ApiError::Forbidden(access))
@@ -235,6 +260,12 @@ mod test {
         assert!(!unknown.allows(Access::Read, &ns("a")));
         assert!(known.allows(Access::Read, &ns("a")));
         assert!(!known.allows(Access::Write, &ns("a")));
+        assert!(known.check_any(Access::Read).is_ok());
+        assert!(matches!(
+            known.check_any(Access::Write),
+            Err(ApiError::Forbidden(Access::Write))
+        ));
+        assert!(unknown.check_any(Access::Read).is_err());
         assert!(Auth::disabled().caller(None).expect("anyone").is_admin());
     }
 }

@@ -36,6 +36,14 @@ pub enum BootError {
     /// The IntelMQ transports are misconfigured.
     #[error("[intelmq]: {0}")]
     Intelmq(#[from] sighthub_intelmq::Error),
+    /// The data directory cannot be created or made private.
+    #[error("data directory {path}: {reason}")]
+    DataDir {
+        /// Which directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The admin key file is unusable.
     #[error("admin key file {path}: {reason}")]
     AdminKey {
@@ -68,10 +76,7 @@ pub struct Booted {
 /// Opens everything the configuration names.
 pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
     cfg.validate()?;
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| BootError::AdminKey {
-        path: cfg.data_dir.clone(),
-        reason: e.to_string(),
-    })?;
+    private_dir(&cfg.data_dir)?;
     let store = Arc::new(FjallStore::open(
         &cfg.data_dir,
         StoreOptions {
@@ -80,6 +85,7 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
             stats_retention_hours: cfg.stats.retention_hours,
             shadow_ttl: cfg.shadow.ttl,
             shadow: cfg.shadow.enabled,
+            limits: cfg.limits.store(),
         },
     )?);
     for (ns, nc) in &cfg.namespaces {
@@ -171,6 +177,7 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         auth,
         latest: Latest::new(cfg.latest_writes),
         max_body_bytes: cfg.max_body_bytes,
+        limits: cfg.limits.clone(),
         started: Instant::now(),
         exchange,
     });
@@ -183,6 +190,43 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         relay,
         intelmq,
     })
+}
+
+/// Creates the data directory with mode 0700, or tightens an existing one that others can
+/// enter (logged); refuses to start when that fails. What it holds (the database, the TLS key,
+/// the admin key, the exchange and relay state) is then out of other users' reach, whatever
+/// the modes of the files inside (the binary also sets a 077 umask).
+pub fn private_dir(dir: &Path) -> Result<(), BootError> {
+    let err = |reason: String| BootError::DataDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| err(e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| err(e.to_string()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+                err(format!(
+                    "is open to other users (mode {:o}) and could not be made 0700: {e}",
+                    mode & 0o777
+                ))
+            })?;
+            tracing::warn!(path = %dir.display(), old = format!("{:o}", mode & 0o777), "data directory tightened to mode 0700");
+        }
+    }
+    Ok(())
 }
 
 fn load_or_make_admin_key(path: &Path) -> Result<(String, bool), BootError> {

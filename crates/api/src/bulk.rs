@@ -7,15 +7,22 @@
 //! ignored, except that in the draft shape exactly one field may carry a string (the
 //! namespace → value pair). Strings are borrowed from the body when they need no unescaping.
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+//!
+//! At most `max_items` items are parsed: the item after the last allowed one stops the parse
+//! ([`BulkError::TooManyItems`], a 413), so a body of millions of tiny items never becomes
+//! millions of parsed items.
+
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 /// A bulk request body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug)]
 pub struct BulkBody<'a> {
     /// The items, in request order.
-    #[serde(borrow)]
     pub items: Vec<BulkItem<'a>>,
 }
 
@@ -36,14 +43,100 @@ pub struct BulkItem<'a> {
     pub noshadow: bool,
 }
 
-/// Why a body was refused; the message is SightingDB's.
+/// Why a body was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("Invalid JSON body: Json deserialize error: {0}")]
-pub struct BulkError(#[from] pub serde_json::Error);
+#[non_exhaustive]
+pub enum BulkError {
+    /// Not a bulk body; the message is SightingDB's.
+    #[error("Invalid JSON body: Json deserialize error: {0}")]
+    Json(#[from] serde_json::Error),
+    /// More items than allowed (the limit is given).
+    #[error("Too many items in one request; the limit is {0}.")]
+    TooManyItems(usize),
+}
 
-/// Parses a bulk body.
-pub fn parse(body: &[u8]) -> Result<BulkBody<'_>, BulkError> {
-    Ok(serde_json::from_slice(body)?)
+/// Parses a bulk body of at most `max_items` items.
+pub fn parse(body: &[u8], max_items: usize) -> Result<BulkBody<'_>, BulkError> {
+    let over = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = BodySeed {
+        max_items,
+        over: &over,
+    }
+    .deserialize(&mut de)
+    .and_then(|b| de.end().map(|()| b));
+    match parsed {
+        Ok(b) => Ok(b),
+        Err(_) if over.get() => Err(BulkError::TooManyItems(max_items)),
+        Err(e) => Err(BulkError::Json(e)),
+    }
+}
+
+/// The body object: `items` (capped), other fields ignored.
+struct BodySeed<'c> {
+    max_items: usize,
+    over: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = BulkBody<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = BulkBody<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("struct BulkBody")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut items = None;
+        while let Some(Str(key)) = m.next_key::<Str<'de>>()? {
+            if key == "items" {
+                let seed = ItemsSeed {
+                    max_items: self.max_items,
+                    over: self.over,
+                };
+                once(&mut items, "items", m.next_value_seed(seed)?)?;
+            } else {
+                m.next_value::<IgnoredAny>()?;
+            }
+        }
+        let items = items.ok_or_else(|| de::Error::missing_field("items"))?;
+        Ok(BulkBody { items })
+    }
+}
+
+/// The `items` array, refused past `max_items`.
+struct ItemsSeed<'c> {
+    max_items: usize,
+    over: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for ItemsSeed<'_> {
+    type Value = Vec<BulkItem<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemsSeed<'_> {
+    type Value = Vec<BulkItem<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0).min(self.max_items));
+        while let Some(item) = a.next_element::<BulkItem<'de>>()? {
+            if items.len() >= self.max_items {
+                self.over.set(true);
+                return Err(de::Error::custom("too many items"));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 /// A string borrowed from the input when possible.
@@ -207,7 +300,7 @@ mod test {
             {"/draft/ns":"v2","timestamp":1500000000,"ttl":60,"tags":"x;y","noshadow":true},
             {"namespace":"n","value":"esc\"aped","timestamp":null}
         ]}"#;
-        let b = parse(body).expect("parses");
+        let b = parse(body, 3).expect("parses");
         assert_eq!(b.items.len(), 3);
         assert_eq!(b.items[0].namespace, "a/b");
         assert_eq!(b.items[0].timestamp, None, "0 means now");
@@ -223,7 +316,7 @@ mod test {
     #[test]
     fn refusals_name_the_problem() {
         let e = |b: &[u8]| {
-            parse(b)
+            parse(b, 10)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
                 .err()
@@ -244,5 +337,17 @@ mod test {
             e(br#"{"items":[{"namespace":"a","value":"v","timestamp":1.5}]}"#)
                 .contains("invalid type")
         );
+        assert!(e(br#"{"items":[],"items":[]}"#).contains("duplicate field `items`"));
+        assert!(e(br#"{"items":[]} x"#).contains("trailing characters"));
+    }
+
+    #[test]
+    fn items_are_capped() {
+        let body = br#"{"items":[{"a":"1"},{"a":"2"},{"a":"3"}],"other":[1,2]}"#;
+        assert_eq!(parse(body, 3).map(|b| b.items.len()).ok(), Some(3));
+        assert!(matches!(parse(body, 2), Err(BulkError::TooManyItems(2))));
+        // A broken item past the limit is still "too many", not a parse error.
+        let body = br#"{"items":[{"a":"1"},{"a":"2"},{"x"#;
+        assert!(matches!(parse(body, 1), Err(BulkError::TooManyItems(1))));
     }
 }

@@ -24,6 +24,16 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most concurrent connections; more wait for a slot.
     pub max_connections: usize,
+    /// Most concurrent connections from one client address; more are closed at once, so one
+    /// address cannot hold every slot.
+    pub max_connections_per_address: usize,
+    /// Seconds a client may take for the TLS handshake and each request head; also how long
+    /// an idle keep-alive connection is kept.
+    pub header_timeout_seconds: u64,
+    /// Seconds a client may take to send a whole request body (408, connection closed).
+    pub body_timeout_seconds: u64,
+    /// Bounds on what one request may ask for or add.
+    pub limits: LimitsConfig,
     /// TLS certificate and key (PEM). Absent: a self-signed pair in `data_dir/tls`.
     pub tls: TlsConfig,
     /// API keys and their grants, SightingDB's syntax: `"key" = "rw:feeds/misp, r"`.
@@ -95,6 +105,54 @@ pub struct StatsConfig {
     pub retention_hours: u64,
 }
 
+/// Bounds on requests and on what a write may add to a value (see docs/SECURITY.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most items in one `/wb`, `/vwb`, `/rb` or `/rbs` body (more → 413).
+    pub max_bulk_items: usize,
+    /// Most values in a listing without `limit=` (`GET /r/<ns>`); a larger namespace is
+    /// answered in part, with a `next` cursor and a message saying how to page.
+    pub max_list_values: usize,
+    /// Bytes (values, tags, stats) after which a listing page ends early, with a `next` cursor.
+    pub max_page_bytes: usize,
+    /// Most tags one write may carry (413).
+    pub max_tags_per_item: usize,
+    /// Longest tag, in bytes (413).
+    pub max_tag_len: usize,
+    /// Most tags a value may hold; a write that would add more is refused (413).
+    pub max_tags_per_value: usize,
+    /// Hourly stats buckets kept per value (the newest; older ones are dropped).
+    pub max_stats_buckets: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        use sighthub_store::Limits;
+        Self {
+            max_bulk_items: 10_000,
+            max_list_values: 10_000,
+            max_page_bytes: 16 * 1024 * 1024,
+            max_tags_per_item: Limits::DEFAULT_TAGS_PER_ITEM,
+            max_tag_len: Limits::DEFAULT_TAG_LEN,
+            max_tags_per_value: Limits::DEFAULT_TAGS_PER_VALUE,
+            max_stats_buckets: Limits::DEFAULT_STATS_BUCKETS,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The store's share of these limits.
+    pub fn store(&self) -> sighthub_store::Limits {
+        sighthub_store::Limits {
+            max_tags_per_item: self.max_tags_per_item,
+            max_tag_len: self.max_tag_len,
+            max_tags_per_value: self.max_tags_per_value,
+            max_stats_buckets: self.max_stats_buckets,
+        }
+    }
+}
+
 /// Storage settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -124,6 +182,10 @@ impl Default for Config {
             authenticate: true,
             max_body_bytes: 64 * 1024 * 1024,
             max_connections: 4096,
+            max_connections_per_address: 256,
+            header_timeout_seconds: 30,
+            body_timeout_seconds: 120,
+            limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
             acl: BTreeMap::new(),
             namespaces: BTreeMap::new(),
@@ -200,6 +262,28 @@ impl Config {
         }
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".into());
+        }
+        if self.max_connections_per_address == 0 {
+            return bad("max_connections_per_address must be at least 1".into());
+        }
+        if self.header_timeout_seconds == 0 || self.body_timeout_seconds == 0 {
+            return bad(
+                "header_timeout_seconds and body_timeout_seconds must be at least 1".into(),
+            );
+        }
+        let l = &self.limits;
+        if [
+            l.max_bulk_items,
+            l.max_list_values,
+            l.max_page_bytes,
+            l.max_tags_per_item,
+            l.max_tag_len,
+            l.max_tags_per_value,
+            l.max_stats_buckets,
+        ]
+        .contains(&0)
+        {
+            return bad("every [limits] value must be at least 1".into());
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key go together".into());

@@ -68,6 +68,22 @@ pub enum ApiError {
     /// State conflict (value format change on a non-empty namespace).
     #[error("{0}")]
     Conflict(String),
+    /// One write refused by the store's checks (value length, tags, timestamp); its status is
+    /// the item error's (413 for the size limits).
+    #[error("{0}")]
+    Item(#[from] sighthub_store::ItemError),
+    /// More bulk items than `[limits] max_bulk_items`.
+    #[error("Too many items in one request; the limit is {0} (max_bulk_items). Send them in several requests.")]
+    TooManyItems(usize),
+    /// A bulk read whose answer would exceed `[limits] max_page_bytes`.
+    #[error("The answer would be larger than {0} bytes (max_page_bytes). Ask for fewer items per request.")]
+    AnswerTooLarge(usize),
+    /// The request body did not arrive within `body_timeout_seconds`.
+    #[error("The request body was not received within {0} seconds (body_timeout_seconds).")]
+    BodyTimeout(u64),
+    /// A bug: a handler panicked or broke an invariant. Logged; the client gets a 500.
+    #[error("Internal server error.")]
+    Server(&'static str),
     /// Storage failure; details are logged, not sent.
     #[error("Internal storage error.")]
     Store(#[from] sighthub_store::Error),
@@ -85,7 +101,14 @@ impl ApiError {
             Self::ValueNotFound { .. } | Self::PathNotFound { .. } | Self::NoRoute(_) => {
                 StatusCode::NOT_FOUND
             }
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge(_) | Self::TooManyItems(_) | Self::AnswerTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::Item(e) => {
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Method(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Store(sighthub_store::Error::FormatConflict(_)) => StatusCode::CONFLICT,
@@ -113,12 +136,21 @@ impl ApiError {
                 tracing::warn!(error = %e, "storage error answered 500");
             }
         }
+        if let Self::Server(what) = &self {
+            tracing::error!(what, "internal error answered 500");
+        }
         let status = self.status();
         let mut resp = json_response(status, &self.body());
         if let Self::Method(_, allow) = self {
             if let Ok(v) = header::HeaderValue::from_str(allow) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
+        }
+        if let Self::BodyTimeout(_) = self {
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         resp
     }
@@ -161,6 +193,17 @@ mod test {
             json!({"error": "Value not found", "namespace": "a", "value": "v"})
         );
         assert_eq!(ApiError::TooLarge(10).status(), 413);
+        assert_eq!(ApiError::TooManyItems(10).status(), 413);
+        assert_eq!(
+            ApiError::Item(sighthub_store::ItemError::ValueTooLong(70_000)).status(),
+            413
+        );
+        assert_eq!(
+            ApiError::Item(sighthub_store::ItemError::EmptyValue).status(),
+            400
+        );
+        assert_eq!(ApiError::BodyTimeout(1).status(), 408);
+        assert_eq!(ApiError::Server("x").status(), 500);
         assert_eq!(
             ApiError::Store(sighthub_store::Error::FormatConflict("x".into())).status(),
             409

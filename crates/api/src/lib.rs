@@ -8,6 +8,7 @@
 //! - [`config`]: the TOML configuration, validated.
 //! - [`bootstrap`]: from a configuration to store, keys and TLS.
 //! - [`server`]: accept loop, TLS handshake, HTTP/1.1, graceful shutdown.
+//! - [`deadline`]: the request-body deadline every request is wrapped in.
 //! - [`router`]: method + path → [`router::Endpoint`]; the route table.
 //! - [`app`]: the composition root and the handlers.
 //! - [`query`]: query-string decoding (fuzzed).
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod bulk;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod latest;
 pub mod query;

@@ -36,9 +36,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 }
 
 /// Writes a self-signed certificate for localhost/127.0.0.1/::1 and its key (mode 0600)
-/// unless both files exist. Returns true when it generated them.
+/// unless both files exist. Returns true when it generated them. A key that exists is made
+/// 0600 whatever its mode was.
 pub fn ensure_self_signed(cert: &Path, key: &Path) -> Result<bool, TlsError> {
     if cert.exists() && key.exists() {
+        owner_only(key)?;
         return Ok(false);
     }
     if let Some(dir) = cert.parent() {
@@ -64,8 +66,28 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path).map_err(io_err(path))?;
+    // The mode above applies to a new file only; one that existed is tightened too.
+    owner_only(path)?;
     f.write_all(data).map_err(io_err(path))?;
     f.sync_all().map_err(io_err(path))
+}
+
+/// Makes a file readable and writable by its owner only (0600), logging when it was not.
+pub fn owner_only(path: &Path) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(io_err(path))?
+            .permissions()
+            .mode();
+        if mode & 0o777 != 0o600 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(path))?;
+            tracing::warn!(path = %path.display(), old = format!("{:o}", mode & 0o777), "private file tightened to mode 0600");
+        }
+    }
+    Ok(())
 }
 
 /// Builds the server configuration from PEM files.
@@ -110,6 +132,11 @@ mod test {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&k).expect("key").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            // A key left world-readable is tightened on the next start.
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+            assert!(!ensure_self_signed(&c, &k).expect("again"));
             let mode = std::fs::metadata(&k).expect("key").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }

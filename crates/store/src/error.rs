@@ -34,7 +34,34 @@ pub enum ItemError {
     /// Private namespaces are written by the engine only.
     #[error("'{0}' is an internal namespace and is not writable from outside.")]
     Internal(String),
+    /// The value is longer than [`crate::store::MAX_VALUE_LEN`] bytes (its length is given).
+    #[error("Value is {0} bytes long; the limit is {max} bytes (MAX_VALUE_LEN).", max = crate::store::MAX_VALUE_LEN)]
+    ValueTooLong(usize),
     /// The timestamp is outside the supported range.
     #[error("Timestamp out of range: {0}")]
     TimestampOutOfRange(i64),
+    /// More tags in one write than [`crate::store::Limits::max_tags_per_item`] (given).
+    #[error("Too many tags in one write; the limit is {0} (max_tags_per_item).")]
+    TooManyTags(usize),
+    /// A tag longer than [`crate::store::Limits::max_tag_len`] bytes (given).
+    #[error("A tag is longer than {0} bytes (max_tag_len).")]
+    TagTooLong(usize),
+    /// The value would hold more tags than [`crate::store::Limits::max_tags_per_value`].
+    #[error("The value would hold more than {0} tags (max_tags_per_value).")]
+    TooManyTagsOnValue(usize),
+}
+
+impl ItemError {
+    /// The HTTP status that fits this refusal: 413 for the size limits, 403 for a private
+    /// namespace, 400 otherwise.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::ValueTooLong(_)
+            | Self::TooManyTags(_)
+            | Self::TagTooLong(_)
+            | Self::TooManyTagsOnValue(_) => 413,
+            Self::Internal(_) => 403,
+            Self::EmptyValue | Self::TimestampOutOfRange(_) => 400,
+        }
+    }
 }

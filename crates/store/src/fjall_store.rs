@@ -30,7 +30,8 @@ use crate::format::ValueFormat;
 use crate::namespace::Namespace;
 use crate::record::Record;
 use crate::store::{
-    key_order, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome,
+    key_order, value_fits, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View,
+    WriteOp, WriteOutcome, MAX_VALUE_LEN,
 };
 use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -56,6 +57,8 @@ pub struct StoreOptions {
     pub shadow_ttl: u64,
     /// Whether reads raise shadow sightings at all.
     pub shadow: bool,
+    /// Bounds on tags and stats per write and per value.
+    pub limits: Limits,
 }
 
 impl Default for StoreOptions {
@@ -66,6 +69,7 @@ impl Default for StoreOptions {
             stats_retention_hours: 0,
             shadow_ttl: 0,
             shadow: true,
+            limits: Limits::default(),
         }
     }
 }
@@ -95,6 +99,9 @@ pub struct FjallStore {
     opts: StoreOptions,
 }
 
+/// Most values one hold of the writer lock sweeps or deletes: larger jobs go in rounds.
+const ROUND: usize = 10_000;
+
 /// Pending changes of one batch, read back before they are committed. FxHash: these maps are
 /// private to one batch and keyed by data the server already accepted.
 #[derive(Default)]
@@ -120,6 +127,21 @@ fn skey(ns: &str, value: &str) -> Vec<u8> {
     k.extend_from_slice(ns.as_bytes());
     k.push(0);
     k.extend_from_slice(value.as_bytes());
+    k
+}
+
+/// The range bound of a listing cursor: a stored value never exceeds the BASE64URL length of
+/// [`MAX_VALUE_LEN`] bytes, so a longer cursor is cut to that length. This selects exactly the
+/// same values (no stored value can extend the cut part) and keeps the bound under the
+/// engine's key limit.
+fn cursor_key(ns: &str, after: &str) -> Vec<u8> {
+    let max_stored = MAX_VALUE_LEN.div_ceil(3) * 4;
+    let after = after.as_bytes();
+    let cut = after.get(..max_stored).unwrap_or(after);
+    let mut k = Vec::with_capacity(ns.len() + 1 + cut.len());
+    k.extend_from_slice(ns.as_bytes());
+    k.push(0);
+    k.extend_from_slice(cut);
     k
 }
 
@@ -297,23 +319,41 @@ impl FjallStore {
         }
     }
 
-    /// Applies one sighting (checks already done) to the overlay.
-    fn apply(&self, ov: &mut Overlay, op: &WriteOp<'_>) -> Result<WriteOutcome> {
+    /// Keeps a record's stats within the retention and the bucket bound.
+    fn trim(&self, rec: &mut Record) {
+        rec.trim_stats(self.opts.stats_retention_hours);
+        rec.cap_stats(self.opts.limits.max_stats_buckets);
+    }
+
+    /// Applies one sighting (the item's own checks already done) to the overlay. Refused
+    /// (and nothing changed) when its tags would take the value over
+    /// [`Limits::max_tags_per_value`]. Bounded work: tags and stats are bounded per item and
+    /// per value, and merging is linear.
+    fn apply(
+        &self,
+        ov: &mut Overlay,
+        op: &WriteOp<'_>,
+    ) -> Result<std::result::Result<WriteOutcome, ItemError>> {
         let ns = op.namespace.as_str();
         let stored = self.stored_value(op.namespace, op.value);
         let key = skey(ns, &stored);
         let existing = self.get_record(ov, &key)?;
         let new = existing.is_none();
         let mut rec = existing.unwrap_or_default();
+        if let Some(tags) = op.tags {
+            let merged = crate::record::merge_tags(&rec.tags, tags);
+            let max = self.opts.limits.max_tags_per_value;
+            if merged != rec.tags && crate::record::split_tags(&merged).count() > max {
+                return Ok(Err(ItemError::TooManyTagsOnValue(max)));
+            }
+            rec.tags = merged;
+        }
         let old_exp = rec.expires_at();
         rec.sight(op.timestamp, 1);
-        if let Some(tags) = op.tags {
-            rec.tags = crate::record::merge_tags(&rec.tags, tags);
-        }
         if let Some(ttl) = op.ttl {
             rec.ttl = ttl;
         }
-        rec.trim_stats(self.opts.stats_retention_hours);
+        self.trim(&mut rec);
         Self::reindex(ov, &key, old_exp, rec.expires_at());
         let outcome = WriteOutcome {
             count: rec.count,
@@ -330,11 +370,11 @@ impl FjallStore {
                 }
                 let mut all = all.unwrap_or_default();
                 all.sight(op.timestamp, 1);
-                all.trim_stats(self.opts.stats_retention_hours);
+                self.trim(&mut all);
                 ov.records.insert(all_key, Some(all));
             }
         }
-        Ok(outcome)
+        Ok(Ok(outcome))
     }
 
     /// Removes a value from its namespace, giving back its consensus. The caller decides
@@ -361,6 +401,9 @@ impl FjallStore {
 
     /// Takes one sighting back out of a value (see `SightingStore::apply_marked`).
     fn retract(&self, ov: &mut Overlay, ns: &Namespace, raw: &str) -> Result<()> {
+        if !value_fits(raw) {
+            return Ok(()); // never stored, so nothing to take back
+        }
         let stored = self.stored_value(ns, raw).into_owned();
         let key = skey(ns.as_str(), &stored);
         let Some(mut rec) = self.get_record(ov, &key)? else {
@@ -420,28 +463,40 @@ impl FjallStore {
         self.commit.issue()
     }
 
-    /// Sweeps if the earliest expiry is due. Cheap when nothing is due (one atomic load).
+    /// Sweeps if the earliest expiry is due. Cheap when nothing is due (one atomic load); each
+    /// round takes the writer lock for at most [`ROUND`] values.
     fn sweep_if_due(&self, now: i64) -> Result<()> {
         if now >= self.next_expiry.load(Ordering::Acquire) {
-            let _guard = lock(&self.writer);
-            self.sweep_locked(now)?;
+            self.sweep_rounds(now)?;
         }
         Ok(())
     }
 
-    fn sweep_locked(&self, now: i64) -> Result<usize> {
+    /// Sweeps everything due, one bounded round per hold of the writer lock, so writers and
+    /// readers get in between rounds.
+    fn sweep_rounds(&self, now: i64) -> Result<usize> {
         let mut moved = 0;
         loop {
-            // Bounded rounds keep each batch reasonable on large expiries.
-            let due: Vec<Vec<u8>> = self
-                .expiry
-                .range(..ekey(now.saturating_add(1), &[]))
-                .take(10_000)
-                .map(|g| g.key().map(|k| k.to_vec()))
-                .collect::<std::result::Result<_, _>>()?;
-            if due.is_empty() {
-                break;
+            let _guard = lock(&self.writer);
+            let (n, more) = self.sweep_round(now)?;
+            moved += n;
+            if !more {
+                return Ok(moved);
             }
+        }
+    }
+
+    /// One round of the sweep under the writer lock (held by the caller): moves at most
+    /// [`ROUND`] due values to `_expired/<ns>`. Returns how many, and whether more are due.
+    fn sweep_round(&self, now: i64) -> Result<(usize, bool)> {
+        let mut moved = 0;
+        let due: Vec<Vec<u8>> = self
+            .expiry
+            .range(..ekey(now.saturating_add(1), &[]))
+            .take(ROUND)
+            .map(|g| g.key().map(|k| k.to_vec()))
+            .collect::<std::result::Result<_, _>>()?;
+        if !due.is_empty() {
             let mut ov = Overlay::default();
             for ek in &due {
                 ov.expiry.insert(ek.clone(), false);
@@ -469,6 +524,7 @@ impl FjallStore {
                     let mut moved_rec = existing.unwrap_or_default();
                     moved_rec.absorb(&rec);
                     moved_rec.ttl = 0;
+                    self.trim(&mut moved_rec);
                     ov.records.insert(exp_key, Some(moved_rec));
                 }
                 moved += 1;
@@ -480,7 +536,7 @@ impl FjallStore {
             None => i64::MAX,
         };
         self.next_expiry.store(next, Ordering::Release);
-        Ok(moved)
+        Ok((moved, next <= now))
     }
 
     fn view(&self, stored: &str, rec: Record) -> Result<View> {
@@ -516,7 +572,8 @@ impl SightingStore for FjallStore {
         let _guard = lock(&self.writer);
         let mut ov = Overlay::default();
         for (shadow_ns, (_, value)) in shadows.iter().zip(reads) {
-            if value.is_empty() {
+            // An over-long value was never stored, so its read records nothing either.
+            if value.is_empty() || !value_fits(value) {
                 continue;
             }
             let op = WriteOp {
@@ -526,7 +583,8 @@ impl SightingStore for FjallStore {
                 ttl,
                 tags: None,
             };
-            self.apply(&mut ov, &op)?;
+            // Shadow sightings carry no tags, so they are never refused.
+            let _ = self.apply(&mut ov, &op)?;
         }
         let _not_awaited = self.commit_overlay(ov)?;
         Ok(())
@@ -534,6 +592,14 @@ impl SightingStore for FjallStore {
 
     fn read(&self, namespace: &Namespace, value: &str, now: i64) -> Result<ReadOutcome> {
         self.sweep_if_due(now)?;
+        if !value_fits(value) {
+            // Never stored: answer as for any absent value, without building the key.
+            return Ok(if self.namespaces.contains_key(namespace.as_str())? {
+                ReadOutcome::NoValue
+            } else {
+                ReadOutcome::NoNamespace
+            });
+        }
         let stored = self.stored_value(namespace, value);
         match self.sightings.get(skey(namespace.as_str(), &stored))? {
             Some(v) => Ok(ReadOutcome::Found(self.view(&stored, Record::decode(&v)?)?)),
@@ -546,7 +612,8 @@ impl SightingStore for FjallStore {
         &self,
         namespace: &Namespace,
         after: Option<&str>,
-        limit: Option<usize>,
+        limit: usize,
+        max_bytes: usize,
         now: i64,
     ) -> Result<Option<ListPage>> {
         self.sweep_if_due(now)?;
@@ -555,25 +622,27 @@ impl SightingStore for FjallStore {
         }
         let ns = namespace.as_str();
         let start = match after {
-            Some(a) => Bound::Excluded(skey(ns, a)),
+            Some(a) => Bound::Excluded(cursor_key(ns, a)),
             None => Bound::Included(skey(ns, "")),
         };
         let mut end = ns.as_bytes().to_vec();
         end.push(1);
-        let limit = limit.unwrap_or(usize::MAX);
         let mut items = Vec::new();
         let mut more = false;
+        let mut bytes = 0usize;
         for kv in self
             .sightings
             .range::<Vec<u8>, _>((start, Bound::Excluded(end)))
         {
-            if items.len() == limit {
+            if items.len() >= limit || (!items.is_empty() && bytes >= max_bytes) {
                 more = true;
                 break;
             }
             let (k, v) = kv.into_inner()?;
             let (_, stored) = split_skey(&k).ok_or(Error::Corrupt("sightings key"))?;
-            items.push(self.view(stored, Record::decode(&v)?)?);
+            let rec = Record::decode(&v)?;
+            bytes = bytes.saturating_add(rec.approx_bytes(stored.len()));
+            items.push(self.view(stored, rec)?);
         }
         let next = if more {
             items.last().map(|v| v.value.clone())
@@ -592,25 +661,50 @@ impl SightingStore for FjallStore {
     }
 
     fn delete(&self, namespace: &Namespace, now: i64) -> Result<(bool, Ticket)> {
-        let _guard = lock(&self.writer);
-        if now >= self.next_expiry.load(Ordering::Acquire) {
-            self.sweep_locked(now)?;
-        }
+        self.sweep_if_due(now)?;
         let ns = namespace.as_str();
-        if !self.namespaces.contains_key(ns)? {
-            return Ok((false, Ticket::NONE));
-        }
-        let mut ov = Overlay::default();
         let mut end = ns.as_bytes().to_vec();
         end.push(1);
-        for kv in self.sightings.range(skey(ns, "")..end) {
-            let (k, v) = kv.into_inner()?;
-            let rec = Record::decode(&v)?;
-            let (_, stored) = split_skey(&k).ok_or(Error::Corrupt("sightings key"))?;
-            self.remove_value(&mut ov, ns, stored, &rec)?;
+        let mut start = Bound::Included(skey(ns, ""));
+        let mut ticket = Ticket::NONE;
+        let mut round = 0usize;
+        // In rounds of at most ROUND values, each one atomic batch under one hold of the
+        // writer lock, so a large namespace never holds every other writer for long. A value
+        // written behind the cursor while the delete runs is kept (it came after the delete).
+        loop {
+            let _guard = lock(&self.writer);
+            if round == 0 && !self.namespaces.contains_key(ns)? {
+                return Ok((false, Ticket::NONE));
+            }
+            round += 1;
+            let mut ov = Overlay::default();
+            let mut last = None;
+            let mut n = 0;
+            for kv in self
+                .sightings
+                .range::<Vec<u8>, _>((start.clone(), Bound::Excluded(end.clone())))
+                .take(ROUND)
+            {
+                let (k, v) = kv.into_inner()?;
+                let rec = Record::decode(&v)?;
+                let (_, stored) = split_skey(&k).ok_or(Error::Corrupt("sightings key"))?;
+                self.remove_value(&mut ov, ns, stored, &rec)?;
+                last = Some(k.to_vec());
+                n += 1;
+            }
+            if round == 1 && n < ROUND {
+                // The whole namespace fitted in one round: clear its count whatever it said.
+                ov.counts.insert(ns.to_owned(), 0);
+            }
+            let t = self.commit_overlay(ov)?;
+            if t != Ticket::NONE {
+                ticket = t;
+            }
+            match last {
+                Some(k) if n == ROUND => start = Bound::Excluded(k),
+                _ => return Ok((true, ticket)),
+            }
         }
-        ov.counts.insert(ns.to_owned(), 0);
-        Ok((true, self.commit_overlay(ov)?))
     }
 
     fn namespaces(&self) -> Result<Vec<NamespaceInfo>> {
@@ -661,8 +755,7 @@ impl SightingStore for FjallStore {
     }
 
     fn sweep(&self, now: i64) -> Result<usize> {
-        let _guard = lock(&self.writer);
-        self.sweep_locked(now)
+        self.sweep_rounds(now)
     }
 
     fn apply_marked(
@@ -672,9 +765,12 @@ impl SightingStore for FjallStore {
         markers: &[(&[u8], &[u8])],
         now: i64,
     ) -> Result<(Vec<std::result::Result<WriteOutcome, ItemError>>, Ticket)> {
+        // Expired values leave first (in rounds, the lock released in between); under the
+        // lock, one more bounded round catches what fell due meanwhile.
+        self.sweep_if_due(now)?;
         let _guard = lock(&self.writer);
         if now >= self.next_expiry.load(Ordering::Acquire) {
-            self.sweep_locked(now)?;
+            self.sweep_round(now)?;
         }
         let mut ov = Overlay::for_ops(writes.len());
         // Applied in key order (stable: repeats of one value keep their request order, so
@@ -686,8 +782,8 @@ impl SightingStore for FjallStore {
             writes.get(i).map(|w| (w.namespace.as_str(), w.value))
         }) {
             let Some(op) = writes.get(i) else { continue };
-            let outcome = match op.check() {
-                Ok(()) => Ok(self.apply(&mut ov, op)?),
+            let outcome = match op.check(&self.opts.limits) {
+                Ok(()) => self.apply(&mut ov, op)?,
                 Err(e) => Err(e),
             };
             if let Some(slot) = out.get_mut(i) {
@@ -718,6 +814,9 @@ impl SightingStore for FjallStore {
     fn holders(&self, value: &str, now: i64) -> Result<Vec<(Namespace, View)>> {
         self.sweep_if_due(now)?;
         let mut out = Vec::new();
+        if !value_fits(value) {
+            return Ok(out); // never stored anywhere
+        }
         for info in self.namespaces()? {
             if info.namespace.is_internal() || info.values == 0 {
                 continue;
@@ -729,6 +828,10 @@ impl SightingStore for FjallStore {
             }
         }
         Ok(out)
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.opts.limits
     }
 
     fn group_commit(&self) -> &GroupCommit {

@@ -47,8 +47,8 @@ pub use error::{Error, ItemError, Result};
 pub use fjall_store::{FjallStore, StoreOptions};
 pub use format::ValueFormat;
 pub use namespace::{Namespace, NamespaceError};
-pub use record::{merge_tags, Record};
+pub use record::{merge_tags, split_tags, Record};
 pub use store::{
-    key_order, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome,
-    MAX_TIMESTAMP, MIN_TIMESTAMP,
+    key_order, value_fits, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View,
+    WriteOp, WriteOutcome, MAX_KEY_LEN, MAX_TIMESTAMP, MAX_VALUE_LEN, MIN_TIMESTAMP,
 };

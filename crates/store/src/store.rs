@@ -15,6 +15,73 @@ pub const MIN_TIMESTAMP: i64 = -62_135_596_800;
 /// Latest accepted timestamp: 9999-12-31T23:59:59Z.
 pub const MAX_TIMESTAMP: i64 = 253_402_300_799;
 
+/// Longest value accepted, in bytes of its raw form (16 KiB).
+///
+/// The storage engine refuses (panics on) keys longer than 65,535 bytes. A stored key is at
+/// most 8 bytes of expiry time, a namespace with its private prefixes, one separator byte and
+/// the stored value, which a BASE64URL namespace makes 4/3 as long as the raw one: 16 KiB
+/// keeps every key well under the engine's limit (see [`MAX_KEY_LEN`]). Every store path that
+/// builds a key from a value checks it first ([`value_fits`]): a write refuses the item with
+/// [`ItemError::ValueTooLong`], a read answers "not found".
+pub const MAX_VALUE_LEN: usize = 16 * 1024;
+
+/// The longest key the store can build from a namespace and a value within the limits:
+/// expiry time, `_shadow/` and `_expired/` prefixes (with room to spare), the namespace, the
+/// separator and a BASE64URL-encoded value of [`MAX_VALUE_LEN`] bytes.
+pub const MAX_KEY_LEN: usize =
+    8 + 64 + crate::namespace::MAX_NAMESPACE_LEN + 1 + MAX_VALUE_LEN.div_ceil(3) * 4;
+
+const _: () = assert!(
+    MAX_KEY_LEN < 65_535,
+    "keys must stay under fjall's key limit"
+);
+
+/// True when `value` (raw form) is short enough to be stored or looked up
+/// ([`MAX_VALUE_LEN`]). The one check every key-building path asks.
+pub fn value_fits(value: &str) -> bool {
+    value.len() <= MAX_VALUE_LEN
+}
+
+/// What one write may add to a value: bounds on tags and hourly stats. Checked by
+/// [`WriteOp::check`] (per item) and by the store when it merges tags into a value, so a
+/// client can neither grow a record without bound nor make the store's work under its writer
+/// lock unbounded. Each field is configurable (`[limits]` in the server's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most tags one write may carry, repeats included ([`Limits::DEFAULT_TAGS_PER_ITEM`]).
+    pub max_tags_per_item: usize,
+    /// Longest tag in bytes ([`Limits::DEFAULT_TAG_LEN`]).
+    pub max_tag_len: usize,
+    /// Most distinct tags a value may hold; a write that would go over is refused
+    /// ([`Limits::DEFAULT_TAGS_PER_VALUE`]).
+    pub max_tags_per_value: usize,
+    /// Hourly stats buckets kept per value, the newest; older ones are dropped
+    /// ([`Limits::DEFAULT_STATS_BUCKETS`]).
+    pub max_stats_buckets: usize,
+}
+
+impl Limits {
+    /// Default of [`Limits::max_tags_per_item`].
+    pub const DEFAULT_TAGS_PER_ITEM: usize = 64;
+    /// Default of [`Limits::max_tag_len`].
+    pub const DEFAULT_TAG_LEN: usize = 256;
+    /// Default of [`Limits::max_tags_per_value`].
+    pub const DEFAULT_TAGS_PER_VALUE: usize = 256;
+    /// Default of [`Limits::max_stats_buckets`]: a leap year of hours.
+    pub const DEFAULT_STATS_BUCKETS: usize = 366 * 24;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_tags_per_item: Self::DEFAULT_TAGS_PER_ITEM,
+            max_tag_len: Self::DEFAULT_TAG_LEN,
+            max_tags_per_value: Self::DEFAULT_TAGS_PER_VALUE,
+            max_stats_buckets: Self::DEFAULT_STATS_BUCKETS,
+        }
+    }
+}
+
 /// One sighting to record.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOp<'a> {
@@ -42,8 +109,9 @@ impl<'a> WriteOp<'a> {
         }
     }
 
-    /// The checks a client write must pass (shared by writes and dry runs).
-    pub fn check(&self) -> std::result::Result<(), ItemError> {
+    /// The checks a client write must pass on its own (shared by writes and dry runs); the
+    /// store adds one that needs the stored value ([`Limits::max_tags_per_value`]).
+    pub fn check(&self, limits: &Limits) -> std::result::Result<(), ItemError> {
         if self.namespace.is_internal() {
             return Err(ItemError::Internal(
                 self.namespace.first_segment().to_owned(),
@@ -52,8 +120,23 @@ impl<'a> WriteOp<'a> {
         if self.value.is_empty() {
             return Err(ItemError::EmptyValue);
         }
+        if !value_fits(self.value) {
+            return Err(ItemError::ValueTooLong(self.value.len()));
+        }
         if !(MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(&self.timestamp) {
             return Err(ItemError::TimestampOutOfRange(self.timestamp));
+        }
+        if let Some(tags) = self.tags {
+            let mut n = 0usize;
+            for t in crate::record::split_tags(tags) {
+                n += 1;
+                if n > limits.max_tags_per_item {
+                    return Err(ItemError::TooManyTags(limits.max_tags_per_item));
+                }
+                if t.len() > limits.max_tag_len {
+                    return Err(ItemError::TagTooLong(limits.max_tag_len));
+                }
+            }
         }
         Ok(())
     }
@@ -132,12 +215,15 @@ pub trait SightingStore: Send + Sync + 'static {
     fn read(&self, namespace: &Namespace, value: &str, now: i64) -> Result<ReadOutcome>;
 
     /// Lists a namespace in key order, from after the cursor `after` (a stored value),
-    /// at most `limit` values (all when `None`). `None` when the namespace does not exist.
+    /// at most `limit` values, and no more once the page holds about `max_bytes` of values,
+    /// tags and stats (at least one value). `next` is set whenever more may follow. `None`
+    /// when the namespace does not exist.
     fn list(
         &self,
         namespace: &Namespace,
         after: Option<&str>,
-        limit: Option<usize>,
+        limit: usize,
+        max_bytes: usize,
         now: i64,
     ) -> Result<Option<ListPage>>;
 
@@ -181,6 +267,9 @@ pub trait SightingStore: Send + Sync + 'static {
     /// Every public namespace holding `value` (raw form, encoded per namespace format), with
     /// its view. Cost: one point read per stored namespace.
     fn holders(&self, value: &str, now: i64) -> Result<Vec<(Namespace, View)>>;
+
+    /// The bounds writes are checked against.
+    fn limits(&self) -> &Limits;
 
     /// The group commit that turns tickets into durability.
     fn group_commit(&self) -> &GroupCommit;

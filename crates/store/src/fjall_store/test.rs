@@ -195,7 +195,7 @@ fn value_formats() {
     // The shadow of a hashed namespace holds the hash, never the raw value.
     s.shadow(&[(&h, "abc")], T0).expect("shadow");
     let page = s
-        .list(&h.shadow(), None, None, T0)
+        .list(&h.shadow(), None, usize::MAX, usize::MAX, T0)
         .expect("list")
         .expect("exists");
     assert_eq!(page.items[0].value, v.value);
@@ -216,7 +216,7 @@ fn listing_pages_with_cursor() {
     let mut after = None;
     loop {
         let page = s
-            .list(&a, after.as_deref(), Some(10), T0)
+            .list(&a, after.as_deref(), 10, usize::MAX, T0)
             .expect("list")
             .expect("exists");
         seen.extend(page.items.iter().map(|v| v.value.clone()));
@@ -231,7 +231,11 @@ fn listing_pages_with_cursor() {
         (0..25).map(|i| format!("v{i:02}")).collect::<Vec<_>>()
     );
     assert_eq!(s.count(&a, T0).expect("count"), Some(25));
-    assert_eq!(s.list(&ns("none"), None, None, T0).expect("list"), None);
+    assert_eq!(
+        s.list(&ns("none"), None, usize::MAX, usize::MAX, T0)
+            .expect("list"),
+        None
+    );
 }
 
 #[test]
@@ -402,7 +406,7 @@ fn data_ten_times_the_block_cache_reads_back() {
         ReadOutcome::NoValue
     ));
     let page = s
-        .list(&n, None, Some(1000), T0)
+        .list(&n, None, 1000, usize::MAX, T0)
         .expect("list")
         .expect("exists");
     assert_eq!(page.items.len(), 1000);
@@ -418,4 +422,209 @@ fn walk_size(p: &Path) -> u64 {
             })
             .sum()
     })
+}
+
+/// Every path that builds a key from a value refuses or ignores one longer than
+/// `MAX_VALUE_LEN` before the engine sees it (the engine panics on keys over 65,535 bytes).
+#[test]
+fn over_long_values_never_reach_the_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let (a, b64) = (ns("long/raw"), ns("long/b64"));
+    let _ = s.set_format(&b64, ValueFormat::Base64Url).expect("format");
+    let huge = "x".repeat(70_000);
+    let over = "y".repeat(crate::MAX_VALUE_LEN + 1);
+    let at_limit = "z".repeat(crate::MAX_VALUE_LEN);
+    let ops = [
+        WriteOp::new(&a, &huge, T0),
+        WriteOp::new(&a, &over, T0),
+        WriteOp::new(&a, &at_limit, T0),
+        WriteOp::new(&b64, &at_limit, T0),
+        WriteOp::new(&b64, &huge, T0),
+    ];
+    let (out, t) = s.write(&ops, T0).expect("write");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert_eq!(out[0], Err(ItemError::ValueTooLong(70_000)));
+    assert_eq!(
+        out[1],
+        Err(ItemError::ValueTooLong(crate::MAX_VALUE_LEN + 1))
+    );
+    assert!(out[2].is_ok(), "a value at the limit is stored");
+    assert!(out[3].is_ok(), "also in a BASE64URL namespace");
+    assert_eq!(out[4], Err(ItemError::ValueTooLong(70_000)));
+    // Reads, shadows, retractions and holders answer "absent".
+    assert_eq!(s.read(&a, &huge, T0).expect("read"), ReadOutcome::NoValue);
+    assert_eq!(
+        s.read(&ns("long/none"), &huge, T0).expect("read"),
+        ReadOutcome::NoNamespace
+    );
+    s.shadow(&[(&a, &huge), (&a, &at_limit)], T0)
+        .expect("shadow");
+    assert_eq!(s.count(&a.shadow(), T0).expect("count"), Some(1));
+    let (_, t) = s
+        .apply_marked(
+            &[WriteOp::new(&a, &huge, T0)],
+            &[(&a, &huge)],
+            &[(b"m", b"1")],
+            T0,
+        )
+        .expect("retract");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert!(s.holders(&huge, T0).expect("holders").is_empty());
+    assert_eq!(s.holders(&at_limit, T0).expect("holders").len(), 2);
+    // A cursor longer than any stored value lists what follows it, without a panic.
+    let page = s
+        .list(&a, Some(&huge), usize::MAX, usize::MAX, T0)
+        .expect("list")
+        .expect("exists");
+    assert_eq!(page.items.len(), 1, "z… sorts after x…");
+    let page = s
+        .list(&b64, Some(&"a".repeat(70_000)), usize::MAX, usize::MAX, T0)
+        .expect("list")
+        .expect("exists");
+    assert_eq!(page.items.len(), 1, "enp6… sorts after aaa…");
+    let stored = ValueFormat::Base64Url.encode(&at_limit).into_owned();
+    let page = s
+        .list(
+            &b64,
+            Some(&format!("{stored}{}", "a".repeat(70_000))),
+            usize::MAX,
+            usize::MAX,
+            T0,
+        )
+        .expect("list")
+        .expect("exists");
+    assert!(
+        page.items.is_empty(),
+        "the stored value sorts before the longer cursor"
+    );
+}
+
+/// Tags are bounded per write (count, length) and per value; stats buckets per value.
+#[test]
+fn tags_and_stats_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = Limits {
+        max_tags_per_item: 3,
+        max_tag_len: 8,
+        max_tags_per_value: 4,
+        max_stats_buckets: 5,
+    };
+    let s = FjallStore::open(
+        dir.path(),
+        StoreOptions {
+            limits,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("store opens");
+    assert_eq!(s.limits(), &limits);
+    let a = ns("t/a");
+    let with = |tags: &'static str| WriteOp {
+        tags: Some(tags),
+        ..WriteOp::new(&a, "v", T0)
+    };
+    let ops = [
+        with("a,b,c,d"),
+        with("a,a;a,a"),
+        with("toolongtag"),
+        with("a,b,c"),
+        with("d"),
+        with("e"),
+        with("a,d"),
+    ];
+    let (out, t) = s.write(&ops, T0).expect("write");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert_eq!(out[0], Err(ItemError::TooManyTags(3)));
+    assert_eq!(out[1], Err(ItemError::TooManyTags(3)), "repeats count");
+    assert_eq!(out[2], Err(ItemError::TagTooLong(8)));
+    assert!(out[3].is_ok() && out[4].is_ok());
+    assert_eq!(out[5], Err(ItemError::TooManyTagsOnValue(4)));
+    assert!(out[6].is_ok(), "tags the value already holds are fine");
+    assert_eq!(out[5].clone().err().map(|e| e.http_status()), Some(413));
+    let v = found(s.read(&a, "v", T0).expect("read"));
+    assert_eq!(v.record.tags, "a,b,c,d");
+    assert_eq!(v.record.count, 3, "refused items change nothing");
+    // Stats: one write per hour over ten hours keeps the five newest buckets.
+    let ops: Vec<WriteOp<'_>> = (0..10)
+        .map(|h| WriteOp::new(&a, "s", T0 + h * BUCKET))
+        .collect();
+    let (_, t) = s.write(&ops, T0).expect("write");
+    s.group_commit().wait_blocking(t).expect("durable");
+    let v = found(s.read(&a, "s", T0).expect("read"));
+    assert_eq!(v.record.stats.len(), 5);
+    assert_eq!(v.record.count, 10);
+}
+
+/// A listing page stops at its byte budget (after at least one value) and says where to go on.
+#[test]
+fn listing_pages_have_a_byte_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let a = ns("budget");
+    let big = |i: usize| format!("{i:02}{}", "x".repeat(1000));
+    let ops_vals: Vec<String> = (0..20).map(big).collect();
+    let ops: Vec<WriteOp<'_>> = ops_vals.iter().map(|v| WriteOp::new(&a, v, T0)).collect();
+    let (_, t) = s.write(&ops, T0).expect("write");
+    s.group_commit().wait_blocking(t).expect("durable");
+    let page = s
+        .list(&a, None, usize::MAX, 5_000, T0)
+        .expect("list")
+        .expect("exists");
+    assert!((4..=6).contains(&page.items.len()), "{}", page.items.len());
+    assert!(page.next.is_some());
+    let one = s
+        .list(&a, None, usize::MAX, 1, T0)
+        .expect("list")
+        .expect("exists");
+    assert_eq!(one.items.len(), 1, "at least one value per page");
+}
+
+/// Deleting a namespace and sweeping expiries larger than one round (the writer lock is held
+/// for at most `ROUND` values at a time) still does the whole job.
+#[test]
+fn large_deletes_and_sweeps_go_in_rounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let (big, other) = (ns("rounds/big"), ns("rounds/other"));
+    let n = ROUND * 2 + 500;
+    let vals: Vec<String> = (0..n).map(|i| format!("v{i:06}")).collect();
+    let ops: Vec<WriteOp<'_>> = vals.iter().map(|v| WriteOp::new(&big, v, T0)).collect();
+    let (_, t) = s.write(&ops, T0).expect("write");
+    s.group_commit().wait_blocking(t).expect("durable");
+    write1(&s, &other, "v000001", T0);
+    assert_eq!(
+        found(s.read(&other, "v000001", T0).expect("read")).consensus,
+        2
+    );
+    let (deleted, t) = s.delete(&big, T0).expect("delete");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert!(deleted);
+    assert_eq!(s.count(&big, T0).expect("count"), None);
+    assert_eq!(
+        s.list(&big, None, usize::MAX, usize::MAX, T0)
+            .expect("list"),
+        None
+    );
+    assert_eq!(
+        found(s.read(&other, "v000001", T0).expect("read")).consensus,
+        1
+    );
+    assert_eq!(s.count(&Namespace::all(), T0).expect("count"), Some(1));
+    // Expiries: every value moves, over several rounds.
+    let ops: Vec<WriteOp<'_>> = vals
+        .iter()
+        .map(|v| WriteOp {
+            ttl: Some(10),
+            ..WriteOp::new(&big, v, T0)
+        })
+        .collect();
+    let (_, t) = s.write(&ops, T0).expect("write");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert_eq!(s.sweep(T0 + 100).expect("sweep"), n);
+    assert_eq!(s.count(&big, T0 + 100).expect("count"), None);
+    assert_eq!(
+        s.count(&big.expired(), T0 + 100).expect("count"),
+        Some(n as u64)
+    );
 }
