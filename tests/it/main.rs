@@ -7,6 +7,7 @@ mod bridge;
 mod common;
 mod crash;
 mod exchange;
+mod hostile_exchange;
 mod intelmq;
 mod relay;
 mod tls;

@@ -5,15 +5,17 @@
 //! the exchange refuses a second copy of a uuid whatever path it took, and the feeder never
 //! re-applies nor skips a log record, even when killed between two batches.
 //!
-//! A message that `withdraws` or `replaces` an earlier one (a typed link with the earlier
-//! message on the right side) takes the earlier message's sightings back out, once: a
-//! "withdrawn" marker, in the same batch, prevents a second withdrawal from retracting again.
+//! A message that `withdraws` or `replaces` an earlier one takes the earlier message's
+//! sightings back out, once: a "withdrawn" marker, in the same batch, prevents a second
+//! withdrawal from retracting again. Only what takes effect by the one rule does
+//! ([`ExchangeStore::effects`]: a typed link `W withdraws|replaces X` of the message `W`
+//! itself, `X` of the same organisation); any other link is data.
 
 use crate::config::BridgeConfig;
 use crate::mapping::{self, Sighting};
 use sighthub_exchange::record::EntryKind;
 use sighthub_exchange::ExchangeStore;
-use sighthub_iep04::{LinkType, Message, Relation, Side};
+use sighthub_iep04::Message;
 use sighthub_store::{Namespace, SightingStore, Ticket, ValueFormat, WriteOp};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,20 +72,6 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// The uuids a message withdraws or replaces.
-fn withdrawn_by(msg: &Message) -> Vec<uuid::Uuid> {
-    msg.linked_uuids()
-        .into_iter()
-        .filter_map(|l| match l.relation {
-            Relation::Typed {
-                link_type: LinkType::Withdraws | LinkType::Replaces,
-                side: Side::Right,
-            } => Some(l.uuid),
-            _ => None,
-        })
-        .collect()
 }
 
 impl Feeder {
@@ -161,7 +149,10 @@ impl Feeder {
                 continue;
             };
             sightings.extend(mapping::sightings(&msg, *arrived, &self.cfg));
-            for target in withdrawn_by(&msg) {
+            // Only what takes effect by the one rule (sighthub_iep04::authority): the
+            // message's own links, on a message of its own organisation.
+            for claim in self.exchange.effects(&msg)? {
+                let target = claim.target;
                 let key = self.withdrawn_key(generation, &target);
                 if self.store.marker(&key)?.is_some() || withdrawn_markers.contains(&key) {
                     continue;

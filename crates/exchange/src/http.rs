@@ -713,25 +713,45 @@ fn page_response(
     )
 }
 
-/// Withdrawals and replacements of a message: by messages of the same organisation that
-/// say "*source* withdraws/replaces *target*".
-fn marks(links: &[IncomingLink], target_org: Option<Uuid>) -> (Vec<String>, Vec<String>) {
+/// Withdrawals and replacements of a message of `target_org`, among the links pointing at
+/// it (`target`): those that take effect by the one rule ([`sighthub_iep04::authority`]).
+fn marks(
+    target: Uuid,
+    links: &[IncomingLink],
+    target_org: Option<Uuid>,
+) -> (Vec<String>, Vec<String>) {
     let (mut withdrawn, mut replaced) = (Vec::new(), Vec::new());
     for l in links {
-        if let LinkRel::Typed {
+        // The index keeps a typed link's type and sides: rebuild it as the source wrote it.
+        let LinkRel::Typed {
             link_type,
-            target_left: false,
-            from_self: true,
+            target_left,
+            from_self,
         } = &l.rel
-        {
-            if l.org != target_org {
-                continue;
-            }
-            match link_type.as_str() {
-                "withdraws" => withdrawn.push(l.source.to_string()),
-                "replaces" => replaced.push(l.source.to_string()),
-                _ => {}
-            }
+        else {
+            continue;
+        };
+        let other = if *from_self { l.source } else { Uuid::nil() };
+        let (left, right) = if *target_left {
+            (target, other)
+        } else {
+            (other, target)
+        };
+        let link = sighthub_iep04::TypedLink {
+            left,
+            link_type: sighthub_iep04::LinkType::from(link_type.as_str()),
+            right,
+        };
+        let Some(claim) = sighthub_iep04::claim_of_link(l.source, &link) else {
+            continue;
+        };
+        if claim.target != target || !sighthub_iep04::takes_effect(l.org, target_org) {
+            continue;
+        }
+        match claim.act {
+            sighthub_iep04::Act::Withdraw => withdrawn.push(l.source.to_string()),
+            sighthub_iep04::Act::Replace => replaced.push(l.source.to_string()),
+            sighthub_iep04::Act::UpdateTags => {}
         }
     }
     (withdrawn, replaced)
@@ -785,7 +805,7 @@ async fn get_message(
     } else {
         serde_json::from_slice(entry.json).map_err(|_| Error::corrupt("stored envelope"))?
     };
-    let (withdrawn, replaced) = marks(&links, entry.org);
+    let (withdrawn, replaced) = marks(uuid, &links, entry.org);
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -838,7 +858,7 @@ async fn links(inner: &Arc<Inner>, grants: Arc<Grants>, uuid: Uuid) -> Result<Re
         Ok((out, target_org))
     })
     .await?;
-    let (withdrawn, replaced) = marks(&list, target_org);
+    let (withdrawn, replaced) = marks(uuid, &list, target_org);
     let items: Vec<Value> = list
         .iter()
         .map(|l| {

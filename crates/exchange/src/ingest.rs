@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::access::Grants;
 use crate::error::Refusal;
 use crate::record::{encode_log, EntryKind, LogEntry, FLAG_LINKED, FLAG_PAYLOAD, FLAG_WRAPPED};
-use crate::store::{index_entries, marks_of, Prepared};
+use crate::store::{index_entries, Prepared};
 
 /// How a body is read; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,7 +315,7 @@ fn prepare_with(
     let empty_payload = message.payload.as_ref().is_none_or(|p| p.is_empty());
     let content_key = wrapped.then(|| content_key_with(org, &message, scratch));
     let (links, alternates) = index_entries(&message);
-    let marks = marks_of(&message);
+    let marks = sighthub_iep04::claims(&message);
     let mut flags = 0;
     if !empty_payload {
         flags |= FLAG_PAYLOAD;

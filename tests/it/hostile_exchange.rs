@@ -1,0 +1,203 @@
+//! Hostile input on the exchange side (issue 10): another organisation, a peer, a silent
+//! socket or an oversized record must not touch another organisation's data nor stop or
+//! stall the exchange, the bridge, the relay or the IntelMQ listener.
+
+use crate::common::{Fixture, Opts};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ORG_A: &str = "aaaaaaaa-1111-4111-8111-111111111111";
+const ORG_B: &str = "bbbbbbbb-2222-4222-8222-222222222222";
+const KEY_A: &str = "org-a-publisher";
+const KEY_B: &str = "org-b-publisher";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Two organisations with their own publish keys; an IntelMQ TCP listener speaking for B.
+fn two_orgs(tcp_port: u16, extra: &str) -> Opts {
+    Opts {
+        config: Some(format!(
+            r#"
+[exchange.keys."{KEY_A}"]
+org = "{ORG_A}"
+publish = ["intelmq/event"]
+read = ["*"]
+
+[exchange.keys."{KEY_B}"]
+org = "{ORG_B}"
+publish = ["intelmq/event"]
+read = ["*"]
+
+[intelmq]
+enabled = true
+
+[[intelmq.tcp_in]]
+name = "org-b"
+listen = "127.0.0.1:{tcp_port}"
+org = "{ORG_B}"
+{extra}
+"#
+        )),
+        ..Opts::default()
+    }
+}
+
+fn uuid(i: u32) -> String {
+    format!("cccccccc-0000-4000-8000-{i:012}")
+}
+
+fn event(uuid: &str, org: &str, ip: &str, links: Value) -> Value {
+    json!({"format":"intelmq","version":1,"type":"event",
+           "meta":{"uuid":uuid,"uuid_org":org,"tags":[],"intelmq:links":links},
+           "payload":{"source.ip":ip,"feed.name":"scanners","classification.taxonomy":"other",
+                      "time.source":"2021-03-01T12:00:00+00:00"}})
+}
+
+fn sighting(org: &str, ip: &str) -> String {
+    format!("/r/iep04/{org}/scanners/source.ip?val={ip}&noshadow")
+}
+
+/// Polls until `path` answers `status` (the bridge is asynchronous).
+async fn status_becomes(f: &Fixture, path: &str, status: u16) -> Value {
+    let mut last = (0, Value::Null);
+    for _ in 0..400 {
+        last = f.get(path).await;
+        if last.0 == status {
+            return last.1;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path}: never answered {status}; last {last:?}");
+}
+
+async fn connect(port: u16) -> TcpStream {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    for _ in 0..100 {
+        if let Ok(s) = TcpStream::connect(addr).await {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the intelmq listener on {port} never came up");
+}
+
+fn frame(json: &[u8]) -> Vec<u8> {
+    let mut out = (json.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(json);
+    out
+}
+
+/// Sends one length-prefixed frame and waits for its `Ok`.
+async fn send_frame(s: &mut TcpStream, json: &Value) {
+    s.write_all(&frame(json.to_string().as_bytes()))
+        .await
+        .expect("write frame");
+    let mut ok = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut ok))
+        .await
+        .expect("Ok in time")
+        .expect("Ok");
+    assert_eq!(&ok, b"Ok");
+}
+
+/// Item 1: organisation B cannot withdraw or replace A's message, neither by a link between
+/// two other messages (carried as data) nor by its own link, over HTTP or the IntelMQ TCP
+/// listener; A's own withdrawal still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_organisation_cannot_withdraw_or_replace() {
+    let port = free_port();
+    let f = Fixture::with(&two_orgs(port, ""));
+    let (a1, a2) = (uuid(1), uuid(2));
+    for (u, ip) in [(&a1, "192.0.2.10"), (&a2, "192.0.2.11")] {
+        let (s, r) = f
+            .post_as(
+                Some(KEY_A),
+                "/iep04/messages",
+                event(u, ORG_A, ip, json!([])),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+    }
+    status_becomes(&f, &sighting(ORG_A, "192.0.2.10"), 200).await;
+    status_becomes(&f, &sighting(ORG_A, "192.0.2.11"), 200).await;
+
+    // Over HTTP: a link between two other messages is data...
+    let stranger = "dddddddd-0000-4000-8000-000000000000";
+    for (i, kind) in [(3, "withdraws"), (4, "replaces")] {
+        let links = json!([{"left_side": stranger, "type": kind, "right_side": a1}]);
+        let (s, r) = f
+            .post_as(
+                Some(KEY_B),
+                "/iep04/messages",
+                event(&uuid(i), ORG_B, "198.51.100.3", links),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+    }
+    // ... and its own link on another organisation's message is refused.
+    for (i, kind) in [(5, "withdraws"), (6, "replaces")] {
+        let links = json!([{"left_side": uuid(i), "type": kind, "right_side": a1}]);
+        let (s, r) = f
+            .post_as(
+                Some(KEY_B),
+                "/iep04/messages",
+                event(&uuid(i), ORG_B, "198.51.100.4", links),
+            )
+            .await;
+        assert_eq!(s, 403, "{r}");
+    }
+    // Over the IntelMQ TCP listener (speaking for B), both kinds.
+    let mut tcp = connect(port).await;
+    let links = json!([{"left_side": stranger, "type": "withdraws", "right_side": a2}]);
+    send_frame(&mut tcp, &event(&uuid(7), ORG_B, "198.51.100.7", links)).await;
+    let links = json!([{"left_side": uuid(8), "type": "replaces", "right_side": a2}]);
+    send_frame(&mut tcp, &event(&uuid(8), ORG_B, "198.51.100.8", links)).await;
+    let links = json!([{"left_side": stranger, "type": "replaces", "right_side": a1}]);
+    send_frame(&mut tcp, &event(&uuid(9), ORG_B, "198.51.100.9", links)).await;
+    // A later message of B's proves the bridge went past all of them.
+    let (s, _) = f
+        .post_as(
+            Some(KEY_B),
+            "/iep04/messages",
+            event(&uuid(10), ORG_B, "198.51.100.10", json!([])),
+        )
+        .await;
+    assert_eq!(s, 200);
+    status_becomes(&f, &sighting(ORG_B, "198.51.100.10"), 200).await;
+    for ip in ["192.0.2.10", "192.0.2.11"] {
+        let (s, v) = f.get(&sighting(ORG_A, ip)).await;
+        assert_eq!((s, v["count"].clone()), (200, json!(1)), "{ip}: {v}");
+    }
+    for target in [&a1, &a2] {
+        let (s, m) = f.get(&format!("/iep04/messages/{target}")).await;
+        assert_eq!(s, 200);
+        assert_eq!(m["withdrawn_by"], json!([]), "{m}");
+        assert_eq!(m["replaced_by"], json!([]), "{m}");
+        let (_, l) = f.get(&format!("/iep04/links/{target}")).await;
+        assert_eq!(l["withdrawn_by"], json!([]), "{l}");
+        assert!(l["count"].as_u64().unwrap_or(0) >= 1, "kept as data: {l}");
+    }
+
+    // The same organisation still withdraws its own message.
+    let w = uuid(11);
+    let links = json!([{"left_side": w, "type": "withdraws", "right_side": a1}]);
+    let (s, r) = f
+        .post_as(
+            Some(KEY_A),
+            "/iep04/messages",
+            event(&w, ORG_A, "192.0.2.99", links),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    status_becomes(&f, &sighting(ORG_A, "192.0.2.10"), 404).await;
+    let (_, m) = f.get(&format!("/iep04/messages/{a1}")).await;
+    assert_eq!(m["withdrawn_by"], json!([w]), "{m}");
+}
