@@ -34,6 +34,9 @@ pub enum ItemError {
     /// Private namespaces are written by the engine only.
     #[error("'{0}' is an internal namespace and is not writable from outside.")]
     Internal(String),
+    /// The value is longer than [`crate::store::MAX_VALUE_LEN`] bytes (its length is given).
+    #[error("Value is {0} bytes long; the limit is {max} bytes (MAX_VALUE_LEN).", max = crate::store::MAX_VALUE_LEN)]
+    ValueTooLong(usize),
     /// The timestamp is outside the supported range.
     #[error("Timestamp out of range: {0}")]
     TimestampOutOfRange(i64),

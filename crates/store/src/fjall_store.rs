@@ -30,7 +30,8 @@ use crate::format::ValueFormat;
 use crate::namespace::Namespace;
 use crate::record::Record;
 use crate::store::{
-    key_order, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome,
+    key_order, value_fits, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp,
+    WriteOutcome, MAX_VALUE_LEN,
 };
 use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -120,6 +121,21 @@ fn skey(ns: &str, value: &str) -> Vec<u8> {
     k.extend_from_slice(ns.as_bytes());
     k.push(0);
     k.extend_from_slice(value.as_bytes());
+    k
+}
+
+/// The range bound of a listing cursor: a stored value never exceeds the BASE64URL length of
+/// [`MAX_VALUE_LEN`] bytes, so a longer cursor is cut to that length. This selects exactly the
+/// same values (no stored value can extend the cut part) and keeps the bound under the
+/// engine's key limit.
+fn cursor_key(ns: &str, after: &str) -> Vec<u8> {
+    let max_stored = MAX_VALUE_LEN.div_ceil(3) * 4;
+    let after = after.as_bytes();
+    let cut = after.get(..max_stored).unwrap_or(after);
+    let mut k = Vec::with_capacity(ns.len() + 1 + cut.len());
+    k.extend_from_slice(ns.as_bytes());
+    k.push(0);
+    k.extend_from_slice(cut);
     k
 }
 
@@ -361,6 +377,9 @@ impl FjallStore {
 
     /// Takes one sighting back out of a value (see `SightingStore::apply_marked`).
     fn retract(&self, ov: &mut Overlay, ns: &Namespace, raw: &str) -> Result<()> {
+        if !value_fits(raw) {
+            return Ok(()); // never stored, so nothing to take back
+        }
         let stored = self.stored_value(ns, raw).into_owned();
         let key = skey(ns.as_str(), &stored);
         let Some(mut rec) = self.get_record(ov, &key)? else {
@@ -516,7 +535,8 @@ impl SightingStore for FjallStore {
         let _guard = lock(&self.writer);
         let mut ov = Overlay::default();
         for (shadow_ns, (_, value)) in shadows.iter().zip(reads) {
-            if value.is_empty() {
+            // An over-long value was never stored, so its read records nothing either.
+            if value.is_empty() || !value_fits(value) {
                 continue;
             }
             let op = WriteOp {
@@ -534,6 +554,14 @@ impl SightingStore for FjallStore {
 
     fn read(&self, namespace: &Namespace, value: &str, now: i64) -> Result<ReadOutcome> {
         self.sweep_if_due(now)?;
+        if !value_fits(value) {
+            // Never stored: answer as for any absent value, without building the key.
+            return Ok(if self.namespaces.contains_key(namespace.as_str())? {
+                ReadOutcome::NoValue
+            } else {
+                ReadOutcome::NoNamespace
+            });
+        }
         let stored = self.stored_value(namespace, value);
         match self.sightings.get(skey(namespace.as_str(), &stored))? {
             Some(v) => Ok(ReadOutcome::Found(self.view(&stored, Record::decode(&v)?)?)),
@@ -555,7 +583,7 @@ impl SightingStore for FjallStore {
         }
         let ns = namespace.as_str();
         let start = match after {
-            Some(a) => Bound::Excluded(skey(ns, a)),
+            Some(a) => Bound::Excluded(cursor_key(ns, a)),
             None => Bound::Included(skey(ns, "")),
         };
         let mut end = ns.as_bytes().to_vec();
@@ -718,6 +746,9 @@ impl SightingStore for FjallStore {
     fn holders(&self, value: &str, now: i64) -> Result<Vec<(Namespace, View)>> {
         self.sweep_if_due(now)?;
         let mut out = Vec::new();
+        if !value_fits(value) {
+            return Ok(out); // never stored anywhere
+        }
         for info in self.namespaces()? {
             if info.namespace.is_internal() || info.values == 0 {
                 continue;

@@ -49,6 +49,6 @@ pub use format::ValueFormat;
 pub use namespace::{Namespace, NamespaceError};
 pub use record::{merge_tags, Record};
 pub use store::{
-    key_order, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp, WriteOutcome,
-    MAX_TIMESTAMP, MIN_TIMESTAMP,
+    key_order, value_fits, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View, WriteOp,
+    WriteOutcome, MAX_KEY_LEN, MAX_TIMESTAMP, MAX_VALUE_LEN, MIN_TIMESTAMP,
 };

@@ -15,6 +15,33 @@ pub const MIN_TIMESTAMP: i64 = -62_135_596_800;
 /// Latest accepted timestamp: 9999-12-31T23:59:59Z.
 pub const MAX_TIMESTAMP: i64 = 253_402_300_799;
 
+/// Longest value accepted, in bytes of its raw form (16 KiB).
+///
+/// The storage engine refuses (panics on) keys longer than 65,535 bytes. A stored key is at
+/// most 8 bytes of expiry time, a namespace with its private prefixes, one separator byte and
+/// the stored value, which a BASE64URL namespace makes 4/3 as long as the raw one: 16 KiB
+/// keeps every key well under the engine's limit (see [`MAX_KEY_LEN`]). Every store path that
+/// builds a key from a value checks it first ([`value_fits`]): a write refuses the item with
+/// [`ItemError::ValueTooLong`], a read answers "not found".
+pub const MAX_VALUE_LEN: usize = 16 * 1024;
+
+/// The longest key the store can build from a namespace and a value within the limits:
+/// expiry time, `_shadow/` and `_expired/` prefixes (with room to spare), the namespace, the
+/// separator and a BASE64URL-encoded value of [`MAX_VALUE_LEN`] bytes.
+pub const MAX_KEY_LEN: usize =
+    8 + 64 + crate::namespace::MAX_NAMESPACE_LEN + 1 + MAX_VALUE_LEN.div_ceil(3) * 4;
+
+const _: () = assert!(
+    MAX_KEY_LEN < 65_535,
+    "keys must stay under fjall's key limit"
+);
+
+/// True when `value` (raw form) is short enough to be stored or looked up
+/// ([`MAX_VALUE_LEN`]). The one check every key-building path asks.
+pub fn value_fits(value: &str) -> bool {
+    value.len() <= MAX_VALUE_LEN
+}
+
 /// One sighting to record.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOp<'a> {
@@ -51,6 +78,9 @@ impl<'a> WriteOp<'a> {
         }
         if self.value.is_empty() {
             return Err(ItemError::EmptyValue);
+        }
+        if !value_fits(self.value) {
+            return Err(ItemError::ValueTooLong(self.value.len()));
         }
         if !(MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(&self.timestamp) {
             return Err(ItemError::TimestampOutOfRange(self.timestamp));

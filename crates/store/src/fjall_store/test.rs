@@ -419,3 +419,78 @@ fn walk_size(p: &Path) -> u64 {
             .sum()
     })
 }
+
+/// Every path that builds a key from a value refuses or ignores one longer than
+/// `MAX_VALUE_LEN` before the engine sees it (the engine panics on keys over 65,535 bytes).
+#[test]
+fn over_long_values_never_reach_the_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let (a, b64) = (ns("long/raw"), ns("long/b64"));
+    let _ = s.set_format(&b64, ValueFormat::Base64Url).expect("format");
+    let huge = "x".repeat(70_000);
+    let over = "y".repeat(crate::MAX_VALUE_LEN + 1);
+    let at_limit = "z".repeat(crate::MAX_VALUE_LEN);
+    let ops = [
+        WriteOp::new(&a, &huge, T0),
+        WriteOp::new(&a, &over, T0),
+        WriteOp::new(&a, &at_limit, T0),
+        WriteOp::new(&b64, &at_limit, T0),
+        WriteOp::new(&b64, &huge, T0),
+    ];
+    let (out, t) = s.write(&ops, T0).expect("write");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert_eq!(out[0], Err(ItemError::ValueTooLong(70_000)));
+    assert_eq!(
+        out[1],
+        Err(ItemError::ValueTooLong(crate::MAX_VALUE_LEN + 1))
+    );
+    assert!(out[2].is_ok(), "a value at the limit is stored");
+    assert!(out[3].is_ok(), "also in a BASE64URL namespace");
+    assert_eq!(out[4], Err(ItemError::ValueTooLong(70_000)));
+    // Reads, shadows, retractions and holders answer "absent".
+    assert_eq!(s.read(&a, &huge, T0).expect("read"), ReadOutcome::NoValue);
+    assert_eq!(
+        s.read(&ns("long/none"), &huge, T0).expect("read"),
+        ReadOutcome::NoNamespace
+    );
+    s.shadow(&[(&a, &huge), (&a, &at_limit)], T0)
+        .expect("shadow");
+    assert_eq!(s.count(&a.shadow(), T0).expect("count"), Some(1));
+    let (_, t) = s
+        .apply_marked(
+            &[WriteOp::new(&a, &huge, T0)],
+            &[(&a, &huge)],
+            &[(b"m", b"1")],
+            T0,
+        )
+        .expect("retract");
+    s.group_commit().wait_blocking(t).expect("durable");
+    assert!(s.holders(&huge, T0).expect("holders").is_empty());
+    assert_eq!(s.holders(&at_limit, T0).expect("holders").len(), 2);
+    // A cursor longer than any stored value lists what follows it, without a panic.
+    let page = s
+        .list(&a, Some(&huge), None, T0)
+        .expect("list")
+        .expect("exists");
+    assert_eq!(page.items.len(), 1, "z… sorts after x…");
+    let page = s
+        .list(&b64, Some(&"a".repeat(70_000)), None, T0)
+        .expect("list")
+        .expect("exists");
+    assert_eq!(page.items.len(), 1, "enp6… sorts after aaa…");
+    let stored = ValueFormat::Base64Url.encode(&at_limit).into_owned();
+    let page = s
+        .list(
+            &b64,
+            Some(&format!("{stored}{}", "a".repeat(70_000))),
+            None,
+            T0,
+        )
+        .expect("list")
+        .expect("exists");
+    assert!(
+        page.items.is_empty(),
+        "the stored value sorts before the longer cursor"
+    );
+}
