@@ -201,3 +201,54 @@ async fn another_organisation_cannot_withdraw_or_replace() {
     let (_, m) = f.get(&format!("/iep04/messages/{a1}")).await;
     assert_eq!(m["withdrawn_by"], json!([w]), "{m}");
 }
+
+/// Item 3: one oversized value never stops the bridge (the rest is recorded, also after a
+/// restart), and an oversized alternate id (a storage key of the exchange) is a clear 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_value_never_stops_the_bridge_nor_breaks_the_exchange() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let opts = two_orgs(free_port(), "");
+    let f = Fixture::on(&data, &opts);
+    let mut long = event(&uuid(20), ORG_A, "192.0.2.20", json!([]));
+    long["payload"]["source.url"] = json!(format!("http://example.com/{}", "a".repeat(70_000)));
+    let (s, r) = f.post_as(Some(KEY_A), "/iep04/messages", long).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = f
+        .post_as(
+            Some(KEY_A),
+            "/iep04/messages",
+            event(&uuid(21), ORG_A, "192.0.2.21", json!([])),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    status_becomes(&f, &sighting(ORG_A, "192.0.2.21"), 200).await;
+    // The rest of the oversized event is recorded.
+    status_becomes(&f, &sighting(ORG_A, "192.0.2.20"), 200).await;
+
+    // An alternate id of 65,530 bytes: refused with a clear 400, nothing written.
+    let mut alt = event(&uuid(22), ORG_A, "192.0.2.22", json!([]));
+    alt["meta"]["intelmq:alternate"] = json!(["x".repeat(65_530)]);
+    let (s, r) = f.post_as(Some(KEY_A), "/iep04/messages", alt).await;
+    assert_eq!(s, 400, "{r}");
+    assert!(r.to_string().contains("alternate"), "{r}");
+    let (s, _) = f.get(&format!("/iep04/messages/{}", uuid(22))).await;
+    assert_eq!(s, 404);
+    let (s, r) = f
+        .get(&format!("/iep04/links?alternate={}", "x".repeat(5_000)))
+        .await;
+    assert_eq!(s, 400, "{r}");
+
+    // After a restart the bridge still goes on.
+    assert!(f.server.terminate());
+    let f = Fixture::on(&data, &opts);
+    let (s, r) = f
+        .post_as(
+            Some(KEY_A),
+            "/iep04/messages",
+            event(&uuid(23), ORG_A, "192.0.2.23", json!([])),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    status_becomes(&f, &sighting(ORG_A, "192.0.2.23"), 200).await;
+}

@@ -302,6 +302,13 @@ impl Exchange {
                         "GET /iep04/links needs ?alternate=<id> (or /iep04/links/<uuid>).".into(),
                     )
                 })?;
+                if !crate::record::alternate_fits(&alt) {
+                    return Err(Error::BadRequest(format!(
+                        "alternate is {} bytes long; the limit is {} bytes.",
+                        alt.len(),
+                        crate::record::MAX_ALTERNATE_LEN
+                    )));
+                }
                 by_alternate(&inner, grants, alt).await
             }
             Route::Consumer(name) => {

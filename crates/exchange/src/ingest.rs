@@ -20,7 +20,10 @@ use uuid::Uuid;
 
 use crate::access::Grants;
 use crate::error::Refusal;
-use crate::record::{encode_log, EntryKind, LogEntry, FLAG_LINKED, FLAG_PAYLOAD, FLAG_WRAPPED};
+use crate::record::{
+    alternate_fits, encode_log, EntryKind, LogEntry, FLAG_LINKED, FLAG_PAYLOAD, FLAG_WRAPPED,
+    MAX_ALTERNATE_LEN,
+};
 use crate::store::{index_entries, Prepared};
 
 /// How a body is read; see the [module docs](self).
@@ -315,6 +318,15 @@ fn prepare_with(
     let empty_payload = message.payload.as_ref().is_none_or(|p| p.is_empty());
     let content_key = wrapped.then(|| content_key_with(org, &message, scratch));
     let (links, alternates) = index_entries(&message);
+    if let Some(long) = alternates.iter().find(|a| !alternate_fits(a)) {
+        return Err(ItemError::Invalid(sighthub_iep04::Error::Invalid {
+            field: format!("meta.{}", sighthub_iep04::KEY_ALTERNATE),
+            reason: format!(
+                "an alternate id is {} bytes long; the limit is {MAX_ALTERNATE_LEN} bytes",
+                long.len()
+            ),
+        }));
+    }
     let marks = sighthub_iep04::claims(&message);
     let mut flags = 0;
     if !empty_payload {
