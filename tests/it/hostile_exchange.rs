@@ -22,10 +22,14 @@ fn free_port() -> u16 {
 }
 
 /// Two organisations with their own publish keys; an IntelMQ TCP listener speaking for B.
-fn two_orgs(tcp_port: u16, extra: &str) -> Opts {
+/// `exchange` goes into `[exchange]`, `extra` at the end (after the listener's table).
+fn two_orgs(tcp_port: u16, exchange: &str, extra: &str) -> Opts {
     Opts {
         config: Some(format!(
             r#"
+[exchange]
+{exchange}
+
 [exchange.keys."{KEY_A}"]
 org = "{ORG_A}"
 publish = ["intelmq/event"]
@@ -114,7 +118,7 @@ async fn send_frame(s: &mut TcpStream, json: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_organisation_cannot_withdraw_or_replace() {
     let port = free_port();
-    let f = Fixture::with(&two_orgs(port, ""));
+    let f = Fixture::with(&two_orgs(port, "", ""));
     let (a1, a2) = (uuid(1), uuid(2));
     for (u, ip) in [(&a1, "192.0.2.10"), (&a2, "192.0.2.11")] {
         let (s, r) = f
@@ -208,7 +212,7 @@ async fn another_organisation_cannot_withdraw_or_replace() {
 async fn an_oversized_value_never_stops_the_bridge_nor_breaks_the_exchange() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let opts = two_orgs(free_port(), "");
+    let opts = two_orgs(free_port(), "", "");
     let f = Fixture::on(&data, &opts);
     let mut long = event(&uuid(20), ORG_A, "192.0.2.20", json!([]));
     long["payload"]["source.url"] = json!(format!("http://example.com/{}", "a".repeat(70_000)));
@@ -251,4 +255,87 @@ async fn an_oversized_value_never_stops_the_bridge_nor_breaks_the_exchange() {
         .await;
     assert_eq!(s, 200, "{r}");
     status_becomes(&f, &sighting(ORG_A, "192.0.2.23"), 200).await;
+}
+
+/// Item 5: no oracle on `GET /iep04/messages/<uuid>` (a dropped message is 404 for a key
+/// that may not read everything, as an unknown uuid), an unrecognised TLP label is the most
+/// restrictive, and every route refuses an unknown key before reading any body byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_oracles_unknown_tlp_is_red_and_keys_are_checked_before_the_body() {
+    let f = Fixture::with(&two_orgs(
+        free_port(),
+        "log_max_bytes = 3000\nretention_interval_seconds = 1",
+        "",
+    ));
+    // A purple message of A's: B (tlp_max AMBER) may not read it.
+    let mut purple = event(&uuid(30), ORG_A, "192.0.2.30", json!([]));
+    purple["payload"]["tlp"] = json!("PURPLE");
+    let (s, r) = f.post_as(Some(KEY_A), "/iep04/messages", purple).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = f
+        .get_as(Some(KEY_B), &format!("/iep04/messages/{}", uuid(30)))
+        .await;
+    assert_eq!(s, 404, "unrecognised TLP is RED: {r}");
+    let (_, page) = f.get_as(Some(KEY_B), "/iep04/messages?limit=100").await;
+    assert!(!page.to_string().contains(&uuid(30)), "{page}");
+    let (s, _) = f.get(&format!("/iep04/messages/{}", uuid(30))).await;
+    assert_eq!(s, 200, "the admin reads it");
+
+    // Push it out of the log by retention.
+    for i in 31..50 {
+        let (s, _) = f
+            .post_as(
+                Some(KEY_A),
+                "/iep04/messages",
+                event(&uuid(i), ORG_A, "192.0.2.31", json!([])),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let gone = format!("/iep04/messages/{}", uuid(30));
+    let mut dropped = false;
+    for _ in 0..200 {
+        if f.get(&gone).await.0 == 410 {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dropped, "retention dropped it");
+    let never = format!("/iep04/messages/{}", uuid(99));
+    let (s1, b1) = f.get_as(Some(KEY_B), &gone).await;
+    let (s2, _) = f.get_as(Some(KEY_B), &never).await;
+    assert_eq!((s1, s2), (404, 404), "{b1}");
+    assert!(!b1.to_string().contains("seq"), "{b1}");
+    for path in [&gone, &never] {
+        let (s, _) = f.get_as(Some("no-such-key"), path).await;
+        assert_eq!(s, 403);
+    }
+
+    // Every route refuses an unknown key, and before any body byte is read.
+    for (method, path) in [
+        ("GET", "/iep04/messages"),
+        ("POST", "/iep04/messages"),
+        ("GET", "/iep04/links/cccccccc-0000-4000-8000-000000000030"),
+        ("GET", "/iep04/links?alternate=x"),
+        ("GET", "/iep04/consumers/c"),
+        ("DELETE", "/iep04/consumers/c"),
+        ("GET", "/iep04/consumers/c/messages"),
+        ("POST", "/iep04/consumers/c/ack"),
+        ("GET", "/iep04/status"),
+    ] {
+        let mut s = TcpStream::connect(f.server.addr).await.expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: no-such-key\r\n\
+             Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        let mut buf = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no answer before the body"))
+            .expect("read");
+        let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
+        assert!(text.starts_with("HTTP/1.1 403"), "{method} {path}: {text}");
+    }
 }

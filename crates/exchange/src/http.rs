@@ -794,7 +794,13 @@ async fn get_message(
     let Some((seq, rec, links)) = found else {
         return Err(unknown());
     };
+    // Access first: a key that may not read the message learns nothing, not even that it
+    // exists or existed (a dropped message's feed and TLP are gone with it, so only a key
+    // that reads everything is told it was dropped).
     let Some(rec) = rec else {
+        if !grants.reads_everything() {
+            return Err(unknown());
+        }
         return Err(Error::Gone(format!(
             "Message {uuid} (seq {seq}) was dropped from the log by retention."
         )));
