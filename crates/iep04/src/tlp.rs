@@ -8,8 +8,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::Value;
-
 use crate::model::Message;
 
 /// A TLP level, ordered from least to most restrictive.
@@ -155,7 +153,7 @@ mod tests {
         }
         assert_eq!(m.tlp(), Some(Tlp::Red));
         if let Some(p) = m.payload.as_mut() {
-            p.insert("tlp".into(), serde_json::Value::Null);
+            p.insert("tlp".into(), json!(null));
         }
         assert_eq!(m.tlp(), None);
         assert_eq!(Message::new("intelmq", "event").tlp(), None);
