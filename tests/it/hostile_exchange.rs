@@ -339,3 +339,128 @@ async fn no_oracles_unknown_tlp_is_red_and_keys_are_checked_before_the_body() {
         assert!(text.starts_with("HTTP/1.1 403"), "{method} {path}: {text}");
     }
 }
+
+/// Peak resident memory (VmHWM) of a process, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+async fn post_raw(f: &Fixture, content_type: &str, body: Vec<u8>) -> (u16, Value, usize) {
+    let resp = f
+        .http
+        .post(f.server.url("/iep04/messages"))
+        .header("Authorization", KEY_A)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("body");
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, v, bytes.len())
+}
+
+/// Item 4: a body of a million tiny items is refused at the item cap (413, nothing written,
+/// bounded memory and answer) in every shape; a message over `max_line_bytes` is refused in
+/// every shape; a read page keeps to its byte budget and a reader still gets everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_explosion_is_capped_and_pages_have_a_byte_budget() {
+    let f = Fixture::with(&two_orgs(
+        free_port(),
+        "max_line_bytes = 4096\nmax_items_per_request = 1000\nmax_page_bytes = 16384",
+        "",
+    ));
+    let pid = f.server.child.id();
+    let before = vm_hwm_kib(pid);
+    let ndjson = "{}\n".repeat(1_000_000).into_bytes();
+    let array = format!("[{}{{}}]", "{},".repeat(1_000_000)).into_bytes();
+    for (ct, body) in [
+        ("application/x-ndjson", ndjson.clone()),
+        ("application/json", ndjson),
+        ("application/json", array),
+    ] {
+        let (s, v, len) = post_raw(&f, ct, body).await;
+        assert_eq!(s, 413, "{ct}: {v}");
+        assert_eq!(v["limit"], "max_items_per_request", "{v}");
+        assert!(len < 1024, "a short answer: {len} bytes");
+    }
+    let grown = vm_hwm_kib(pid).saturating_sub(before);
+    assert!(grown < 200 * 1024, "peak memory grew by {grown} KiB");
+    let (_, page) = f.get("/iep04/messages?limit=10").await;
+    assert_eq!(page["count"], 0, "nothing was written: {page}");
+
+    // One message over max_line_bytes, as a single object and as a form: 413.
+    let mut big = event(&uuid(40), ORG_A, "192.0.2.40", json!([]));
+    big["payload"]["comment"] = json!("x".repeat(5000));
+    let (s, v, _) = post_raw(&f, "application/json", big.to_string().into_bytes()).await;
+    assert_eq!(
+        (s, v["limit"].clone()),
+        (413, json!("max_line_bytes")),
+        "{v}"
+    );
+    let form = format!("source.ip=192.0.2.41&comment={}", "x".repeat(5000));
+    let (s, v, _) = post_raw(&f, "application/x-www-form-urlencoded", form.into_bytes()).await;
+    assert_eq!(
+        (s, v["limit"].clone()),
+        (413, json!("max_line_bytes")),
+        "{v}"
+    );
+    // In an array, an error for that element only.
+    let small = event(&uuid(41), ORG_A, "192.0.2.41", json!([]));
+    let (s, v, _) = post_raw(
+        &f,
+        "application/json",
+        json!([small, big]).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["accepted"].clone(), v["errors"].clone()),
+        (json!(1), json!(1)),
+        "{v}"
+    );
+
+    // Pages of 3 KB messages keep to 16 KiB and a reader gets all of them once.
+    for i in 50..70 {
+        let mut m = event(&uuid(i), ORG_A, "192.0.2.50", json!([]));
+        m["payload"]["comment"] = json!("y".repeat(3000));
+        let (s, v) = f.post_as(Some(KEY_A), "/iep04/messages", m).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (mut cursor, mut seen, mut pages) = (String::new(), Vec::new(), 0);
+    loop {
+        let resp = f
+            .http
+            .get(
+                f.server
+                    .url(&format!("/iep04/messages?limit=1000&after={cursor}")),
+            )
+            .header("Authorization", KEY_A)
+            .send()
+            .await
+            .expect("GET");
+        let bytes = resp.bytes().await.expect("page");
+        assert!(bytes.len() < 16384 + 1024, "page of {} bytes", bytes.len());
+        let page: Value = serde_json::from_slice(&bytes).expect("JSON");
+        for m in page["messages"].as_array().expect("messages") {
+            seen.push(m["meta"]["uuid"].as_str().unwrap_or_default().to_owned());
+        }
+        cursor = page["cursor"].as_str().expect("cursor").to_owned();
+        pages += 1;
+        if page["more"] != json!(true) {
+            break;
+        }
+        assert!(pages < 100, "pages never end");
+    }
+    let want: Vec<String> = std::iter::once(uuid(41))
+        .chain((50..70).map(uuid))
+        .collect();
+    assert_eq!(seen, want);
+    assert!(pages >= 4, "{pages} pages");
+}

@@ -515,7 +515,14 @@ where
             .and_then(|v| v.to_str().ok()),
     );
     let max_line = inner.cfg.max_line_bytes;
-    let mut col = Collector::new(grants, inner.store.instance());
+    let max_items = inner.cfg.max_items_per_request;
+    let too_many = || Error::OverLimit {
+        limit: "max_items_per_request",
+        max: max_items as u64,
+        what: format!("The request holds more than {max_items} messages"),
+    };
+    let mut col = Collector::new(grants, inner.store.instance()).with_max_items(max_items);
+    let mut lines = 0usize;
     let mut body = std::pin::pin!(req.into_body());
     let mut total = 0usize;
     let mut reader = (kind == BodyKind::NdJson).then(|| NdjsonReader::new(max_line));
@@ -535,6 +542,10 @@ where
             Some(r) => {
                 r.push(&data);
                 while let Some(line) = r.next_line() {
+                    lines += 1;
+                    if lines > max_items {
+                        return Err(too_many());
+                    }
                     segments.push(line, &mut col).await?;
                 }
             }
@@ -544,6 +555,10 @@ where
     let single = match reader {
         Some(r) => {
             for line in r.finish() {
+                lines += 1;
+                if lines > max_items {
+                    return Err(too_many());
+                }
                 segments.push(line, &mut col).await?;
             }
             segments.finish(&mut col).await?;
@@ -559,6 +574,19 @@ where
             single
         }
     };
+    if col.too_many {
+        return Err(too_many());
+    }
+    // The whole request is one message over max_line_bytes, in whatever shape it came.
+    if let [Slot::Invalid(e)] = col.slots.as_slice() {
+        if crate::ingest::is_oversized(e) {
+            return Err(Error::OverLimit {
+                limit: "max_line_bytes",
+                max: max_line as u64,
+                what: format!("The message is longer than {max_line} bytes"),
+            });
+        }
+    }
     if !col.refused.is_empty() {
         return Err(Error::Refused(col.refused));
     }
@@ -666,13 +694,21 @@ async fn read(inner: &Arc<Inner>, grants: Arc<Grants>, after: u64, p: ReadParams
         let (s, g) = (Arc::clone(store), Arc::clone(&grants));
         let (default_tlp, export, framing, limit) =
             (inner.default_tlp, p.export, p.framing, p.limit);
+        let max_bytes = inner.cfg.max_page_bytes;
         let max_scan = limit.saturating_mul(16).clamp(10_000, 200_000);
-        let (out, count, end): (Vec<u8>, usize, ScanEnd) = blocking(move || {
-            let mut r = Renderer::new(&g, default_tlp, export, framing, limit);
-            let end = s.scan(cursor, max_scan, |_, e| r.visit(e))?;
-            Ok((r.out, r.count, end))
-        })
-        .await?;
+        let (out, count, mut end, overflow): (Vec<u8>, usize, ScanEnd, bool) =
+            blocking(move || {
+                let mut r = Renderer::new(&g, default_tlp, export, framing, limit)
+                    .with_max_bytes(max_bytes);
+                let end = s.scan(cursor, max_scan, |_, e| r.visit(e))?;
+                Ok((r.out, r.count, end, r.overflow))
+            })
+            .await?;
+        if overflow {
+            // The last entry examined did not fit: the next page starts with it.
+            end.last = end.last.saturating_sub(1);
+            end.at_end = false;
+        }
         truncated |= end.truncated;
         cursor = end.last;
         let done = count > 0 || !end.at_end || p.wait.is_zero();
