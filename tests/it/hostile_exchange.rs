@@ -464,3 +464,49 @@ async fn item_explosion_is_capped_and_pages_have_a_byte_budget() {
     assert_eq!(seen, want);
     assert!(pages >= 4, "{pages} pages");
 }
+
+/// Item 6: silent and trickling sockets cannot block the IntelMQ TCP listener: a real client
+/// still gets `Ok` (within a few seconds) while 70 silent and 20 trickling sockets are open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_cannot_block_the_intelmq_listener() {
+    let port = free_port();
+    let f = Fixture::with(&two_orgs(port, "", ""));
+    let mut real = connect(port).await;
+    send_frame(
+        &mut real,
+        &event(&uuid(60), ORG_B, "198.51.100.60", json!([])),
+    )
+    .await;
+    drop(real);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut silent = Vec::new();
+    for _ in 0..70 {
+        silent.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    let mut tricklers = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(&[0])
+            .await
+            .expect("one byte of a length prefix");
+        tricklers.push(s);
+    }
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut real = connect(port).await;
+        send_frame(
+            &mut real,
+            &event(&uuid(61), ORG_B, "198.51.100.61", json!([])),
+        )
+        .await;
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "no Ok within 5 s while silent sockets are open"
+    );
+    eprintln!("answered in {:?}", started.elapsed());
+    let (s, _) = f.get(&format!("/iep04/messages/{}", uuid(61))).await;
+    assert_eq!(s, 200);
+    drop((silent, tricklers));
+}
