@@ -510,3 +510,92 @@ async fn silent_sockets_cannot_block_the_intelmq_listener() {
     assert_eq!(s, 200);
     drop((silent, tricklers));
 }
+
+/// Item 2: a message the peer refuses for good (another organisation's withdrawal of a
+/// message the origin did not know) is recorded in the push state file and skipped; what
+/// follows it on the link is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_message_does_not_wedge_a_peering_link() {
+    let relay_key = "relay-from-origin";
+    let peer = Fixture::with(&two_orgs(
+        free_port(),
+        "",
+        &format!(
+            "[exchange.keys.\"{relay_key}\"]\norg = \"{ORG_B}\"\npublish = [\"*\"]\nread = [\"*\"]\ntlp_max = \"RED\"\nrelay = true\n"
+        ),
+    ));
+    // A's message, known at the peer only.
+    let target = uuid(70);
+    let (s, r) = peer
+        .post_as(
+            Some(KEY_A),
+            "/iep04/messages",
+            event(&target, ORG_A, "192.0.2.70", json!([])),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("origin");
+    let origin = Fixture::on(
+        &data,
+        &two_orgs(
+            free_port(),
+            "",
+            &format!(
+                "[relay]\nretry_min_ms = 50\nretry_max_ms = 500\nbatch = 50\n\n[[relay.peers]]\nname = \"p\"\nurl = \"http://{}\"\nkey = \"{relay_key}\"\n",
+                peer.server.addr
+            ),
+        ),
+    );
+    // At the origin, B's withdrawal of a message it does not know is accepted...
+    let w = uuid(71);
+    let links = json!([{"left_side": w, "type": "withdraws", "right_side": target}]);
+    let (s, r) = origin
+        .post_as(
+            Some(KEY_B),
+            "/iep04/messages",
+            event(&w, ORG_B, "198.51.100.71", links),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    // ... and what follows must still reach the peer.
+    for i in 72..75 {
+        let (s, _) = origin
+            .post_as(
+                Some(KEY_B),
+                "/iep04/messages",
+                event(&uuid(i), ORG_B, "198.51.100.72", json!([])),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let mut delivered = false;
+    for _ in 0..200 {
+        if peer.get(&format!("/iep04/messages/{}", uuid(74))).await.0 == 200 {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        delivered,
+        "the messages after the refused one reached the peer"
+    );
+    for i in 72..75 {
+        assert_eq!(
+            peer.get(&format!("/iep04/messages/{}", uuid(i))).await.0,
+            200
+        );
+    }
+    assert_eq!(peer.get(&format!("/iep04/messages/{w}")).await.0, 404);
+    let (_, m) = peer.get(&format!("/iep04/messages/{target}")).await;
+    assert_eq!(m["withdrawn_by"], json!([]), "{m}");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(data.join("relay").join("push-p.json")).expect("state file"),
+    )
+    .expect("state JSON");
+    assert_eq!(state["refused"], 1, "{state}");
+    assert_eq!(state["last_refused_uuid"], json!(w), "{state}");
+    assert!(state["last_refused_seq"].as_u64().is_some(), "{state}");
+}
