@@ -26,6 +26,11 @@ use crate::record::{
 };
 use crate::store::{index_entries, Prepared};
 
+/// Most link and alternate index entries one message may create (related, group, typed
+/// links counted once per side indexed, alternate ids): each is a key in the exchange's
+/// indexes written in the request's batch. A message with more is refused.
+pub const MAX_INDEX_ENTRIES: usize = 1024;
+
 /// How a body is read; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
@@ -420,6 +425,15 @@ fn prepare_with(
     let empty_payload = message.payload.as_ref().is_none_or(|p| p.is_empty());
     let content_key = wrapped.then(|| content_key_with(org, &message, scratch));
     let (links, alternates) = index_entries(&message);
+    if links.len() + alternates.len() > MAX_INDEX_ENTRIES {
+        return Err(ItemError::Invalid(sighthub_iep04::Error::Invalid {
+            field: format!("meta.{}", sighthub_iep04::KEY_LINKS),
+            reason: format!(
+                "{} links and alternate ids; the limit is {MAX_INDEX_ENTRIES} per message",
+                links.len() + alternates.len()
+            ),
+        }));
+    }
     if let Some(long) = alternates.iter().find(|a| !alternate_fits(a)) {
         return Err(ItemError::Invalid(sighthub_iep04::Error::Invalid {
             field: format!("meta.{}", sighthub_iep04::KEY_ALTERNATE),
@@ -516,6 +530,24 @@ mod tests {
                 matches!(last, Slot::Invalid(e) if is_oversized(e)),
                 "{body:.40}"
             );
+        }
+    }
+
+    #[test]
+    fn index_entries_per_message_are_bounded() {
+        let related = |n: usize| {
+            let list: Vec<String> = (0..n)
+                .map(|i| Uuid::from_u128(i as u128 + 1).to_string())
+                .collect();
+            serde_json::json!({"format":"intelmq","version":1,"type":"event",
+                "meta":{"uuid":"03c51929-eeab-4d47-9dc0-c667f94c7d2c","intelmq:related":list},
+                "payload":{"source.ip":"198.51.100.1"}})
+            .to_string()
+        };
+        for (n, ok) in [(MAX_INDEX_ENTRIES, true), (MAX_INDEX_ENTRIES + 1, false)] {
+            let mut c = Collector::new(publisher(&[]), INST);
+            c.decode_buffered(BodyKind::Json, related(n).as_bytes(), 1 << 20);
+            assert_eq!(matches!(c.slots[0], Slot::Prepared(_)), ok, "{n}");
         }
     }
 

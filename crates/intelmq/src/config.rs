@@ -172,6 +172,10 @@ pub struct RedisInConfig {
     /// Tags added to every incoming bare event (so feeds can select them).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Largest message taken, in bytes (the TCP listener's `max_frame_bytes`); a longer one
+    /// is logged and dropped without being parsed.
+    #[serde(default = "default_max_frame")]
+    pub max_message_bytes: usize,
 }
 
 /// One `[[intelmq.redis_out]]` writer.
@@ -294,6 +298,12 @@ impl IntelmqConfig {
         }
         for r in &self.redis_in {
             name("redis_in", &r.name)?;
+            if r.max_message_bytes == 0 {
+                return Err(format!(
+                    "[[intelmq.redis_in]] '{}': max_message_bytes must be > 0",
+                    r.name
+                ));
+            }
             if !r.url.starts_with("redis://") || r.queue.is_empty() {
                 return Err(format!(
                     "[[intelmq.redis_in]] '{}': needs a redis:// url and a queue",
