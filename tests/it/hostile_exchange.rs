@@ -366,6 +366,46 @@ async fn post_raw(f: &Fixture, content_type: &str, body: Vec<u8>) -> (u16, Value
     (status, v, bytes.len())
 }
 
+/// POSTs `body` to `/iep04/messages` over a raw connection, reading the answer while the
+/// body is still being written: the server may answer (413) and close before taking it all.
+async fn post_early_answer(addr: SocketAddr, ct: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = s.into_split();
+    let head = format!(
+        "POST /iep04/messages HTTP/1.1\r\nHost: x\r\nAuthorization: {KEY_A}\r\n\
+         Content-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let writer = tokio::spawn(async move {
+        if wr.write_all(head.as_bytes()).await.is_ok() {
+            let _ = wr.write_all(&body).await;
+        }
+        // No half-close: the server would take it for a client gone away.
+        std::future::pending::<()>().await;
+        drop(wr);
+    });
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Err(_) => panic!("no answer within 60 s"),
+        }
+    }
+    writer.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:.200}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.as_bytes().to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// Item 4: a body of a million tiny items is refused at the item cap (413, nothing written,
 /// bounded memory and answer) in every shape; a message over `max_line_bytes` is refused in
 /// every shape; a read page keeps to its byte budget and a reader still gets everything.
@@ -380,15 +420,36 @@ async fn item_explosion_is_capped_and_pages_have_a_byte_budget() {
     let before = vm_hwm_kib(pid);
     let ndjson = "{}\n".repeat(1_000_000).into_bytes();
     let array = format!("[{}{{}}]", "{},".repeat(1_000_000)).into_bytes();
-    for (ct, body) in [
-        ("application/x-ndjson", ndjson.clone()),
-        ("application/json", ndjson),
-        ("application/json", array),
-    ] {
-        let (s, v, len) = post_raw(&f, ct, body).await;
+    let addr = f.server.addr;
+    let attack = tokio::spawn(async move {
+        let mut out = Vec::new();
+        for (ct, body) in [
+            ("application/x-ndjson", ndjson.clone()),
+            ("application/json", ndjson),
+            ("application/json", array),
+        ] {
+            let (status, bytes) = post_early_answer(addr, ct, body).await;
+            out.push((ct, status, bytes));
+        }
+        out
+    });
+    // An unrelated request is answered promptly while the attack runs.
+    while !attack.is_finished() {
+        let t = std::time::Instant::now();
+        let (s, _) = f.get_as(Some(KEY_B), "/iep04/status").await;
+        assert_eq!(s, 200);
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "status took {:?} under attack",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (ct, s, bytes) in attack.await.expect("attack") {
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         assert_eq!(s, 413, "{ct}: {v}");
         assert_eq!(v["limit"], "max_items_per_request", "{v}");
-        assert!(len < 1024, "a short answer: {len} bytes");
+        assert!(bytes.len() < 1024, "a short answer: {} bytes", bytes.len());
     }
     let grown = vm_hwm_kib(pid).saturating_sub(before);
     assert!(grown < 200 * 1024, "peak memory grew by {grown} KiB");

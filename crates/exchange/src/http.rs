@@ -539,18 +539,25 @@ where
         }
         match reader.as_mut() {
             // Streamed: lines are parsed and prepared as they arrive.
+            // Past the item limit the rest of the body is read (within max_request_bytes)
+            // but not parsed, so that the client gets the 413 rather than a reset
+            // connection.
+            Some(_) if lines > max_items => {}
             Some(r) => {
                 r.push(&data);
                 while let Some(line) = r.next_line() {
                     lines += 1;
                     if lines > max_items {
-                        return Err(too_many());
+                        break;
                     }
                     segments.push(line, &mut col).await?;
                 }
             }
             None => buffer.extend_from_slice(&data),
         }
+    }
+    if lines > max_items {
+        return Err(too_many());
     }
     let single = match reader {
         Some(r) => {
