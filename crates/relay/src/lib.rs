@@ -108,6 +108,8 @@ pub(crate) struct Settings {
     pub(crate) no_forward: Vec<Uuid>,
     /// Largest answer read from a peer or hub.
     pub(crate) max_answer_bytes: usize,
+    /// Byte budget of one request to a peer.
+    pub(crate) max_batch_bytes: usize,
 }
 
 impl Settings {
@@ -136,6 +138,7 @@ impl Settings {
             covered: cfg.covered,
             no_forward,
             max_answer_bytes: cfg.max_answer_bytes,
+            max_batch_bytes: cfg.max_batch_bytes,
         }
     }
 }

@@ -124,7 +124,8 @@ pub(crate) fn next_batch(
         Vec::new()
     };
     let mut others = Vec::with_capacity(known.len());
-    let end = sh
+    let mut full = false;
+    let mut end = sh
         .store
         .scan(after, limit.saturating_mul(8).max(64), |seq, e| {
             let visible = matches!(e.kind, EntryKind::Message | EntryKind::TagUpdate)
@@ -140,6 +141,14 @@ pub(crate) fn next_batch(
                 Err(Skip::Filtered)
             };
             match line {
+                // The byte budget: this line waits for the next batch.
+                Ok(line)
+                    if b.count > 0
+                        && b.body.len().saturating_add(line.len()) >= settings.max_batch_bytes =>
+                {
+                    full = true;
+                    return ControlFlow::Break(());
+                }
                 Ok(line) => {
                     b.body.extend_from_slice(&line);
                     b.body.push(b'\n');
@@ -156,6 +165,11 @@ pub(crate) fn next_batch(
                 ControlFlow::Continue(())
             }
         })?;
+    if full {
+        // The entry that did not fit is the first of the next batch.
+        end.last = end.last.saturating_sub(1);
+        end.at_end = false;
+    }
     b.last = end.last;
     b.at_end = end.at_end;
     if end.truncated {
@@ -447,6 +461,7 @@ mod test {
             covered: true,
             no_forward,
             max_answer_bytes: 1 << 20,
+            max_batch_bytes: 1 << 20,
         }
     }
 

@@ -179,3 +179,54 @@ async fn a_refused_message_in_a_pulled_page_is_skipped_and_the_rest_ingested() {
     assert_eq!(got.refused.len(), 1);
     assert_eq!(got.refused[0].0.to_string(), w);
 }
+
+#[tokio::test]
+async fn a_batch_keeps_to_its_byte_budget_and_misses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let sh = Arc::new(Shared {
+        store: Arc::clone(&store),
+        dir: dir.path().to_owned(),
+        local: LocalOptions::default(),
+        peers: Default::default(),
+    });
+    let page: Vec<serde_json::Value> = (1..=7).map(|n| msg(n, &[], &[])).collect();
+    pull::ingest(&sh, page).await.expect("ingest");
+    let mut settings = Settings::of(&RelayConfig::default());
+    let one = push::next_batch(
+        &sh,
+        &settings,
+        &Grants::admin(store.org()),
+        Uuid::new_v4(),
+        0,
+        10,
+    )
+    .expect("batch");
+    // Room for about two and a half messages.
+    settings.max_batch_bytes = one.body.len() * 5 / 14;
+    let (mut after, mut sent, mut batches) = (0, 0, 0);
+    loop {
+        let b = push::next_batch(
+            &sh,
+            &settings,
+            &Grants::admin(store.org()),
+            Uuid::new_v4(),
+            after,
+            10,
+        )
+        .expect("batch");
+        assert!(
+            b.count == 1 || b.body.len() < settings.max_batch_bytes,
+            "{}",
+            b.body.len()
+        );
+        sent += b.count;
+        after = b.last;
+        batches += 1;
+        if b.at_end {
+            break;
+        }
+    }
+    assert_eq!((sent, after), (7, 7));
+    assert!(batches >= 3, "{batches}");
+}
