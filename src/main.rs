@@ -104,11 +104,15 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         .progress_chars("=> "),
     );
     let (mut sightings, mut retracted) = (0usize, 0usize);
+    let (mut refused, mut skipped) = (0usize, 0usize);
     loop {
-        let (step, ticket) = feeder.step(args.batch.max(1))?;
+        // A record that cannot be applied is skipped and counted, never the end of the replay.
+        let (step, ticket) = feeder.step_or_skip(args.batch.max(1))?;
         booted.store.group_commit().wait_blocking(ticket)?;
         sightings += step.sightings;
         retracted += step.retracted;
+        refused += step.refused;
+        skipped += step.skipped;
         bar.set_position(step.position.min(total));
         if step.at_end {
             break;
@@ -117,6 +121,11 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     bar.finish();
     booted.store.persist()?;
     eprintln!("done: {sightings} sightings recorded, {retracted} taken back by withdrawals");
+    if refused + skipped > 0 {
+        eprintln!(
+            "not applied: {refused} sightings refused by the store, {skipped} log records skipped (logged above with their seq and uuid)"
+        );
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod exchange;
 mod hostile_api;
+mod hostile_exchange;
 mod intelmq;
 mod relay;
 mod tls;

@@ -5,15 +5,17 @@
 //! the exchange refuses a second copy of a uuid whatever path it took, and the feeder never
 //! re-applies nor skips a log record, even when killed between two batches.
 //!
-//! A message that `withdraws` or `replaces` an earlier one (a typed link with the earlier
-//! message on the right side) takes the earlier message's sightings back out, once: a
-//! "withdrawn" marker, in the same batch, prevents a second withdrawal from retracting again.
+//! A message that `withdraws` or `replaces` an earlier one takes the earlier message's
+//! sightings back out, once: a "withdrawn" marker, in the same batch, prevents a second
+//! withdrawal from retracting again. Only what takes effect by the one rule does
+//! ([`ExchangeStore::effects`]: a typed link `W withdraws|replaces X` of the message `W`
+//! itself, `X` of the same organisation); any other link is data.
 
 use crate::config::BridgeConfig;
 use crate::mapping::{self, Sighting};
 use sighthub_exchange::record::EntryKind;
 use sighthub_exchange::ExchangeStore;
-use sighthub_iep04::{LinkType, Message, Relation, Side};
+use sighthub_iep04::Message;
 use sighthub_store::{Namespace, SightingStore, Ticket, ValueFormat, WriteOp};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,11 @@ use std::time::Duration;
 pub const POSITION: &[u8] = b"bridge/position";
 /// Marker key of the current rebuild generation (u64 BE).
 pub const GENERATION: &[u8] = b"bridge/generation";
+/// Marker key counting log records the feeder could not apply and skipped (u64 BE).
+pub const SKIPPED: &[u8] = b"bridge/skipped";
+/// Marker key counting sightings the sighting store refused (e.g. a value over
+/// `MAX_VALUE_LEN`, a namespace that does not parse) (u64 BE).
+pub const REFUSED: &[u8] = b"bridge/refused";
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +40,43 @@ pub enum Error {
     /// The exchange store failed.
     #[error("exchange: {0}")]
     Exchange(#[from] sighthub_exchange::Error),
+    /// Applying a record panicked (a bug, or the storage engine refusing it).
+    #[error("panicked: {0}")]
+    Panicked(String),
+}
+
+impl Error {
+    /// The storage itself failed (disk, fsync, engine): retrying later may work, and the
+    /// record is not at fault, so it must not be skipped.
+    pub fn is_storage_failure(&self) -> bool {
+        use sighthub_exchange::error::StorageError;
+        match self {
+            Error::Store(e) => matches!(
+                e,
+                sighthub_store::Error::Engine(_)
+                    | sighthub_store::Error::Io(_)
+                    | sighthub_store::Error::Poisoned
+            ),
+            Error::Exchange(e) => matches!(
+                e,
+                sighthub_exchange::Error::Poisoned
+                    | sighthub_exchange::Error::Storage(
+                        StorageError::Fjall(_) | StorageError::Io(_) | StorageError::Commit(_)
+                    )
+            ),
+            Error::Panicked(_) => false,
+        }
+    }
+}
+
+/// The feeder's counters of what it could not apply (markers in the sighting store, written
+/// in the same batch as the position).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Log records skipped because applying them failed ([`SKIPPED`]).
+    pub skipped: u64,
+    /// Sightings the store refused ([`REFUSED`]).
+    pub refused: u64,
 }
 
 /// What one step did.
@@ -44,6 +88,10 @@ pub struct Step {
     pub sightings: usize,
     /// Sightings taken back out by withdrawals.
     pub retracted: usize,
+    /// Sightings refused (not written, counted in [`REFUSED`]).
+    pub refused: usize,
+    /// Log records skipped because they could not be applied (counted in [`SKIPPED`]).
+    pub skipped: usize,
     /// Position after the step.
     pub position: u64,
     /// Nothing more is durable in the log for now.
@@ -66,24 +114,20 @@ fn read_u64(v: Option<Vec<u8>>) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
+fn write_op<'a>(ns: &'a Namespace, s: &'a Sighting) -> WriteOp<'a> {
+    WriteOp {
+        namespace: ns,
+        value: &s.value,
+        timestamp: s.timestamp,
+        ttl: (s.ttl > 0).then_some(s.ttl),
+        tags: (!s.tags.is_empty()).then_some(s.tags.as_str()),
+    }
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// The uuids a message withdraws or replaces.
-fn withdrawn_by(msg: &Message) -> Vec<uuid::Uuid> {
-    msg.linked_uuids()
-        .into_iter()
-        .filter_map(|l| match l.relation {
-            Relation::Typed {
-                link_type: LinkType::Withdraws | LinkType::Replaces,
-                side: Side::Right,
-            } => Some(l.uuid),
-            _ => None,
-        })
-        .collect()
 }
 
 impl Feeder {
@@ -134,9 +178,21 @@ impl Feeder {
         })
     }
 
+    /// The counters of what could not be applied.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        Ok(Counters {
+            skipped: read_u64(self.store.marker(SKIPPED)?),
+            refused: read_u64(self.store.marker(REFUSED)?),
+        })
+    }
+
     /// Applies up to `max` log records after the position, in one atomic batch with the new
     /// position. Blocking (run it on a blocking thread). The returned ticket becomes durable
     /// with the next group commit of the sighting store.
+    ///
+    /// A sighting the store would refuse ([`WriteOp::check`], a namespace that does not
+    /// parse) is left out, counted ([`REFUSED`]) and logged once with its record's seq and
+    /// uuid; the rest of the record is applied.
     pub fn step(&self, max: usize) -> Result<(Step, Ticket), Error> {
         let position = self.position()?;
         let generation = read_u64(self.store.marker(GENERATION)?);
@@ -153,15 +209,34 @@ impl Feeder {
             ..Step::default()
         };
         step.records = records.len();
-        let mut sightings = Vec::new();
+        let mut sightings: Vec<(Namespace, Sighting)> = Vec::new();
         let mut retract = Vec::new();
         let mut withdrawn_markers = Vec::new();
         for (seq, arrived, json) in &records {
             let Ok(msg) = Message::from_slice(json) else {
                 continue;
             };
-            sightings.extend(mapping::sightings(&msg, *arrived, &self.cfg));
-            for target in withdrawn_by(&msg) {
+            for s in mapping::sightings(&msg, *arrived, &self.cfg) {
+                let checked = Namespace::parse(&s.namespace)
+                    .map_err(|e| e.to_string())
+                    .and_then(|ns| {
+                        let op = write_op(&ns, &s);
+                        op.check().map_err(|e| e.to_string())?;
+                        Ok(ns)
+                    });
+                match checked {
+                    Ok(ns) => sightings.push((ns, s)),
+                    Err(error) => {
+                        step.refused += 1;
+                        tracing::warn!(seq, uuid = ?msg.uuid(), field = %s.field, %error,
+                            "bridge: sighting refused, the rest of the message is applied");
+                    }
+                }
+            }
+            // Only what takes effect by the one rule (sighthub_iep04::authority): the
+            // message's own links, on a message of its own organisation.
+            for claim in self.exchange.effects(&msg)? {
+                let target = claim.target;
                 let key = self.withdrawn_key(generation, &target);
                 if self.store.marker(&key)?.is_some() || withdrawn_markers.contains(&key) {
                     continue;
@@ -170,25 +245,13 @@ impl Feeder {
                 withdrawn_markers.push(key);
             }
         }
-        let parsed: Vec<(Namespace, &Sighting)> = sightings
-            .iter()
-            .filter_map(|s| Namespace::parse(&s.namespace).ok().map(|n| (n, s)))
-            .collect();
-        for (ns, s) in &parsed {
+        for (ns, s) in &sightings {
             self.ensure_format(ns, &s.field);
         }
-        let ops: Vec<WriteOp<'_>> = parsed
-            .iter()
-            .map(|(ns, s)| WriteOp {
-                namespace: ns,
-                value: &s.value,
-                timestamp: s.timestamp,
-                ttl: (s.ttl > 0).then_some(s.ttl),
-                tags: (!s.tags.is_empty()).then_some(s.tags.as_str()),
-            })
-            .collect();
+        let ops: Vec<WriteOp<'_>> = sightings.iter().map(|(ns, s)| write_op(ns, s)).collect();
         let retract_ns: Vec<(Namespace, &str)> = retract
             .iter()
+            .filter(|s| sighthub_store::value_fits(&s.value))
             .filter_map(|s| {
                 Namespace::parse(&s.namespace)
                     .ok()
@@ -197,18 +260,97 @@ impl Feeder {
             .collect();
         let retractions: Vec<(&Namespace, &str)> =
             retract_ns.iter().map(|(n, v)| (n, *v)).collect();
-        let pos_bytes = be(step.position);
-        let mut markers: Vec<(&[u8], &[u8])> = vec![(POSITION, &pos_bytes)];
-        markers.extend(withdrawn_markers.iter().map(|k| (k.as_slice(), &b"1"[..])));
         if step.position == position && ops.is_empty() && retractions.is_empty() {
             return Ok((step, Ticket::NONE));
         }
+        let pos_bytes = be(step.position);
+        let mut markers: Vec<(&[u8], &[u8])> = vec![(POSITION, &pos_bytes)];
+        let refused_total;
+        if step.refused > 0 {
+            refused_total = be(read_u64(self.store.marker(REFUSED)?) + step.refused as u64);
+            markers.push((REFUSED, &refused_total));
+        }
+        markers.extend(withdrawn_markers.iter().map(|k| (k.as_slice(), &b"1"[..])));
         let (outcomes, ticket) =
             self.store
                 .apply_marked(&ops, &retractions, &markers, unix_now())?;
         step.sightings = outcomes.iter().filter(|o| o.is_ok()).count();
         step.retracted = retractions.len();
         Ok((step, ticket))
+    }
+
+    /// [`Feeder::step`], but a record that cannot be applied never stops the feeder: when a
+    /// step fails (or panics) for another reason than the storage itself failing, the
+    /// records are applied one at a time and the one that fails is skipped: the position
+    /// moves past it, [`SKIPPED`] counts it, and it is logged once with its seq and uuid.
+    /// A storage failure is returned (retry later; nothing is skipped). Blocking. The feeder
+    /// task and `rebuild-sightings` both go through here.
+    pub fn step_or_skip(&self, max: usize) -> Result<(Step, Ticket), Error> {
+        let first = match self.guarded_step(max) {
+            Err(e) if !e.is_storage_failure() => e,
+            done => return done,
+        };
+        if max > 1 {
+            tracing::warn!(error = %first, "bridge: a batch failed; applying its records one at a time");
+            match self.guarded_step(1) {
+                Err(e) if !e.is_storage_failure() => {}
+                done => return done,
+            }
+        }
+        self.skip_next()
+    }
+
+    fn guarded_step(&self, max: usize) -> Result<(Step, Ticket), Error> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(max))).unwrap_or_else(
+            |p| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(Error::Panicked(what))
+            },
+        )
+    }
+
+    /// Moves the position past the next log record without applying it, and counts it.
+    fn skip_next(&self) -> Result<(Step, Ticket), Error> {
+        let position = self.position()?;
+        let mut skipped = None;
+        let end = self.exchange.scan(position, 1, |seq, entry| {
+            skipped = Some((seq, entry.uuid));
+            std::ops::ControlFlow::Break(())
+        })?;
+        let Some((seq, uuid)) = skipped else {
+            return Ok((
+                Step {
+                    position,
+                    at_end: end.at_end,
+                    ..Step::default()
+                },
+                Ticket::NONE,
+            ));
+        };
+        let total = read_u64(self.store.marker(SKIPPED)?) + 1;
+        tracing::error!(seq, %uuid, skipped_total = total,
+            "bridge: log record cannot be applied; skipped (its sightings are not recorded)");
+        let (pos, count) = (be(seq), be(total));
+        let (_, ticket) = self.store.apply_marked(
+            &[],
+            &[],
+            &[(POSITION, &pos), (SKIPPED, &count)],
+            unix_now(),
+        )?;
+        Ok((
+            Step {
+                records: 1,
+                skipped: 1,
+                position: seq,
+                at_end: end.at_end,
+                ..Step::default()
+            },
+            ticket,
+        ))
     }
 
     fn ensure_format(&self, ns: &Namespace, field: &str) {
@@ -258,7 +400,7 @@ impl Feeder {
                 return;
             }
             let me = Arc::clone(&self);
-            let result = tokio::task::spawn_blocking(move || me.step(1000)).await;
+            let result = tokio::task::spawn_blocking(move || me.step_or_skip(1000)).await;
             let at_end = match result {
                 Ok(Ok((step, ticket))) => {
                     if let Err(e) = self.store.group_commit().wait(ticket).await {
@@ -271,7 +413,11 @@ impl Feeder {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     false
                 }
-                Err(_) => return,
+                Err(e) => {
+                    // step_or_skip catches panics: this is a cancelled runtime (shutdown).
+                    tracing::warn!(error = %e, "bridge: feeder task ended");
+                    return;
+                }
             };
             if at_end {
                 tokio::select! {
@@ -279,6 +425,180 @@ impl Feeder {
                     _ = shutdown.changed() => {},
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sighthub_exchange::{Feed, Grants, StoreOptions as ExchangeOptions};
+    use sighthub_iep04::Receiver;
+    use sighthub_store::{
+        FjallStore, ItemError, ListPage, NamespaceInfo, ReadOutcome, StoreOptions, View,
+        WriteOutcome,
+    };
+
+    const ORG: uuid::Uuid = uuid::Uuid::from_u128(0xA);
+    /// A value whose sighting makes [`Panicky`] panic, as the storage engine did on
+    /// over-long keys.
+    const BOOM: &str = "boom.example";
+
+    /// The fjall store, but `apply_marked` panics when asked to write [`BOOM`].
+    struct Panicky(FjallStore);
+
+    type Outcomes = Vec<std::result::Result<WriteOutcome, ItemError>>;
+
+    impl SightingStore for Panicky {
+        fn write(
+            &self,
+            ops: &[WriteOp<'_>],
+            now: i64,
+        ) -> sighthub_store::Result<(Outcomes, Ticket)> {
+            self.0.write(ops, now)
+        }
+        fn shadow(&self, reads: &[(&Namespace, &str)], now: i64) -> sighthub_store::Result<()> {
+            self.0.shadow(reads, now)
+        }
+        fn read(
+            &self,
+            ns: &Namespace,
+            value: &str,
+            now: i64,
+        ) -> sighthub_store::Result<ReadOutcome> {
+            self.0.read(ns, value, now)
+        }
+        fn list(
+            &self,
+            ns: &Namespace,
+            after: Option<&str>,
+            limit: Option<usize>,
+            now: i64,
+        ) -> sighthub_store::Result<Option<ListPage>> {
+            self.0.list(ns, after, limit, now)
+        }
+        fn count(&self, ns: &Namespace, now: i64) -> sighthub_store::Result<Option<u64>> {
+            self.0.count(ns, now)
+        }
+        fn delete(&self, ns: &Namespace, now: i64) -> sighthub_store::Result<(bool, Ticket)> {
+            self.0.delete(ns, now)
+        }
+        fn namespaces(&self) -> sighthub_store::Result<Vec<NamespaceInfo>> {
+            self.0.namespaces()
+        }
+        fn format(&self, ns: &Namespace) -> ValueFormat {
+            self.0.format(ns)
+        }
+        fn set_format(&self, ns: &Namespace, f: ValueFormat) -> sighthub_store::Result<Ticket> {
+            self.0.set_format(ns, f)
+        }
+        fn sweep(&self, now: i64) -> sighthub_store::Result<usize> {
+            self.0.sweep(now)
+        }
+        fn apply_marked(
+            &self,
+            writes: &[WriteOp<'_>],
+            retractions: &[(&Namespace, &str)],
+            markers: &[(&[u8], &[u8])],
+            now: i64,
+        ) -> sighthub_store::Result<(Outcomes, Ticket)> {
+            assert!(
+                !writes.iter().any(|w| w.value == BOOM),
+                "engine refuses {BOOM}"
+            );
+            self.0.apply_marked(writes, retractions, markers, now)
+        }
+        fn marker(&self, key: &[u8]) -> sighthub_store::Result<Option<Vec<u8>>> {
+            self.0.marker(key)
+        }
+        fn holders(&self, value: &str, now: i64) -> sighthub_store::Result<Vec<(Namespace, View)>> {
+            self.0.holders(value, now)
+        }
+        fn group_commit(&self) -> &sighthub_store::GroupCommit {
+            self.0.group_commit()
+        }
+    }
+
+    fn publish(ex: &ExchangeStore, events: &[String]) {
+        let grants = Grants {
+            org: ORG,
+            publish: vec![Feed::All],
+            read: Vec::new(),
+            tlp_max: sighthub_iep04::Tlp::Red,
+            relay: false,
+            admin: false,
+            bare_tags: Vec::new(),
+        };
+        let receiver = Receiver::new(ORG, Some(ex.instance()));
+        let items = events
+            .iter()
+            .map(|e| {
+                let d = receiver.decode(e.as_bytes()).expect("decodes");
+                sighthub_exchange::ingest::prepare(d, &grants, ex.instance()).expect("prepared")
+            })
+            .collect();
+        let a = ex.append(items, 1_700_000_000).expect("append");
+        ex.group_commit().wait_blocking(a.ticket).expect("durable");
+        ex.mark_durable(a.high);
+    }
+
+    fn event(field: &str, value: &str) -> String {
+        serde_json::json!({field: value, "feed.name": "f", "classification.taxonomy": "other",
+                           "time.source": "2021-03-01T12:00:00+00:00"})
+        .to_string()
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_applied_is_skipped_counted_and_the_rest_goes_on() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ex = Arc::new(
+            ExchangeStore::open(
+                &dir.path().join("ex"),
+                ExchangeOptions::default(),
+                Some(ORG),
+                None,
+            )
+            .expect("exchange"),
+        );
+        let store: Arc<dyn SightingStore> = Arc::new(Panicky(
+            FjallStore::open(&dir.path().join("db"), StoreOptions::default()).expect("store"),
+        ));
+        let long_url = format!("http://example.com/{}", "a".repeat(70_000));
+        publish(
+            &ex,
+            &[
+                event("source.ip", "192.0.2.1"),
+                event("source.fqdn", BOOM),
+                event("source.url", &long_url),
+                event("source.ip", "192.0.2.2"),
+            ],
+        );
+        let feeder = Feeder::new(Arc::clone(&ex), Arc::clone(&store), BridgeConfig::default());
+        let (mut skipped, mut refused) = (0, 0);
+        for _ in 0..10 {
+            let (step, ticket) = feeder.step_or_skip(1000).expect("never an error");
+            store.group_commit().wait_blocking(ticket).expect("durable");
+            skipped += step.skipped;
+            refused += step.refused;
+            if step.at_end && feeder.position().expect("pos") == 4 {
+                break;
+            }
+        }
+        assert_eq!(feeder.position().expect("pos"), 4, "went past every record");
+        assert_eq!((skipped, refused), (1, 1));
+        assert_eq!(
+            feeder.counters().expect("counters"),
+            Counters {
+                skipped: 1,
+                refused: 1
+            }
+        );
+        let ns = Namespace::parse(&format!("iep04/{ORG}/f/source.ip")).expect("ns");
+        for ip in ["192.0.2.1", "192.0.2.2"] {
+            assert!(
+                matches!(store.read(&ns, ip, 0).expect("read"), ReadOutcome::Found(_)),
+                "{ip} recorded"
+            );
         }
     }
 }

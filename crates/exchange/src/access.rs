@@ -131,6 +131,12 @@ impl Grants {
         !self.read.is_empty()
     }
 
+    /// May it read every message whatever its feed and TLP? Only such a key learns about a
+    /// message it cannot see any more (dropped by retention: its feed and TLP are gone).
+    pub fn reads_everything(&self) -> bool {
+        self.admin || (self.tlp_max == Tlp::Red && self.read.contains(&Feed::All))
+    }
+
     /// May it publish a message with this `format/type` and tags?
     pub fn may_publish(&self, format_type: &str, tags: &[impl AsRef<str>]) -> bool {
         self.publish.iter().any(|f| f.matches(format_type, tags))

@@ -29,8 +29,17 @@ pub struct ExchangeConfig {
     /// Largest request body accepted by `POST /iep04/messages`, in bytes (larger: 413,
     /// nothing written). Checked while the body streams in.
     pub max_request_bytes: usize,
-    /// Longest ND-JSON line (one message), in bytes; a longer line is an error for that line.
+    /// Longest message, in bytes, in every body shape (an ND-JSON line, an element of a
+    /// JSON array, a single JSON object, a form body); a longer one is an error for that
+    /// message (413 when it is the whole request).
     pub max_line_bytes: usize,
+    /// Most messages in one `POST /iep04/messages` (any body shape, also a relay's batch):
+    /// one more and the whole request is refused with 413, nothing written, without parsing
+    /// the rest. Bounds the work and the answer of one request.
+    pub max_items_per_request: usize,
+    /// Byte budget of one read page (`GET /iep04/messages`, a consumer's messages): a page
+    /// stops before it grows past it (`more: true`); its first message is always sent.
+    pub max_page_bytes: usize,
     /// How long a bare event (no uuid) stays a duplicate of an identical one from the same
     /// organisation, in seconds. IntelMQ's TCP output resends after 15 s without an answer.
     pub content_window_seconds: u64,
@@ -104,6 +113,8 @@ impl Default for ExchangeConfig {
             instance: None,
             max_request_bytes: 64 * 1024 * 1024,
             max_line_bytes: sighthub_iep04::DEFAULT_MAX_LINE,
+            max_items_per_request: 10_000,
+            max_page_bytes: 16 * 1024 * 1024,
             content_window_seconds: 3600,
             content_filter_mb: 8,
             seen_max_age_seconds: 0,
@@ -129,6 +140,12 @@ impl ExchangeConfig {
         }
         if self.max_line_bytes < 256 {
             return bad("exchange.max_line_bytes must be at least 256".into());
+        }
+        if self.max_items_per_request == 0 {
+            return bad("exchange.max_items_per_request must be at least 1".into());
+        }
+        if self.max_page_bytes < 1024 {
+            return bad("exchange.max_page_bytes must be at least 1024".into());
         }
         if self.default_limit == 0 || self.max_limit == 0 || self.default_limit > self.max_limit {
             return bad("exchange: need 0 < default_limit <= max_limit".into());
@@ -191,12 +208,18 @@ mod tests {
             (
                 cfg.max_request_bytes,
                 cfg.content_window_seconds,
-                cfg.default_limit
+                cfg.default_limit,
+                cfg.max_line_bytes,
+                cfg.max_items_per_request,
+                cfg.max_page_bytes,
             ),
             (
                 d.max_request_bytes,
                 d.content_window_seconds,
-                d.default_limit
+                d.default_limit,
+                d.max_line_bytes,
+                d.max_items_per_request,
+                d.max_page_bytes,
             )
         );
         assert_eq!(cfg.keys.len(), 2);

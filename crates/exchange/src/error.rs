@@ -48,6 +48,16 @@ pub enum Error {
     /// Body larger than `max_request_bytes`.
     #[error("Request body is larger than the limit of {0} bytes; nothing was written.")]
     TooLarge(usize),
+    /// A request exceeded a configured limit (413); the body names it.
+    #[error("{what}; nothing was written.")]
+    OverLimit {
+        /// The configuration field of the limit (`max_items_per_request`…).
+        limit: &'static str,
+        /// Its value.
+        max: u64,
+        /// What went over it.
+        what: String,
+    },
     /// The exchange is switched off in the configuration.
     #[error("The IEP04 exchange is disabled on this server.")]
     Disabled,
@@ -117,7 +127,7 @@ impl Error {
             Error::NotFound(_) | Error::Disabled => StatusCode::NOT_FOUND,
             Error::Gone(_) => StatusCode::GONE,
             Error::Method(..) => StatusCode::METHOD_NOT_ALLOWED,
-            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooLarge(_) | Error::OverLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Poisoned => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -128,6 +138,16 @@ impl Error {
             Error::Refused(list) => json!({
                 "message": self.to_string(),
                 "refused": list.iter().map(|r| json!({"index": r.index, "error": r.reason})).collect::<Vec<_>>(),
+            }),
+            Error::TooLarge(max) => json!({
+                "message": self.to_string(),
+                "limit": "max_request_bytes",
+                "max": max,
+            }),
+            Error::OverLimit { limit, max, .. } => json!({
+                "message": self.to_string(),
+                "limit": limit,
+                "max": max,
             }),
             _ => json!({ "message": self.to_string() }),
         }

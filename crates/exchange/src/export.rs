@@ -39,10 +39,15 @@ pub struct Renderer<'a> {
     export: Export,
     framing: Framing,
     limit: usize,
+    /// Byte budget of the page ([`Renderer::with_max_bytes`]).
+    max_bytes: usize,
     /// The rendered messages, separated for the framing (no envelope around them yet).
     pub out: Vec<u8>,
     /// How many.
     pub count: usize,
+    /// The scan stopped on an entry that did not fit the byte budget: it was not taken, so
+    /// the next page must start at it (the cursor is the seq before it).
+    pub overflow: bool,
 }
 
 impl<'a> Renderer<'a> {
@@ -60,9 +65,18 @@ impl<'a> Renderer<'a> {
             export,
             framing,
             limit,
+            max_bytes: usize::MAX,
             out: Vec::with_capacity(limit.min(1024) * 1100),
             count: 0,
+            overflow: false,
         }
+    }
+
+    /// A page stops before it grows past `n` bytes (the exchange's `max_page_bytes`); its
+    /// first message is always taken, whatever its size, so a reader always moves on.
+    pub fn with_max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n;
+        self
     }
 
     /// May the caller see this entry?
@@ -93,6 +107,11 @@ impl<'a> Renderer<'a> {
         }
         if self.framing == Framing::NdJson {
             self.out.push(b'\n');
+        }
+        if self.count > 0 && self.out.len() > self.max_bytes {
+            self.out.truncate(start);
+            self.overflow = true;
+            return ControlFlow::Break(());
         }
         self.count += 1;
         if self.count >= self.limit {

@@ -302,6 +302,13 @@ impl Exchange {
                         "GET /iep04/links needs ?alternate=<id> (or /iep04/links/<uuid>).".into(),
                     )
                 })?;
+                if !crate::record::alternate_fits(&alt) {
+                    return Err(Error::BadRequest(format!(
+                        "alternate is {} bytes long; the limit is {} bytes.",
+                        alt.len(),
+                        crate::record::MAX_ALTERNATE_LEN
+                    )));
+                }
                 by_alternate(&inner, grants, alt).await
             }
             Route::Consumer(name) => {
@@ -508,7 +515,14 @@ where
             .and_then(|v| v.to_str().ok()),
     );
     let max_line = inner.cfg.max_line_bytes;
-    let mut col = Collector::new(grants, inner.store.instance());
+    let max_items = inner.cfg.max_items_per_request;
+    let too_many = || Error::OverLimit {
+        limit: "max_items_per_request",
+        max: max_items as u64,
+        what: format!("The request holds more than {max_items} messages"),
+    };
+    let mut col = Collector::new(grants, inner.store.instance()).with_max_items(max_items);
+    let mut lines = 0usize;
     let mut body = std::pin::pin!(req.into_body());
     let mut total = 0usize;
     let mut reader = (kind == BodyKind::NdJson).then(|| NdjsonReader::new(max_line));
@@ -525,18 +539,33 @@ where
         }
         match reader.as_mut() {
             // Streamed: lines are parsed and prepared as they arrive.
+            // Past the item limit the rest of the body is read (within max_request_bytes)
+            // but not parsed, so that the client gets the 413 rather than a reset
+            // connection.
+            Some(_) if lines > max_items => {}
             Some(r) => {
                 r.push(&data);
                 while let Some(line) = r.next_line() {
+                    lines += 1;
+                    if lines > max_items {
+                        break;
+                    }
                     segments.push(line, &mut col).await?;
                 }
             }
             None => buffer.extend_from_slice(&data),
         }
     }
+    if lines > max_items {
+        return Err(too_many());
+    }
     let single = match reader {
         Some(r) => {
             for line in r.finish() {
+                lines += 1;
+                if lines > max_items {
+                    return Err(too_many());
+                }
                 segments.push(line, &mut col).await?;
             }
             segments.finish(&mut col).await?;
@@ -552,6 +581,19 @@ where
             single
         }
     };
+    if col.too_many {
+        return Err(too_many());
+    }
+    // The whole request is one message over max_line_bytes, in whatever shape it came.
+    if let [Slot::Invalid(e)] = col.slots.as_slice() {
+        if crate::ingest::is_oversized(e) {
+            return Err(Error::OverLimit {
+                limit: "max_line_bytes",
+                max: max_line as u64,
+                what: format!("The message is longer than {max_line} bytes"),
+            });
+        }
+    }
     if !col.refused.is_empty() {
         return Err(Error::Refused(col.refused));
     }
@@ -659,13 +701,21 @@ async fn read(inner: &Arc<Inner>, grants: Arc<Grants>, after: u64, p: ReadParams
         let (s, g) = (Arc::clone(store), Arc::clone(&grants));
         let (default_tlp, export, framing, limit) =
             (inner.default_tlp, p.export, p.framing, p.limit);
+        let max_bytes = inner.cfg.max_page_bytes;
         let max_scan = limit.saturating_mul(16).clamp(10_000, 200_000);
-        let (out, count, end): (Vec<u8>, usize, ScanEnd) = blocking(move || {
-            let mut r = Renderer::new(&g, default_tlp, export, framing, limit);
-            let end = s.scan(cursor, max_scan, |_, e| r.visit(e))?;
-            Ok((r.out, r.count, end))
-        })
-        .await?;
+        let (out, count, mut end, overflow): (Vec<u8>, usize, ScanEnd, bool) =
+            blocking(move || {
+                let mut r = Renderer::new(&g, default_tlp, export, framing, limit)
+                    .with_max_bytes(max_bytes);
+                let end = s.scan(cursor, max_scan, |_, e| r.visit(e))?;
+                Ok((r.out, r.count, end, r.overflow))
+            })
+            .await?;
+        if overflow {
+            // The last entry examined did not fit: the next page starts with it.
+            end.last = end.last.saturating_sub(1);
+            end.at_end = false;
+        }
         truncated |= end.truncated;
         cursor = end.last;
         let done = count > 0 || !end.at_end || p.wait.is_zero();
@@ -713,25 +763,45 @@ fn page_response(
     )
 }
 
-/// Withdrawals and replacements of a message: by messages of the same organisation that
-/// say "*source* withdraws/replaces *target*".
-fn marks(links: &[IncomingLink], target_org: Option<Uuid>) -> (Vec<String>, Vec<String>) {
+/// Withdrawals and replacements of a message of `target_org`, among the links pointing at
+/// it (`target`): those that take effect by the one rule ([`sighthub_iep04::authority`]).
+fn marks(
+    target: Uuid,
+    links: &[IncomingLink],
+    target_org: Option<Uuid>,
+) -> (Vec<String>, Vec<String>) {
     let (mut withdrawn, mut replaced) = (Vec::new(), Vec::new());
     for l in links {
-        if let LinkRel::Typed {
+        // The index keeps a typed link's type and sides: rebuild it as the source wrote it.
+        let LinkRel::Typed {
             link_type,
-            target_left: false,
-            from_self: true,
+            target_left,
+            from_self,
         } = &l.rel
-        {
-            if l.org != target_org {
-                continue;
-            }
-            match link_type.as_str() {
-                "withdraws" => withdrawn.push(l.source.to_string()),
-                "replaces" => replaced.push(l.source.to_string()),
-                _ => {}
-            }
+        else {
+            continue;
+        };
+        let other = if *from_self { l.source } else { Uuid::nil() };
+        let (left, right) = if *target_left {
+            (target, other)
+        } else {
+            (other, target)
+        };
+        let link = sighthub_iep04::TypedLink {
+            left,
+            link_type: sighthub_iep04::LinkType::from(link_type.as_str()),
+            right,
+        };
+        let Some(claim) = sighthub_iep04::claim_of_link(l.source, &link) else {
+            continue;
+        };
+        if claim.target != target || !sighthub_iep04::takes_effect(l.org, target_org) {
+            continue;
+        }
+        match claim.act {
+            sighthub_iep04::Act::Withdraw => withdrawn.push(l.source.to_string()),
+            sighthub_iep04::Act::Replace => replaced.push(l.source.to_string()),
+            sighthub_iep04::Act::UpdateTags => {}
         }
     }
     (withdrawn, replaced)
@@ -767,7 +837,13 @@ async fn get_message(
     let Some((seq, rec, links)) = found else {
         return Err(unknown());
     };
+    // Access first: a key that may not read the message learns nothing, not even that it
+    // exists or existed (a dropped message's feed and TLP are gone with it, so only a key
+    // that reads everything is told it was dropped).
     let Some(rec) = rec else {
+        if !grants.reads_everything() {
+            return Err(unknown());
+        }
         return Err(Error::Gone(format!(
             "Message {uuid} (seq {seq}) was dropped from the log by retention."
         )));
@@ -785,7 +861,7 @@ async fn get_message(
     } else {
         serde_json::from_slice(entry.json).map_err(|_| Error::corrupt("stored envelope"))?
     };
-    let (withdrawn, replaced) = marks(&links, entry.org);
+    let (withdrawn, replaced) = marks(uuid, &links, entry.org);
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -838,7 +914,7 @@ async fn links(inner: &Arc<Inner>, grants: Arc<Grants>, uuid: Uuid) -> Result<Re
         Ok((out, target_org))
     })
     .await?;
-    let (withdrawn, replaced) = marks(&list, target_org);
+    let (withdrawn, replaced) = marks(uuid, &list, target_org);
     let items: Vec<Value> = list
         .iter()
         .map(|l| {

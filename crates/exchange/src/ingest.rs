@@ -20,8 +20,16 @@ use uuid::Uuid;
 
 use crate::access::Grants;
 use crate::error::Refusal;
-use crate::record::{encode_log, EntryKind, LogEntry, FLAG_LINKED, FLAG_PAYLOAD, FLAG_WRAPPED};
-use crate::store::{index_entries, marks_of, Prepared};
+use crate::record::{
+    alternate_fits, encode_log, EntryKind, LogEntry, FLAG_LINKED, FLAG_PAYLOAD, FLAG_WRAPPED,
+    MAX_ALTERNATE_LEN,
+};
+use crate::store::{index_entries, Prepared};
+
+/// Most link and alternate index entries one message may create (related, group, typed
+/// links counted once per side indexed, alternate ids): each is a key in the exchange's
+/// indexes written in the request's batch. A message with more is refused.
+pub const MAX_INDEX_ENTRIES: usize = 1024;
 
 /// How a body is read; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +85,10 @@ pub struct Collector {
     pub refused: Vec<Refusal>,
     /// Scratch space for content hashes.
     scratch: Vec<u8>,
+    /// Most messages taken ([`Collector::with_max_items`]); more set [`Collector::too_many`].
+    max_items: usize,
+    /// More messages arrived than `max_items`: the request must be refused whole.
+    pub too_many: bool,
 }
 
 /// What happened to the n-th message of a request.
@@ -100,7 +112,16 @@ impl Collector {
             slots: Vec::new(),
             refused: Vec::new(),
             scratch: Vec::with_capacity(4096),
+            max_items: usize::MAX,
+            too_many: false,
         }
+    }
+
+    /// Takes at most `n` messages: one more sets [`Collector::too_many`] and the rest of a
+    /// buffered body is not parsed.
+    pub fn with_max_items(mut self, n: usize) -> Self {
+        self.max_items = n;
+        self
     }
 
     /// Number of messages seen so far.
@@ -116,6 +137,10 @@ impl Collector {
     /// Takes one decoded message (or its decoding error).
     pub fn add(&mut self, decoded: sighthub_iep04::Result<Decoded>) {
         let index = self.slots.len();
+        if index >= self.max_items {
+            self.too_many = true;
+            return;
+        }
         let scratch = &mut self.scratch;
         match decoded
             .map_err(ItemError::Invalid)
@@ -167,7 +192,10 @@ impl Collector {
 
     /// Drains the complete lines of an ND-JSON reader.
     pub fn drain(&mut self, reader: &mut NdjsonReader) {
-        while let Some(item) = reader.next_message(&self.receiver) {
+        while !self.too_many {
+            let Some(item) = reader.next_message(&self.receiver) else {
+                break;
+            };
             self.add(item);
         }
     }
@@ -175,16 +203,29 @@ impl Collector {
     /// Ends an ND-JSON stream: takes the last lines and the unterminated tail.
     pub fn finish(&mut self, reader: NdjsonReader) {
         let mut rest = reader.finish();
-        while let Some(item) = rest.next_message(&self.receiver) {
+        while !self.too_many {
+            let Some(item) = rest.next_message(&self.receiver) else {
+                break;
+            };
             self.add(item);
         }
     }
 
     /// Decodes a buffered body of kind `Json` or `Form`. Returns `true` when the body was a
     /// single object (so a failure answers 400 rather than a per-item list).
+    ///
+    /// `max_line` (the exchange's `max_line_bytes`) bounds every message whatever the shape:
+    /// an ND-JSON line, an element of a JSON array, a single JSON object or form body. A
+    /// longer message is an error for that message ([`is_oversized`]). An array is read one
+    /// element at a time and stops past [`Collector::with_max_items`].
     pub fn decode_buffered(&mut self, kind: BodyKind, body: &[u8], max_line: usize) -> bool {
         if kind == BodyKind::Form {
-            self.add(form_event(body).and_then(|m| self.receiver.decode_value(m)));
+            let decoded = if body.len() > max_line {
+                Err(oversized(body.len(), max_line))
+            } else {
+                form_event(body).and_then(|m| self.receiver.decode_value(m))
+            };
+            self.add(decoded);
             return true;
         }
         let start = body
@@ -194,46 +235,115 @@ impl Collector {
             .position(|b| !b.is_ascii_whitespace());
         let text = start.and_then(|s| body.get(s..)).unwrap_or_default();
         match text.first() {
-            Some(b'[') => match serde_json::from_slice::<serde_json::Value>(text) {
-                Ok(serde_json::Value::Array(items)) => {
-                    for v in items {
+            Some(b'[') => {
+                let mut de = serde_json::Deserializer::from_slice(text);
+                let seen = serde::Deserializer::deserialize_seq(
+                    &mut de,
+                    ArrayVisitor {
+                        col: self,
+                        max_line,
+                    },
+                )
+                .and_then(|()| de.end());
+                match seen {
+                    Ok(()) => false,
+                    // Stopped on purpose: too many items.
+                    Err(_) if self.too_many => false,
+                    // Not one JSON array after all: one error for the body, nothing taken.
+                    Err(e) => {
+                        self.slots.clear();
+                        self.items.clear();
+                        self.refused.clear();
+                        self.add(Err(sighthub_iep04::Error::Json(e)));
+                        true
+                    }
+                }
+            }
+            // One message: within the limit, parsed whole; a longer body can only be ND-JSON,
+            // whose reader bounds each line.
+            Some(b'{') => {
+                if text.len() <= max_line {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(text) {
                         let decoded = self.receiver.decode_value(v);
                         self.add(decoded);
+                        return true;
                     }
-                    false
                 }
-                Ok(_) => false,
-                Err(e) => {
-                    self.add(Err(sighthub_iep04::Error::Json(e)));
-                    true
-                }
-            },
-            Some(b'{') => match serde_json::from_slice::<serde_json::Value>(text) {
-                Ok(v) => {
-                    let decoded = self.receiver.decode_value(v);
-                    self.add(decoded);
-                    true
-                }
-                Err(_) => {
-                    let mut reader = NdjsonReader::new(max_line);
-                    reader.push(text);
-                    self.drain(&mut reader);
-                    self.finish(reader);
-                    false
-                }
-            },
+                let mut reader = NdjsonReader::new(max_line);
+                reader.push(text);
+                self.drain(&mut reader);
+                self.finish(reader);
+                false
+            }
             None => false,
             Some(_) => {
-                let decoded = form_event(text)
-                    .or_else(|_| {
-                        serde_json::from_slice::<serde_json::Value>(text)
-                            .map_err(sighthub_iep04::Error::Json)
-                    })
-                    .and_then(|v| self.receiver.decode_value(v));
+                let decoded = if text.len() > max_line {
+                    Err(oversized(text.len(), max_line))
+                } else {
+                    form_event(text)
+                        .or_else(|_| {
+                            serde_json::from_slice::<serde_json::Value>(text)
+                                .map_err(sighthub_iep04::Error::Json)
+                        })
+                        .and_then(|v| self.receiver.decode_value(v))
+                };
                 self.add(decoded);
                 true
             }
         }
+    }
+}
+
+/// The error of a message longer than `max_line_bytes` (outside ND-JSON, whose reader has
+/// its own, [`sighthub_iep04::Error::LineTooLong`]).
+fn oversized(len: usize, max: usize) -> sighthub_iep04::Error {
+    sighthub_iep04::Error::Invalid {
+        field: "$".into(),
+        reason: format!(
+            "the message is {len} bytes long; the limit is {max} bytes (max_line_bytes)"
+        ),
+    }
+}
+
+/// Whether an item error is a message over `max_line_bytes`, in any body shape.
+pub fn is_oversized(e: &sighthub_iep04::Error) -> bool {
+    match e {
+        sighthub_iep04::Error::LineTooLong { .. } => true,
+        sighthub_iep04::Error::Invalid { reason, .. } => reason.ends_with("(max_line_bytes)"),
+        _ => false,
+    }
+}
+
+/// Reads a JSON array element by element: each one is bounded by `max_line` before it is
+/// parsed into a value, and reading stops at the collector's item limit.
+struct ArrayVisitor<'c> {
+    col: &'c mut Collector,
+    max_line: usize,
+}
+
+impl<'de> serde::de::Visitor<'de> for ArrayVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of messages")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            let text = raw.get();
+            let decoded = if text.len() > self.max_line {
+                Err(oversized(text.len(), self.max_line))
+            } else {
+                serde_json::from_str::<serde_json::Value>(text)
+                    .map_err(sighthub_iep04::Error::Json)
+                    .and_then(|v| self.col.receiver.decode_value(v))
+            };
+            self.col.add(decoded);
+            if self.col.too_many {
+                return Err(serde::de::Error::custom("too many messages"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -315,7 +425,25 @@ fn prepare_with(
     let empty_payload = message.payload.as_ref().is_none_or(|p| p.is_empty());
     let content_key = wrapped.then(|| content_key_with(org, &message, scratch));
     let (links, alternates) = index_entries(&message);
-    let marks = marks_of(&message);
+    if links.len() + alternates.len() > MAX_INDEX_ENTRIES {
+        return Err(ItemError::Invalid(sighthub_iep04::Error::Invalid {
+            field: format!("meta.{}", sighthub_iep04::KEY_LINKS),
+            reason: format!(
+                "{} links and alternate ids; the limit is {MAX_INDEX_ENTRIES} per message",
+                links.len() + alternates.len()
+            ),
+        }));
+    }
+    if let Some(long) = alternates.iter().find(|a| !alternate_fits(a)) {
+        return Err(ItemError::Invalid(sighthub_iep04::Error::Invalid {
+            field: format!("meta.{}", sighthub_iep04::KEY_ALTERNATE),
+            reason: format!(
+                "an alternate id is {} bytes long; the limit is {MAX_ALTERNATE_LEN} bytes",
+                long.len()
+            ),
+        }));
+    }
+    let marks = sighthub_iep04::claims(&message);
     let mut flags = 0;
     if !empty_payload {
         flags |= FLAG_PAYLOAD;
@@ -370,6 +498,80 @@ mod tests {
         g.publish = vec![crate::access::Feed::Type("intelmq".into())];
         g.bare_tags = tags.iter().map(|t| (*t).to_owned()).collect();
         Arc::new(g)
+    }
+
+    fn bare(ip: &str, pad: usize) -> String {
+        format!(r#"{{"source.ip":"{ip}","comment":"{}"}}"#, "x".repeat(pad))
+    }
+
+    #[test]
+    fn max_line_bytes_bounds_every_body_shape() {
+        let small = bare("198.51.100.1", 10);
+        let big = bare("198.51.100.2", 1000);
+        // Array: the long element is an error of its own, the others are taken.
+        let mut c = Collector::new(publisher(&[]), INST);
+        let single = c.decode_buffered(BodyKind::Json, format!("[{small},{big}]").as_bytes(), 512);
+        assert!(!single);
+        assert!(matches!(c.slots[0], Slot::Prepared(_)));
+        assert!(matches!(&c.slots[1], Slot::Invalid(e) if is_oversized(e)));
+        // A single object, a form body, an ND-JSON line.
+        for (kind, body) in [
+            (BodyKind::Json, big.clone()),
+            (
+                BodyKind::Form,
+                format!("source.ip=198.51.100.3&c={}", "x".repeat(1000)),
+            ),
+            (BodyKind::Json, format!("{small}\n{big}\n")),
+        ] {
+            let mut c = Collector::new(publisher(&[]), INST);
+            c.decode_buffered(kind, body.as_bytes(), 512);
+            let last = c.slots.last().expect("a slot");
+            assert!(
+                matches!(last, Slot::Invalid(e) if is_oversized(e)),
+                "{body:.40}"
+            );
+        }
+    }
+
+    #[test]
+    fn index_entries_per_message_are_bounded() {
+        let related = |n: usize| {
+            let list: Vec<String> = (0..n)
+                .map(|i| Uuid::from_u128(i as u128 + 1).to_string())
+                .collect();
+            serde_json::json!({"format":"intelmq","version":1,"type":"event",
+                "meta":{"uuid":"03c51929-eeab-4d47-9dc0-c667f94c7d2c","intelmq:related":list},
+                "payload":{"source.ip":"198.51.100.1"}})
+            .to_string()
+        };
+        for (n, ok) in [(MAX_INDEX_ENTRIES, true), (MAX_INDEX_ENTRIES + 1, false)] {
+            let mut c = Collector::new(publisher(&[]), INST);
+            c.decode_buffered(BodyKind::Json, related(n).as_bytes(), 1 << 20);
+            assert_eq!(matches!(c.slots[0], Slot::Prepared(_)), ok, "{n}");
+        }
+    }
+
+    #[test]
+    fn the_item_limit_stops_reading_a_body() {
+        let array = format!("[{}1]", "1,".repeat(100_000));
+        let ndjson = "{}\n".repeat(100_000);
+        for body in [array, ndjson] {
+            let mut c = Collector::new(publisher(&[]), INST).with_max_items(10);
+            c.decode_buffered(BodyKind::Json, body.as_bytes(), 1 << 20);
+            assert!(c.too_many);
+            assert_eq!(c.slots.len(), 10, "nothing past the limit is kept");
+        }
+        let mut c = Collector::new(publisher(&[]), INST).with_max_items(2);
+        let two = format!("[{},{}]", bare("198.51.100.1", 0), bare("198.51.100.2", 0));
+        c.decode_buffered(BodyKind::Json, two.as_bytes(), 1 << 20);
+        assert!(!c.too_many);
+        assert_eq!(c.items.len(), 2);
+        // A broken array is one error for the body, nothing taken.
+        let mut c = Collector::new(publisher(&[]), INST);
+        let broken = format!("[{},", bare("198.51.100.1", 0));
+        assert!(c.decode_buffered(BodyKind::Json, broken.as_bytes(), 1 << 20));
+        assert!(c.items.is_empty());
+        assert_eq!(c.slots.len(), 1);
     }
 
     #[test]

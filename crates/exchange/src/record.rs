@@ -303,8 +303,23 @@ pub fn decode_link_value(v: &[u8]) -> Option<(u64, Option<Uuid>)> {
     Some((seq, (!org.is_nil()).then_some(org)))
 }
 
-/// Prefix of the `alternates` keys of one alternate id; `None` when it is over 65535 bytes.
+/// Longest opaque alternate id (`intelmq:alternate`) the exchange indexes, in bytes: each one
+/// becomes a storage key (the engine panics on keys over 65,535 bytes). A message carrying a
+/// longer one is refused at publish time; a lookup of one finds nothing.
+pub const MAX_ALTERNATE_LEN: usize = 1024;
+
+/// Whether an alternate id can be indexed ([`MAX_ALTERNATE_LEN`]); the one check every path
+/// building an `alternates` key asks.
+pub fn alternate_fits(alt: &str) -> bool {
+    alt.len() <= MAX_ALTERNATE_LEN
+}
+
+/// Prefix of the `alternates` keys of one alternate id; `None` when it is over
+/// [`MAX_ALTERNATE_LEN`] bytes.
 pub fn alternate_prefix(alt: &str) -> Option<Vec<u8>> {
+    if !alternate_fits(alt) {
+        return None;
+    }
     let len = u16::try_from(alt.len()).ok()?;
     let mut k = Vec::with_capacity(2 + alt.len() + 16);
     k.extend_from_slice(&len.to_be_bytes());

@@ -25,7 +25,7 @@
 
 use fjall::compaction::filter::{CompactionFilter, Context, Factory, ItemAccessor, Verdict};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
-use sighthub_iep04::{LinkType, Message};
+use sighthub_iep04::{takes_effect, Claim, Message};
 use sighthub_store::{GroupCommit, Ticket};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -94,8 +94,9 @@ pub struct Prepared {
     pub links: Vec<(Uuid, LinkRel)>,
     /// Opaque alternate ids, indexed too.
     pub alternates: Vec<String>,
-    /// Messages this one withdraws or replaces (typed links with this message on the left).
-    pub marks: Vec<Uuid>,
+    /// Messages this one claims to withdraw or replace ([`sighthub_iep04::claims`]); they
+    /// take effect only within one organisation ([`sighthub_iep04::takes_effect`]).
+    pub marks: Vec<Claim>,
 }
 
 /// What became of one prepared message.
@@ -544,7 +545,7 @@ impl ExchangeStore {
                     continue;
                 };
                 let old_entry = decode_log(&old).ok_or_else(|| Error::corrupt("log record"))?;
-                if old_entry.org != item.org {
+                if !takes_effect(item.org, old_entry.org) {
                     refused.push(Refusal {
                         index,
                         reason: "may not update the tags of another organisation's message".into(),
@@ -577,12 +578,14 @@ impl ExchangeStore {
                 outcomes.push(Outcome::UnknownTarget);
                 continue;
             }
-            // Withdrawals and replacements: only of the same organisation's messages.
+            // Withdrawals and replacements: only of the same organisation's messages
+            // (sighthub_iep04::authority). A claim on a message this hub does not have is
+            // kept as data and does nothing.
             let mut ok = true;
-            for target in &item.marks {
-                let tseq = match new_uuids.get(target) {
+            for claim in &item.marks {
+                let tseq = match new_uuids.get(&claim.target) {
                     Some(&s) => Some(s),
-                    None => self.seen_lookup(target, now)?,
+                    None => self.seen_lookup(&claim.target, now)?,
                 };
                 let Some(tseq) = tseq else { continue };
                 let rec = match pending.get(&tseq) {
@@ -591,7 +594,7 @@ impl ExchangeStore {
                 };
                 if let Some(rec) = rec {
                     let e = decode_log(&rec).ok_or_else(|| Error::corrupt("log record"))?;
-                    if e.org != item.org {
+                    if !takes_effect(item.org, e.org) {
                         ok = false;
                     }
                 }
@@ -725,6 +728,22 @@ impl ExchangeStore {
             return Ok(None);
         }
         Ok(Some((seq, self.log.get(seq_key(seq))?)))
+    }
+
+    /// The organisation of the durable message `uuid`, if this hub has it (still in the log)
+    /// and it names one.
+    pub fn org_of(&self, uuid: &Uuid) -> Result<Option<Uuid>> {
+        Ok(match self.lookup(uuid)? {
+            Some((_, Some(rec))) => decode_log(&rec).and_then(|e| e.org),
+            _ => None,
+        })
+    }
+
+    /// The withdrawals and replacements of `msg` that take effect on what this hub holds:
+    /// [`sighthub_iep04::effects`] with the targets' organisations looked up here. What the
+    /// bridge (and `rebuild-sightings`) apply.
+    pub fn effects(&self, msg: &Message) -> Result<Vec<Claim>> {
+        sighthub_iep04::effects(msg, |t| self.org_of(&t))
     }
 
     /// Every link pointing at `target` from a durable message, at most `max`.
@@ -974,24 +993,6 @@ pub fn index_entries(msg: &Message) -> (Vec<(Uuid, LinkRel)>, Vec<String>) {
         }
     }
     (links, l.alternate.clone())
-}
-
-/// The messages `msg` withdraws or replaces: typed links `msg withdraws X` / `msg replaces X`
-/// (`left_side` = `msg`).
-pub fn marks_of(msg: &Message) -> Vec<Uuid> {
-    let Some(meta) = &msg.meta else {
-        return Vec::new();
-    };
-    meta.links
-        .typed
-        .iter()
-        .filter(|t| {
-            t.left == meta.uuid
-                && t.right != meta.uuid
-                && matches!(t.link_type, LinkType::Withdraws | LinkType::Replaces)
-        })
-        .map(|t| t.right)
-        .collect()
 }
 
 fn set_kind_update(record: &mut [u8]) {

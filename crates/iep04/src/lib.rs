@@ -42,6 +42,8 @@
 //!
 //! # Layout
 //! - [`model`]: [`Message`], [`Meta`], [`Links`] and the link vocabulary.
+//! - [`authority`]: the one rule for what a message may do to another (withdraw, replace,
+//!   update tags).
 //! - [`envelope`]: parsing (with normalisation of older shapes) and emission.
 //! - [`bare`]: bare IntelMQ events in ([`Receiver`], [`Message::wrap_bare`]) and out
 //!   ([`Message::to_bare_event`]).
@@ -53,6 +55,7 @@
 
 #![deny(missing_docs)]
 
+pub mod authority;
 pub mod bare;
 pub mod envelope;
 pub mod error;
@@ -62,6 +65,7 @@ pub mod ndjson;
 pub mod payload;
 pub mod tlp;
 
+pub use authority::{claim_of_link, claims, effects, takes_effect, Act, Claim};
 pub use bare::{Decoded, Receiver, Shape, TYPE_KEY};
 pub use error::{Error, Result};
 pub use hash::{canonical_json, content_hash, ContentHash};

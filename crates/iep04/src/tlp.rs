@@ -8,8 +8,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::Value;
-
 use crate::model::Message;
 
 /// A TLP level, ordered from least to most restrictive.
@@ -74,19 +72,21 @@ impl FromStr for Tlp {
 
 impl Message {
     /// The message's TLP: the most restrictive of `payload.tlp` and every `tlp:` tag in
-    /// `meta.tags`; `None` when neither gives a recognisable level. Unrecognised values are
-    /// ignored.
+    /// `meta.tags`; `None` when neither is there. A value that is there but not a
+    /// recognisable level (`"purple"`, `tlp:bogus`, a number) is [`Tlp::Red`], the most
+    /// restrictive: a label nobody understands must not make a message more widely readable
+    /// than one without a label (which readers take as their configured default).
     pub fn tlp(&self) -> Option<Tlp> {
         let from_payload = self
             .payload
             .as_ref()
             .and_then(|p| p.get("tlp"))
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok());
+            .filter(|v| !v.is_null())
+            .map(|v| v.as_str().and_then(|s| s.parse().ok()).unwrap_or(Tlp::Red));
         let from_tags = self.meta.iter().flat_map(|m| &m.tags).filter_map(|tag| {
             let prefix = tag.get(..4)?;
             if prefix.eq_ignore_ascii_case("tlp:") {
-                tag.parse().ok()
+                Some(tag.parse().unwrap_or(Tlp::Red))
             } else {
                 None
             }
@@ -134,7 +134,28 @@ mod tests {
         assert_eq!(msg(None, &["mails", "tlp:green"]).tlp(), Some(Tlp::Green));
         assert_eq!(msg(Some("GREEN"), &["tlp:red"]).tlp(), Some(Tlp::Red));
         assert_eq!(msg(Some("RED"), &["tlp:white"]).tlp(), Some(Tlp::Red));
-        assert_eq!(msg(None, &["green", "tlp:bogus", "ñññ"]).tlp(), None);
+        assert_eq!(msg(None, &["green", "ñññ", "tlpx"]).tlp(), None);
+        assert_eq!(Message::new("intelmq", "event").tlp(), None);
+    }
+
+    #[test]
+    fn an_unrecognised_label_is_the_most_restrictive() {
+        assert_eq!(
+            msg(None, &["green", "tlp:bogus", "ñññ"]).tlp(),
+            Some(Tlp::Red)
+        );
+        assert_eq!(msg(None, &["tlp:"]).tlp(), Some(Tlp::Red));
+        assert_eq!(msg(Some("purple"), &["tlp:clear"]).tlp(), Some(Tlp::Red));
+        assert_eq!(msg(Some(""), &[]).tlp(), Some(Tlp::Red));
+        let mut m = msg(None, &[]);
+        if let Some(p) = m.payload.as_mut() {
+            p.insert("tlp".into(), json!(3));
+        }
+        assert_eq!(m.tlp(), Some(Tlp::Red));
+        if let Some(p) = m.payload.as_mut() {
+            p.insert("tlp".into(), json!(null));
+        }
+        assert_eq!(m.tlp(), None);
         assert_eq!(Message::new("intelmq", "event").tlp(), None);
     }
 }

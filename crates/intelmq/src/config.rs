@@ -82,9 +82,17 @@ pub struct TcpInConfig {
     /// Largest frame in bytes; a larger one closes the connection.
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: usize,
-    /// Most concurrent connections.
+    /// Most concurrent connections. One more closes the connection that has gone longest
+    /// without completing a frame (and is not storing one); see `crate::tcp_in`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most concurrent connections from one client address (same rule, within that address).
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// A connection that completes no frame for this many seconds (silent, or trickling
+    /// bytes) is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
     /// Organisation the incoming events are published as (`meta.uuid_org`). Absent: the
     /// exchange's own organisation.
     #[serde(default)]
@@ -164,6 +172,10 @@ pub struct RedisInConfig {
     /// Tags added to every incoming bare event (so feeds can select them).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Largest message taken, in bytes (the TCP listener's `max_frame_bytes`); a longer one
+    /// is logged and dropped without being parsed.
+    #[serde(default = "default_max_frame")]
+    pub max_message_bytes: usize,
 }
 
 /// One `[[intelmq.redis_out]]` writer.
@@ -202,6 +214,12 @@ fn default_max_frame() -> usize {
 }
 fn default_max_connections() -> usize {
     64
+}
+fn default_max_connections_per_address() -> usize {
+    16
+}
+fn default_idle_timeout() -> u64 {
+    300
 }
 fn default_read() -> Vec<String> {
     vec!["intelmq/event".into()]
@@ -245,9 +263,13 @@ impl IntelmqConfig {
             if l.framing == FramingKind::Separator && l.separator.is_empty() {
                 return Err(format!("[[intelmq.tcp_in]] '{}': empty separator", l.name));
             }
-            if l.max_frame_bytes == 0 || l.max_connections == 0 {
+            if l.max_frame_bytes == 0
+                || l.max_connections == 0
+                || l.max_connections_per_address == 0
+                || l.idle_timeout_seconds == 0
+            {
                 return Err(format!(
-                    "[[intelmq.tcp_in]] '{}': max_frame_bytes and max_connections must be > 0",
+                    "[[intelmq.tcp_in]] '{}': max_frame_bytes, max_connections, max_connections_per_address and idle_timeout_seconds must be > 0",
                     l.name
                 ));
             }
@@ -276,6 +298,12 @@ impl IntelmqConfig {
         }
         for r in &self.redis_in {
             name("redis_in", &r.name)?;
+            if r.max_message_bytes == 0 {
+                return Err(format!(
+                    "[[intelmq.redis_in]] '{}': max_message_bytes must be > 0",
+                    r.name
+                ));
+            }
             if !r.url.starts_with("redis://") || r.queue.is_empty() {
                 return Err(format!(
                     "[[intelmq.redis_in]] '{}': needs a redis:// url and a queue",

@@ -22,6 +22,10 @@ pub enum Error {
     /// The counterpart answered something other than what the protocol says.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The collector refused the delivered events for good (an HTTP 4xx other than 408 and
+    /// 429): retrying the same events cannot succeed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// An HTTP delivery failed.
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),

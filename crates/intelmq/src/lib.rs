@@ -104,7 +104,8 @@ impl Intelmq {
             tasks.spawn(t.run(shutdown.clone()));
         }
         for r in &self.cfg.redis_in {
-            let sink = sink::Sink::new(Arc::clone(&self.store), r.org, &r.tags);
+            let sink = sink::Sink::new(Arc::clone(&self.store), r.org, &r.tags)
+                .with_max_bytes(r.max_message_bytes);
             tasks.spawn(redis_in::RedisIn::new(r.clone(), sink).run(shutdown.clone()));
         }
         for o in &self.cfg.out {

@@ -201,6 +201,11 @@ impl Cursor {
 pub struct Page {
     /// (seq, bare event), in log order.
     pub events: Vec<(u64, Map<String, Value>)>,
+    /// The uuids of `events`, in the same order (for logs).
+    pub uuids: Vec<uuid::Uuid>,
+    /// Records of the feed that have no bare IntelMQ form (an envelope that does not
+    /// decode): skipped, (seq, uuid).
+    pub unrenderable: Vec<(u64, uuid::Uuid)>,
     /// Last sequence number examined: the cursor after this page is delivered.
     pub last: u64,
     /// Reached the durable end of the log.
@@ -216,6 +221,8 @@ pub fn read_page(
     batch: usize,
 ) -> Result<Page> {
     let mut events = Vec::new();
+    let mut uuids = Vec::new();
+    let mut unrenderable = Vec::new();
     let end = store.scan(after, batch.saturating_mul(4).max(64), |seq, e| {
         if e.kind != EntryKind::Message
             || !e.has_payload()
@@ -227,8 +234,12 @@ pub fn read_page(
         {
             return ControlFlow::Continue(());
         }
-        if let Ok(ev) = Message::from_slice(e.json).and_then(|m| m.to_bare_event(false)) {
-            events.push((seq, ev));
+        match Message::from_slice(e.json).and_then(|m| m.to_bare_event(false)) {
+            Ok(ev) => {
+                events.push((seq, ev));
+                uuids.push(e.uuid);
+            }
+            Err(_) => unrenderable.push((seq, e.uuid)),
         }
         if events.len() >= batch {
             ControlFlow::Break(())
@@ -238,6 +249,8 @@ pub fn read_page(
     })?;
     Ok(Page {
         events,
+        uuids,
+        unrenderable,
         last: end.last,
         at_end: end.at_end,
     })
@@ -276,6 +289,41 @@ pub struct Delivery {
     pub target: Target,
 }
 
+/// The page size of a delivery, smaller while a refused event is searched for, and the count
+/// of what was skipped (in the log lines).
+struct Pace {
+    full: usize,
+    batch: usize,
+    /// The end of the refused page being searched.
+    until: Option<u64>,
+    skipped: u64,
+}
+
+impl Pace {
+    fn new(full: usize) -> Self {
+        Pace {
+            full,
+            batch: full,
+            until: None,
+            skipped: 0,
+        }
+    }
+
+    /// A page ending at `last` was refused: halve, until the cursor is past it.
+    fn isolate(&mut self, last: u64) {
+        self.until = Some(self.until.map_or(last, |u| u.max(last)));
+        self.batch = (self.batch / 2).max(1);
+    }
+
+    /// The cursor moved to `pos`: past the refused page, back to full pages.
+    fn passed(&mut self, pos: u64) {
+        if self.until.is_none_or(|u| pos >= u) {
+            self.until = None;
+            self.batch = self.full;
+        }
+    }
+}
+
 /// A sender's state (the open connection).
 enum Conn {
     None,
@@ -302,11 +350,12 @@ impl Delivery {
         let mut durable = self.store.subscribe();
         let mut conn = Conn::None;
         let mut backoff = Duration::from_millis(200);
+        let mut pace = Pace::new(self.batch);
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let step = self.step(&cursor, &mut conn).await;
+            let step = self.step(&cursor, &mut conn, &mut pace).await;
             match step {
                 Ok(true) => {
                     backoff = Duration::from_millis(200);
@@ -329,30 +378,51 @@ impl Delivery {
         }
     }
 
-    /// Delivers one page; `Ok(true)` when the log end was reached.
-    async fn step(&self, cursor: &Cursor, conn: &mut Conn) -> Result<bool> {
+    /// Delivers one page; `Ok(true)` when the log end was reached. Events the collector
+    /// refuses for good are isolated (the page halves down to one event), then skipped,
+    /// counted and logged once with their seq and uuid; records without a bare form too.
+    async fn step(&self, cursor: &Cursor, conn: &mut Conn, pace: &mut Pace) -> Result<bool> {
         let pos = cursor.position()?;
         let (store, grants, tlp, batch) = (
             Arc::clone(&self.store),
             self.grants.clone(),
             self.default_tlp,
-            self.batch,
+            pace.batch,
         );
         let page = tokio::task::spawn_blocking(move || read_page(&store, &grants, tlp, pos, batch))
             .await??;
+        for (seq, uuid) in &page.unrenderable {
+            pace.skipped = pace.skipped.saturating_add(1);
+            tracing::warn!(out = %self.name, seq, %uuid, skipped_total = pace.skipped, "intelmq out: a record without a bare IntelMQ form is skipped");
+        }
         if !page.events.is_empty() {
             let sent = self.send(conn, &page.events).await;
-            if let Err((confirmed, e)) = sent {
-                // Keep what was confirmed before the failure.
-                if let Some(seq) = confirmed {
-                    cursor.advance(seq).await?;
+            match sent {
+                Err((_, Error::Refused(reason))) if page.events.len() > 1 => {
+                    pace.isolate(page.last);
+                    tracing::info!(out = %self.name, %reason, batch = pace.batch, "intelmq out: the collector refused a batch; retrying in smaller batches");
+                    return Ok(false);
                 }
-                return Err(e);
+                Err((_, Error::Refused(reason))) => {
+                    let seq = page.events.first().map_or(page.last, |(s, _)| *s);
+                    let uuid = page.uuids.first().copied().unwrap_or_default();
+                    pace.skipped = pace.skipped.saturating_add(1);
+                    tracing::warn!(out = %self.name, seq, %uuid, %reason, skipped_total = pace.skipped, "intelmq out: the collector refused this event for good; skipped");
+                }
+                Err((confirmed, e)) => {
+                    // Keep what was confirmed before the failure.
+                    if let Some(seq) = confirmed {
+                        cursor.advance(seq).await?;
+                    }
+                    return Err(e);
+                }
+                Ok(()) => {}
             }
         }
         if page.last > pos {
             cursor.advance(page.last).await?;
         }
+        pace.passed(page.last);
         Ok(page.at_end)
     }
 
@@ -440,10 +510,17 @@ impl Delivery {
                     .send()
                     .await
                     .map_err(|e| (None, e.into()))?;
-                if !resp.status().is_success() {
+                let status = resp.status();
+                if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
                     return Err((
                         None,
-                        Error::Protocol(format!("API collector answered {}", resp.status())),
+                        Error::Refused(format!("API collector answered {status}")),
+                    ));
+                }
+                if !status.is_success() {
+                    return Err((
+                        None,
+                        Error::Protocol(format!("API collector answered {status}")),
                     ));
                 }
                 Ok(())
@@ -487,6 +564,109 @@ impl Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-connection-at-a-time HTTP collector: 400 for a body holding `refuse-me`, else
+    /// 200; the accepted bodies are kept.
+    async fn collector(accepted: Arc<std::sync::Mutex<Vec<String>>>) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let accepted = Arc::clone(&accepted);
+                tokio::spawn(async move {
+                    loop {
+                        let mut head = Vec::new();
+                        let mut b = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if s.read_exact(&mut b).await.is_err() {
+                                return;
+                            }
+                            head.push(b[0]);
+                        }
+                        let text = String::from_utf8_lossy(&head).to_lowercase();
+                        let len: usize = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0u8; len];
+                        if s.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let body = String::from_utf8_lossy(&body).into_owned();
+                        let status = if body.contains("refuse-me") {
+                            "400 Bad Request"
+                        } else {
+                            accepted.lock().expect("lock").push(body);
+                            "200 OK"
+                        };
+                        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/intelmq/push")
+    }
+
+    #[tokio::test]
+    async fn an_event_the_collector_refuses_is_skipped_and_the_rest_delivered() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(
+            ExchangeStore::open(
+                dir.path(),
+                sighthub_exchange::StoreOptions::default(),
+                None,
+                None,
+            )
+            .expect("open"),
+        );
+        let sink = crate::sink::Sink::new(Arc::clone(&store), None, &[]);
+        let frames: Vec<Vec<u8>> = ["a.example", "refuse-me.example", "b.example", "c.example"]
+            .iter()
+            .map(|f| format!(r#"{{"source.fqdn":"{f}","feed.name":"x"}}"#).into_bytes())
+            .collect();
+        sink.accept(frames).await.expect("stored");
+        let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let url = collector(Arc::clone(&accepted)).await;
+        let d = Delivery {
+            name: "t".into(),
+            store: Arc::clone(&store),
+            grants: reader_grants(store.org(), vec![Feed::All], Tlp::Red),
+            default_tlp: Tlp::Amber,
+            start: Start::Beginning,
+            batch: 10,
+            timeout: Duration::from_secs(5),
+            target: Target::Api(url),
+        };
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(d.run(rx));
+        let cursor = Cursor::open(Arc::clone(&store), "t", Start::Beginning)
+            .await
+            .expect("cursor");
+        for _ in 0..200 {
+            if cursor.position().expect("pos") == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            cursor.position().expect("pos"),
+            4,
+            "went past the refused event"
+        );
+        let _ = stop.send(true);
+        let _ = task.await;
+        let all = accepted.lock().expect("lock").join("");
+        for f in ["a.example", "b.example", "c.example"] {
+            assert_eq!(all.matches(f).count(), 1, "{f} delivered once: {all}");
+        }
+        assert!(!all.contains("refuse-me"));
+    }
 
     #[test]
     fn harmonization_list_is_sorted_and_filters() {

@@ -37,6 +37,7 @@ pub struct Sink {
     store: Arc<ExchangeStore>,
     grants: Arc<Grants>,
     receiver: Receiver,
+    max_bytes: usize,
 }
 
 impl std::fmt::Debug for Sink {
@@ -66,7 +67,14 @@ impl Sink {
             store,
             grants: Arc::new(grants),
             receiver,
+            max_bytes: usize::MAX,
         }
+    }
+
+    /// Refuses (without parsing) messages longer than `n` bytes.
+    pub fn with_max_bytes(mut self, n: usize) -> Sink {
+        self.max_bytes = n;
+        self
     }
 
     /// The exchange store.
@@ -76,6 +84,13 @@ impl Sink {
 
     /// Decodes and prepares one JSON message (CPU only).
     pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared, String> {
+        if bytes.len() > self.max_bytes {
+            return Err(format!(
+                "message of {} bytes, over the limit of {} bytes",
+                bytes.len(),
+                self.max_bytes
+            ));
+        }
         let decoded = self.receiver.decode(bytes).map_err(|e| e.to_string())?;
         prepare(decoded, &self.grants, self.store.instance()).map_err(|e| match e {
             ItemError::Invalid(e) => e.to_string(),
@@ -207,5 +222,17 @@ mod tests {
             })
             .expect("scan");
         assert_eq!(seen, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_is_refused_unparsed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(
+            ExchangeStore::open(dir.path(), StoreOptions::default(), None, None).expect("open"),
+        );
+        let sink = Sink::new(Arc::clone(&store), None, &[]).with_max_bytes(EVENT.len() - 1);
+        let taken = sink.accept(vec![EVENT.to_vec()]).await.expect("accept");
+        assert!(matches!(&taken[0], Taken::Rejected(r) if r.contains("over the limit")));
+        assert_eq!(store.durable(), 0);
     }
 }

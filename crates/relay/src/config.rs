@@ -35,6 +35,12 @@ pub struct RelayConfig {
     pub peers: Vec<PeerConfig>,
     /// Hubs whose log is pulled into the local one through a named consumer.
     pub pulls: Vec<PullConfig>,
+    /// Byte budget of one request to a peer: a batch stops before its body grows past it
+    /// (its first message is always sent). Keep it under the peer's `max_request_bytes`.
+    pub max_batch_bytes: usize,
+    /// Largest answer read from a peer or hub (a publish answer, a pulled page), in bytes:
+    /// a longer one is an error (a pull halves its page size and retries), never buffered.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for RelayConfig {
@@ -49,6 +55,8 @@ impl Default for RelayConfig {
             covered: true,
             peers: Vec::new(),
             pulls: Vec::new(),
+            max_answer_bytes: 64 * 1024 * 1024,
+            max_batch_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -161,6 +169,12 @@ impl PeerConfig {
 impl RelayConfig {
     /// Checks names, URLs, feeds and TLPs; the message says which entry is wrong.
     pub fn validate(&self) -> Result<(), String> {
+        if self.max_batch_bytes < 64 * 1024 {
+            return Err("relay.max_batch_bytes must be at least 65536".into());
+        }
+        if self.max_answer_bytes < 64 * 1024 {
+            return Err("relay.max_answer_bytes must be at least 65536".into());
+        }
         if self.batch == 0 || self.batch > 10_000 {
             return Err("relay.batch must be 1..=10000".into());
         }

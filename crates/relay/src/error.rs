@@ -45,6 +45,14 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The peer's answer is longer than `max_answer_bytes`.
+    #[error("{peer}: answer longer than {max} bytes (relay.max_answer_bytes)")]
+    TooLong {
+        /// Which peer or hub.
+        peer: String,
+        /// The limit.
+        max: usize,
+    },
     /// The local exchange failed.
     #[error("local exchange: {0}")]
     Exchange(#[from] sighthub_exchange::Error),
@@ -64,7 +72,10 @@ impl Error {
     pub fn source_kind(&self) -> Source {
         match self {
             Error::Config(_) => Source::Config,
-            Error::Network { .. } | Error::Status { .. } | Error::Answer { .. } => Source::Upstream,
+            Error::Network { .. }
+            | Error::Status { .. }
+            | Error::Answer { .. }
+            | Error::TooLong { .. } => Source::Upstream,
             Error::Exchange(_) | Error::State { .. } => Source::Internal,
         }
     }
@@ -75,7 +86,10 @@ impl Error {
     pub fn retryable(&self) -> bool {
         match self {
             Error::Config(_) => false,
-            Error::Network { .. } | Error::Answer { .. } | Error::State { .. } => true,
+            Error::Network { .. }
+            | Error::Answer { .. }
+            | Error::State { .. }
+            | Error::TooLong { .. } => true,
             Error::Status { status, .. } => {
                 *status >= 500 || matches!(status, 401 | 403 | 404 | 408 | 413 | 429)
             }
@@ -83,6 +97,24 @@ impl Error {
                 e,
                 sighthub_exchange::Error::Config(_) | sighthub_exchange::Error::Poisoned
             ),
+        }
+    }
+}
+
+impl Error {
+    /// The peer refused the *content* of a request for good: retrying the same messages
+    /// cannot succeed. A 4xx other than 401/403 (the key), 404 (the route), 408 and 429
+    /// (come back later), or a 403 that lists refused messages (`"refused"`: e.g. another
+    /// organisation's withdrawal). A push isolates the refused message, records it and goes
+    /// on; everything else stays retried.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Status { status, body, .. } => match *status {
+                403 => body.contains("\"refused\""),
+                401 | 404 | 408 | 429 => false,
+                s => (400..500).contains(&s),
+            },
+            _ => false,
         }
     }
 }
@@ -103,6 +135,15 @@ mod test {
         };
         assert!(s(503).retryable() && s(403).retryable() && s(429).retryable());
         assert!(!s(400).retryable() && !s(422).retryable());
+        assert!(s(400).is_refusal() && s(413).is_refusal() && s(422).is_refusal());
+        assert!(!s(401).is_refusal() && !s(403).is_refusal() && !s(408).is_refusal());
+        assert!(!s(429).is_refusal() && !s(500).is_refusal() && !s(404).is_refusal());
+        let refused = Error::Status {
+            peer: "p".into(),
+            status: 403,
+            body: r#"{"message":"Publishing refused; nothing was written.","refused":[]}"#.into(),
+        };
+        assert!(refused.is_refusal());
         assert_eq!(s(500).source_kind(), Source::Upstream);
         assert!(!Error::Config("x".into()).retryable());
         assert_eq!(Error::Config("x".into()).source_kind(), Source::Config);

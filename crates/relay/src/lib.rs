@@ -106,6 +106,10 @@ pub(crate) struct Settings {
     pub(crate) covered: bool,
     /// Instances whose messages are not forwarded (`forward_received = false`).
     pub(crate) no_forward: Vec<Uuid>,
+    /// Largest answer read from a peer or hub.
+    pub(crate) max_answer_bytes: usize,
+    /// Byte budget of one request to a peer.
+    pub(crate) max_batch_bytes: usize,
 }
 
 impl Settings {
@@ -133,6 +137,8 @@ impl Settings {
             timeout: Duration::from_secs(cfg.timeout_seconds),
             covered: cfg.covered,
             no_forward,
+            max_answer_bytes: cfg.max_answer_bytes,
+            max_batch_bytes: cfg.max_batch_bytes,
         }
     }
 }
@@ -453,7 +459,7 @@ pub(crate) async fn fetch_instance(
             peer: name.to_owned(),
             source,
         })?;
-    let body = answer(resp, name).await?;
+    let body = answer(resp, name, 64 * 1024).await?;
     body.get("instance")
         .and_then(serde_json::Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok())
@@ -464,21 +470,23 @@ pub(crate) async fn fetch_instance(
 }
 
 /// The JSON body of a 2xx answer (or a 400 that still carries per-item results, when
-/// `allow_400`), else an error.
-pub(crate) async fn answer(resp: reqwest::Response, name: &str) -> Result<serde_json::Value> {
-    answer_with(resp, name, false).await
+/// `allow_400`), else an error. At most `max` bytes are read ([`read_bounded`]).
+pub(crate) async fn answer(
+    resp: reqwest::Response,
+    name: &str,
+    max: usize,
+) -> Result<serde_json::Value> {
+    answer_with(resp, name, false, max).await
 }
 
 pub(crate) async fn answer_with(
     resp: reqwest::Response,
     name: &str,
     allow_400: bool,
+    max: usize,
 ) -> Result<serde_json::Value> {
     let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.map_err(|source| Error::Network {
-        peer: name.to_owned(),
-        source,
-    })?;
+    let bytes = read_bounded(resp, name, max).await?;
     let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
     match json {
         Some(v) if (200..300).contains(&status) => Ok(v),
@@ -490,6 +498,37 @@ pub(crate) async fn answer_with(
                 .into_owned(),
         }),
     }
+}
+
+/// The body of an answer, read chunk by chunk and refused past `max` bytes (a declared
+/// `Content-Length` over it is refused before reading): a peer cannot make this instance
+/// buffer an unbounded answer.
+pub(crate) async fn read_bounded(
+    mut resp: reqwest::Response,
+    name: &str,
+    max: usize,
+) -> Result<Vec<u8>> {
+    let too_long = || Error::TooLong {
+        peer: name.to_owned(),
+        max,
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
+    {
+        return Err(too_long());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Network {
+        peer: name.to_owned(),
+        source,
+    })? {
+        if out.len().saturating_add(chunk.len()) > max {
+            return Err(too_long());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

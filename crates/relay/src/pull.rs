@@ -19,13 +19,23 @@ use crate::path::Routed;
 use crate::state::{self, PeerState};
 use crate::{sleep_or_stop, Backoff, Settings, Shared};
 
-/// What appending one page did: (accepted, duplicate, errors).
-pub(crate) async fn ingest(
-    sh: &Arc<Shared>,
-    lines: Vec<serde_json::Value>,
-) -> Result<(u64, u64, u64)> {
+/// What appending one page did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Ingested {
+    pub(crate) accepted: u64,
+    pub(crate) duplicate: u64,
+    /// Invalid here (not a message, unknown update target, …).
+    pub(crate) errors: u64,
+    /// Refused by the local exchange (e.g. another organisation's withdrawal): dropped from
+    /// the page, the rest is appended.
+    pub(crate) refused: Vec<(Uuid, String)>,
+}
+
+/// Appends one page to the local log. Messages the local exchange refuses are left out
+/// (and reported), never the end of the page: a refused message must not wedge the pull.
+pub(crate) async fn ingest(sh: &Arc<Shared>, lines: Vec<serde_json::Value>) -> Result<Ingested> {
     if lines.is_empty() {
-        return Ok((0, 0, 0));
+        return Ok(Ingested::default());
     }
     let body = serde_json::to_vec(&lines).map_err(|e| Error::Answer {
         peer: "local".into(),
@@ -41,32 +51,58 @@ pub(crate) async fn ingest(
             .iter()
             .filter(|s| matches!(s, Slot::Invalid(_)))
             .count() as u64;
-        let items = std::mem::take(&mut col.items);
-        if items.is_empty() {
-            return Ok::<_, Error>((None, invalid));
+        let mut items = std::mem::take(&mut col.items);
+        let mut refused = Vec::new();
+        loop {
+            if items.is_empty() {
+                return Ok::<_, Error>((None, invalid, refused));
+            }
+            match store.append(items.clone(), now_secs()) {
+                Ok(a) => return Ok((Some(a), invalid, refused)),
+                Err(sighthub_exchange::Error::Refused(list)) if !list.is_empty() => {
+                    let mut drop: Vec<usize> = list.iter().map(|r| r.index).collect();
+                    drop.sort_unstable();
+                    drop.dedup();
+                    for r in &list {
+                        if let Some(item) = items.get(r.index) {
+                            refused.push((item.uuid, r.reason.clone()));
+                        }
+                    }
+                    for i in drop.into_iter().rev() {
+                        if i < items.len() {
+                            items.remove(i);
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok((Some(store.append(items, now_secs())?), invalid))
     })
     .await
     .map_err(|e| Error::Answer {
         peer: "local".into(),
         reason: e.to_string(),
     })??;
-    let (Some(appended), invalid) = appended else {
-        return Ok((0, 0, appended.1));
+    let (appended, invalid, refused) = appended;
+    let mut out = Ingested {
+        errors: invalid,
+        refused,
+        ..Ingested::default()
+    };
+    let Some(appended) = appended else {
+        return Ok(out);
     };
     sh.store
         .wait_durable(appended.ticket, appended.high)
         .await?;
-    let (mut a, mut d, mut e) = (0, 0, invalid);
     for o in &appended.outcomes {
         match o {
-            Outcome::Accepted { .. } | Outcome::Updated { .. } => a += 1,
-            Outcome::Duplicate { .. } => d += 1,
-            Outcome::UnknownTarget | Outcome::Gone { .. } => e += 1,
+            Outcome::Accepted { .. } | Outcome::Updated { .. } => out.accepted += 1,
+            Outcome::Duplicate { .. } => out.duplicate += 1,
+            Outcome::UnknownTarget | Outcome::Gone { .. } => out.errors += 1,
         }
     }
-    Ok((a, d, e))
+    Ok(out)
 }
 
 /// One page of the hub's consumer: (cursor, messages).
@@ -88,7 +124,7 @@ async fn fetch(
             peer: p.name.clone(),
             source,
         })?;
-    let mut v = crate::answer(resp, &p.name).await?;
+    let mut v = crate::answer(resp, &p.name, settings.max_answer_bytes).await?;
     let cursor = v
         .get("cursor")
         .and_then(serde_json::Value::as_str)
@@ -121,7 +157,7 @@ async fn ack(
             peer: p.name.clone(),
             source,
         })?;
-    crate::answer(resp, &p.name).await.map(|_| ())
+    crate::answer(resp, &p.name, 64 * 1024).await.map(|_| ())
 }
 
 /// Splits a page into what to ingest (path extended with `hub`) and the count of messages
@@ -173,6 +209,8 @@ pub(crate) async fn run(
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
     let mut hub = p.instance;
     let mut acked: Option<String> = None;
+    // Page size: halved after an answer over max_answer_bytes, back after a good page.
+    let mut limit = settings.batch;
     tracing::info!(hub = %p.name, consumer = %p.consumer, "relay: pulling");
     loop {
         if *stop.borrow() {
@@ -190,7 +228,7 @@ pub(crate) async fn run(
             };
             // Interrupting the long-poll loses nothing: the hub's cursor has not moved.
             let page = tokio::select! {
-                r = fetch(&http, &p, settings.batch, &settings) => r?,
+                r = fetch(&http, &p, limit, &settings) => r?,
                 _ = stop.changed() => return Ok(None),
             };
             Ok::<_, Error>(Some((hub_instance, page)))
@@ -201,6 +239,10 @@ pub(crate) async fn run(
             Ok(None) => return,
             Err(e) => {
                 tracing::info!(hub = %p.name, error = %e, "relay: pull failed, retrying");
+                if matches!(e, Error::TooLong { .. }) && limit > 1 {
+                    limit = (limit / 2).max(1);
+                    continue;
+                }
                 if !e.retryable() {
                     backoff.give_up_soon();
                 }
@@ -213,7 +255,7 @@ pub(crate) async fn run(
         let received = messages.len() as u64;
         // On the wire whatever happens next: a page whose acknowledgement fails is read again
         // (unless the hub did take the acknowledgement and only its answer was lost).
-        st.attempted += received;
+        st.attempted = st.attempted.saturating_add(received);
         let (lines, own) = prepare_page(messages, me, hub_instance);
         let done = async {
             let counts = ingest(&sh, lines).await?;
@@ -224,15 +266,24 @@ pub(crate) async fn run(
         }
         .await;
         match done {
-            Ok((a, d, e)) => {
+            Ok(got) => {
                 acked = Some(cursor);
+                limit = settings.batch;
+                for (uuid, reason) in &got.refused {
+                    tracing::warn!(hub = %p.name, %uuid, %reason, "relay: a pulled message was refused here; skipped, the pull goes on");
+                }
+                if let Some((uuid, reason)) = got.refused.last() {
+                    st.refused = st.refused.saturating_add(got.refused.len() as u64);
+                    st.last_refused_uuid = Some(uuid.to_string());
+                    st.last_refused_reason = Some(reason.chars().take(300).collect());
+                }
                 if received > 0 {
-                    st.sent += received;
-                    st.own += own;
-                    st.accepted += a;
-                    st.duplicate += d;
-                    st.errors += e;
-                    st.batches += 1;
+                    st.sent = st.sent.saturating_add(received);
+                    st.own = st.own.saturating_add(own);
+                    st.accepted = st.accepted.saturating_add(got.accepted);
+                    st.duplicate = st.duplicate.saturating_add(got.duplicate);
+                    st.errors = st.errors.saturating_add(got.errors);
+                    st.batches = st.batches.saturating_add(1);
                     if let Err(e) = state::store(&file, &st) {
                         tracing::warn!(hub = %p.name, error = %e, "relay: pull counters not persisted");
                     }

@@ -10,6 +10,13 @@
 //! Skipped entries advance the cursor too (they are counted in `skipped`). A failed request
 //! leaves the cursor where it was and is retried with backoff; the peer answers `duplicate`
 //! for anything it got by another path in the meantime.
+//!
+//! A **refusal** (a non-retryable 4xx, [`Error::is_refusal`]: e.g. another organisation's
+//! withdrawal, accepted here because its target was unknown here) must not wedge the link:
+//! the failed batch is retried in halves down to single messages, the message refused on
+//! its own is recorded in the state file (`refused`, `last_refused_seq`/`_uuid`/`_reason`),
+//! logged once and skipped, and everything after it is delivered. The peer's answers are
+//! read within `max_answer_bytes` and checked (counts that add up, without overflow).
 
 use sighthub_exchange::record::EntryKind;
 use sighthub_exchange::{Feed, Grants};
@@ -36,6 +43,9 @@ pub struct Batch {
     pub skipped: u64,
     /// Cursor after this batch.
     pub last: u64,
+    /// Sequence number and uuid of the first message in it (the refused one when a batch
+    /// of one is refused).
+    pub first: Option<(u64, Uuid)>,
     /// Reached the durable end of the log.
     pub at_end: bool,
 }
@@ -114,9 +124,10 @@ pub(crate) fn next_batch(
         Vec::new()
     };
     let mut others = Vec::with_capacity(known.len());
-    let end = sh
+    let mut full = false;
+    let mut end = sh
         .store
-        .scan(after, limit.saturating_mul(8).max(64), |_, e| {
+        .scan(after, limit.saturating_mul(8).max(64), |seq, e| {
             let visible = matches!(e.kind, EntryKind::Message | EntryKind::TagUpdate)
                 && grants.may_read(e.format_type, &e.tags, e.tlp, sh.local.default_tlp);
             let line = if visible {
@@ -130,10 +141,21 @@ pub(crate) fn next_batch(
                 Err(Skip::Filtered)
             };
             match line {
+                // The byte budget: this line waits for the next batch.
+                Ok(line)
+                    if b.count > 0
+                        && b.body.len().saturating_add(line.len()) >= settings.max_batch_bytes =>
+                {
+                    full = true;
+                    return ControlFlow::Break(());
+                }
                 Ok(line) => {
                     b.body.extend_from_slice(&line);
                     b.body.push(b'\n');
                     b.count += 1;
+                    if b.first.is_none() {
+                        b.first = Some((seq, e.uuid));
+                    }
                 }
                 Err(_) => b.skipped += 1,
             }
@@ -143,6 +165,11 @@ pub(crate) fn next_batch(
                 ControlFlow::Continue(())
             }
         })?;
+    if full {
+        // The entry that did not fit is the first of the next batch.
+        end.last = end.last.saturating_sub(1);
+        end.at_end = false;
+    }
     b.last = end.last;
     b.at_end = end.at_end;
     if end.truncated {
@@ -160,7 +187,7 @@ async fn send(
     peer: &PeerConfig,
     body: Vec<u8>,
     count: u64,
-    timeout: Duration,
+    settings: &Settings,
 ) -> Result<(u64, u64, u64)> {
     let mut url = crate::endpoint(&peer.url, &["iep04", "messages"])?;
     url.set_query(Some("results=errors"));
@@ -168,7 +195,7 @@ async fn send(
         .post(url)
         .header("authorization", &peer.key)
         .header("content-type", "application/x-ndjson")
-        .timeout(timeout)
+        .timeout(settings.timeout)
         .body(body)
         .send()
         .await
@@ -176,15 +203,19 @@ async fn send(
             peer: peer.name.clone(),
             source,
         })?;
-    let v = crate::answer_with(resp, &peer.name, true).await?;
+    let v = crate::answer_with(resp, &peer.name, true, settings.max_answer_bytes).await?;
+    counts(&v, count).ok_or_else(|| Error::Answer {
+        peer: peer.name.clone(),
+        reason: format!("{count} messages sent, answer {v:.300}"),
+    })
+}
+
+/// The counts of a publish answer for `count` messages: each present, and adding up to
+/// `count` without overflow; `None` otherwise.
+pub(crate) fn counts(v: &serde_json::Value, count: u64) -> Option<(u64, u64, u64)> {
     let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
-    match (n("accepted"), n("duplicate"), n("errors")) {
-        (Some(a), Some(d), Some(e)) if a + d + e == count => Ok((a, d, e)),
-        _ => Err(Error::Answer {
-            peer: peer.name.clone(),
-            reason: format!("{count} messages sent, answer {v}"),
-        }),
-    }
+    let (a, d, e) = (n("accepted")?, n("duplicate")?, n("errors")?);
+    (a.checked_add(d)?.checked_add(e)? == count).then_some((a, d, e))
 }
 
 fn load_state(sh: &Shared, path: &std::path::Path) -> Result<PeerState> {
@@ -281,6 +312,8 @@ pub(crate) async fn run(
         registration.enter(i, &grants);
     }
     let mut limit = settings.batch;
+    // While a refused batch is searched for its refused message: the end of that batch.
+    let mut isolating: Option<u64> = None;
     let mut durable = sh.store.subscribe();
     tracing::info!(peer = %peer.name, cursor = st.cursor, "relay: pushing");
     loop {
@@ -340,7 +373,7 @@ pub(crate) async fn run(
         if batch.count == 0 {
             if batch.last > st.cursor {
                 st.cursor = batch.last;
-                st.skipped += batch.skipped;
+                st.skipped = st.skipped.saturating_add(batch.skipped);
                 persist(&file, &st);
             }
             if batch.at_end {
@@ -353,32 +386,56 @@ pub(crate) async fn run(
             }
             continue;
         }
-        st.attempted += batch.count;
-        match send(&http, &peer, batch.body, batch.count, settings.timeout).await {
+        st.attempted = st.attempted.saturating_add(batch.count);
+        match send(&http, &peer, batch.body, batch.count, &settings).await {
             Ok((a, d, e)) => {
                 st.cursor = batch.last;
-                st.sent += batch.count;
-                st.accepted += a;
-                st.duplicate += d;
-                st.errors += e;
-                st.skipped += batch.skipped;
-                st.batches += 1;
+                st.sent = st.sent.saturating_add(batch.count);
+                st.accepted = st.accepted.saturating_add(a);
+                st.duplicate = st.duplicate.saturating_add(d);
+                st.errors = st.errors.saturating_add(e);
+                st.skipped = st.skipped.saturating_add(batch.skipped);
+                st.batches = st.batches.saturating_add(1);
                 persist(&file, &st);
                 if e > 0 {
                     tracing::warn!(peer = %peer.name, errors = e, "relay: the peer refused some messages as invalid");
                 }
                 backoff.reset();
-                limit = settings.batch;
+                if isolating.is_none_or(|end| st.cursor >= end) {
+                    isolating = None;
+                    limit = settings.batch;
+                }
+            }
+            Err(e) if e.is_refusal() && batch.count > 1 => {
+                // Find the refused message: halves, down to single messages, until the
+                // cursor is past this batch.
+                isolating = Some(isolating.map_or(batch.last, |end| end.max(batch.last)));
+                limit = usize::try_from(batch.count / 2).unwrap_or(1).max(1);
+                tracing::info!(peer = %peer.name, error = %e, limit, "relay: the peer refused a batch; retrying in smaller batches to find the refused message");
+            }
+            Err(e) if e.is_refusal() => {
+                let (seq, uuid) = batch.first.unwrap_or((batch.last, Uuid::nil()));
+                let reason = e.to_string();
+                tracing::warn!(peer = %peer.name, seq, %uuid, error = %reason, "relay: the peer refused this message for good; skipped, the link goes on");
+                st.cursor = batch.last;
+                st.refused = st.refused.saturating_add(1);
+                st.last_refused_seq = Some(seq);
+                st.last_refused_uuid = Some(uuid.to_string());
+                st.last_refused_reason = Some(reason.chars().take(300).collect());
+                st.skipped = st.skipped.saturating_add(batch.skipped);
+                persist(&file, &st);
+                backoff.reset();
+                if isolating.is_none_or(|end| st.cursor >= end) {
+                    isolating = None;
+                    limit = settings.batch;
+                }
             }
             Err(e) => {
                 if matches!(&e, Error::Network { source, .. } if source.is_connect()) {
                     // Never reached the peer.
-                    st.attempted -= batch.count;
+                    st.attempted = st.attempted.saturating_sub(batch.count);
                 }
-                let too_large = matches!(e, Error::Status { status: 413, .. });
-                if too_large && limit > 1 {
-                    limit = (limit / 2).max(1);
-                } else if !e.retryable() {
+                if !e.retryable() {
                     backoff.give_up_soon();
                 }
                 tracing::info!(peer = %peer.name, error = %e, retryable = e.retryable(), "relay: batch not delivered, retrying");
@@ -403,7 +460,30 @@ mod test {
             timeout: Duration::from_secs(1),
             covered: true,
             no_forward,
+            max_answer_bytes: 1 << 20,
+            max_batch_bytes: 1 << 20,
         }
+    }
+
+    #[test]
+    fn a_peer_answer_must_add_up_without_overflow() {
+        let v = |a: u64, d: u64, e: u64| serde_json::json!({"accepted": a, "duplicate": d, "errors": e});
+        assert_eq!(counts(&v(2, 1, 0), 3), Some((2, 1, 0)));
+        assert_eq!(counts(&v(2, 2, 0), 3), None);
+        assert_eq!(
+            counts(&v(u64::MAX, 2, 0), 1),
+            None,
+            "an overflow is refused"
+        );
+        assert_eq!(counts(&v(u64::MAX, 1, 1), 0), None);
+        assert_eq!(counts(&serde_json::json!({"accepted": 1}), 1), None);
+        assert_eq!(
+            counts(
+                &serde_json::json!({"accepted": -1, "duplicate": 2, "errors": 0}),
+                1
+            ),
+            None
+        );
     }
 
     #[test]

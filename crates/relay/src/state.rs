@@ -40,6 +40,16 @@ pub struct PeerState {
     pub batches: u64,
     /// Pulls: messages that were ours (this instance on their path), not ingested again.
     pub own: u64,
+    /// Messages the other side refused for good (a push: a non-retryable 4xx for that one
+    /// message; a pull: refused by the local exchange, e.g. another organisation's
+    /// withdrawal): recorded, skipped, and everything after them delivered.
+    pub refused: u64,
+    /// Local sequence number (push) of the last refused message.
+    pub last_refused_seq: Option<u64>,
+    /// Uuid of the last refused message.
+    pub last_refused_uuid: Option<String>,
+    /// Why it was refused (the start of the answer).
+    pub last_refused_reason: Option<String>,
 }
 
 /// The file of one state.

@@ -96,9 +96,10 @@ async fn batches_follow_the_log_and_skip_by_path_and_feed() {
         msg(5, &[other, peer_i], &["feed:x"]),
         msg(6, &[], &["feed:x"]),
     ];
-    let (a, d, e) = pull::ingest(&sh, page.clone()).await.expect("ingest");
-    assert_eq!((a, d, e), (6, 0, 0));
-    assert_eq!(pull::ingest(&sh, page).await.expect("again"), (0, 6, 0));
+    let got = pull::ingest(&sh, page.clone()).await.expect("ingest");
+    assert_eq!((got.accepted, got.duplicate, got.errors), (6, 0, 0));
+    let again = pull::ingest(&sh, page).await.expect("again");
+    assert_eq!((again.accepted, again.duplicate, again.errors), (0, 6, 0));
     let settings = Settings::of(&RelayConfig::default());
     let grants = Grants {
         org: store.org(),
@@ -146,4 +147,86 @@ fn endpoints_encode_segments() {
     assert_eq!(u.as_str(), "http://h:1/iep04/consumers/a%20b%2Fc/ack");
     let u = endpoint("http://h:1/base", &["iep04", "status"]).expect("url");
     assert_eq!(u.as_str(), "http://h:1/base/iep04/status");
+}
+
+#[tokio::test]
+async fn a_refused_message_in_a_pulled_page_is_skipped_and_the_rest_ingested() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let sh = Arc::new(Shared {
+        store: Arc::clone(&store),
+        dir: dir.path().to_owned(),
+        local: LocalOptions::default(),
+        peers: Default::default(),
+    });
+    let (org_a, org_b) = (Uuid::from_u128(0xA), Uuid::from_u128(0xB));
+    let mut target = msg(1, &[], &[]);
+    target["meta"]["uuid_org"] = json!(org_a.to_string());
+    let t = target["meta"]["uuid"].clone();
+    let got = pull::ingest(&sh, vec![target]).await.expect("ingest");
+    assert_eq!(got.accepted, 1);
+    // Another organisation withdraws it (its own link): refused here, the rest goes in.
+    let w = Uuid::new_v4().to_string();
+    let mut withdrawal = msg(2, &[], &[]);
+    withdrawal["meta"]["uuid"] = json!(w);
+    withdrawal["meta"]["uuid_org"] = json!(org_b.to_string());
+    withdrawal["meta"]["intelmq:links"] =
+        json!([{"left_side": w, "type": "withdraws", "right_side": t}]);
+    let got = pull::ingest(&sh, vec![msg(3, &[], &[]), withdrawal, msg(4, &[], &[])])
+        .await
+        .expect("ingest");
+    assert_eq!(got.accepted, 2);
+    assert_eq!(got.refused.len(), 1);
+    assert_eq!(got.refused[0].0.to_string(), w);
+}
+
+#[tokio::test]
+async fn a_batch_keeps_to_its_byte_budget_and_misses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let sh = Arc::new(Shared {
+        store: Arc::clone(&store),
+        dir: dir.path().to_owned(),
+        local: LocalOptions::default(),
+        peers: Default::default(),
+    });
+    let page: Vec<serde_json::Value> = (1..=7).map(|n| msg(n, &[], &[])).collect();
+    pull::ingest(&sh, page).await.expect("ingest");
+    let mut settings = Settings::of(&RelayConfig::default());
+    let one = push::next_batch(
+        &sh,
+        &settings,
+        &Grants::admin(store.org()),
+        Uuid::new_v4(),
+        0,
+        10,
+    )
+    .expect("batch");
+    // Room for about two and a half messages.
+    settings.max_batch_bytes = one.body.len() * 5 / 14;
+    let (mut after, mut sent, mut batches) = (0, 0, 0);
+    loop {
+        let b = push::next_batch(
+            &sh,
+            &settings,
+            &Grants::admin(store.org()),
+            Uuid::new_v4(),
+            after,
+            10,
+        )
+        .expect("batch");
+        assert!(
+            b.count == 1 || b.body.len() < settings.max_batch_bytes,
+            "{}",
+            b.body.len()
+        );
+        sent += b.count;
+        after = b.last;
+        batches += 1;
+        if b.at_end {
+            break;
+        }
+    }
+    assert_eq!((sent, after), (7, 7));
+    assert!(batches >= 3, "{batches}");
 }
