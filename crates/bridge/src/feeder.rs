@@ -16,7 +16,7 @@ use crate::mapping::{self, Sighting};
 use sighthub_exchange::record::EntryKind;
 use sighthub_exchange::ExchangeStore;
 use sighthub_iep04::Message;
-use sighthub_store::{Namespace, SightingStore, Ticket, ValueFormat, WriteOp};
+use sighthub_store::{Limits, Namespace, SightingStore, Ticket, ValueFormat, WriteOp};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,6 +124,17 @@ fn write_op<'a>(ns: &'a Namespace, s: &'a Sighting) -> WriteOp<'a> {
     }
 }
 
+/// The event's tags that fit the store's per-write limits: an over-long tag (a long
+/// `classification.identifier`) is dropped rather than refusing the sighting, so that an
+/// event is always counted.
+fn fit_tags(tags: &str, limits: &Limits) -> String {
+    tags.split(',')
+        .filter(|t| !t.is_empty() && t.len() <= limits.max_tag_len)
+        .take(limits.max_tags_per_item)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -216,12 +227,13 @@ impl Feeder {
             let Ok(msg) = Message::from_slice(json) else {
                 continue;
             };
-            for s in mapping::sightings(&msg, *arrived, &self.cfg) {
+            for mut s in mapping::sightings(&msg, *arrived, &self.cfg) {
+                s.tags = fit_tags(&s.tags, self.store.limits());
                 let checked = Namespace::parse(&s.namespace)
                     .map_err(|e| e.to_string())
                     .and_then(|ns| {
                         let op = write_op(&ns, &s);
-                        op.check().map_err(|e| e.to_string())?;
+                        op.check(self.store.limits()).map_err(|e| e.to_string())?;
                         Ok(ns)
                     });
                 match checked {
@@ -444,6 +456,21 @@ mod tests {
     /// over-long keys.
     const BOOM: &str = "boom.example";
 
+    #[test]
+    fn tags_that_do_not_fit_are_dropped_not_the_sighting() {
+        let limits = Limits {
+            max_tags_per_item: 2,
+            max_tag_len: 8,
+            ..Limits::default()
+        };
+        let long = format!("type:{}", "x".repeat(20));
+        assert_eq!(
+            fit_tags(&format!("tlp:red,{long},a:b,c:d"), &limits),
+            "tlp:red,a:b"
+        );
+        assert_eq!(fit_tags("", &limits), "");
+    }
+
     /// The fjall store, but `apply_marked` panics when asked to write [`BOOM`].
     struct Panicky(FjallStore);
 
@@ -472,10 +499,14 @@ mod tests {
             &self,
             ns: &Namespace,
             after: Option<&str>,
-            limit: Option<usize>,
+            limit: usize,
+            max_bytes: usize,
             now: i64,
         ) -> sighthub_store::Result<Option<ListPage>> {
-            self.0.list(ns, after, limit, now)
+            self.0.list(ns, after, limit, max_bytes, now)
+        }
+        fn limits(&self) -> &Limits {
+            self.0.limits()
         }
         fn count(&self, ns: &Namespace, now: i64) -> sighthub_store::Result<Option<u64>> {
             self.0.count(ns, now)
