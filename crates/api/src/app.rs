@@ -123,11 +123,14 @@ fn resolve_ts(ts: Option<i64>, now: i64) -> i64 {
     }
 }
 
-fn encode_cursor(stored: &str) -> String {
+/// The `after=` cursor of a listing page: base64url of the last stored value (`pub` for the
+/// fuzz targets).
+pub fn encode_cursor(stored: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(stored)
 }
 
-fn decode_cursor(c: &str) -> Result<String, ApiError> {
+/// Decodes an `after=` cursor made by [`encode_cursor`] (`pub` for the fuzz targets).
+pub fn decode_cursor(c: &str) -> Result<String, ApiError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .ok()

@@ -33,7 +33,7 @@ use crate::export::{json_page, Export, Framing, Renderer};
 use crate::ingest::{BodyKind, Collector, Slot};
 use crate::record::{decode_cursor, decode_log, encode_cursor, LinkRel};
 use crate::store::{now_secs, IncomingLink, Outcome, ScanEnd};
-use crate::{Exchange, Inner};
+use crate::{Exchange, ExchangeConfig, Inner};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -47,9 +47,10 @@ pub const COUNT_HEADER: &str = "iep04-count";
 /// The most links or alternates one answer lists.
 const MAX_LINKS: usize = 10_000;
 
-/// What a path asks for.
+/// What a path asks for (`pub`, like the decoders below, for the fuzz targets).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Route {
+#[allow(missing_docs)]
+pub enum Route {
     Messages,
     Message(String),
     Links(String),
@@ -67,7 +68,8 @@ fn decode_segment(s: &str) -> Result<String> {
         .map_err(|_| Error::BadRequest("Path segment is not valid UTF-8 once decoded.".into()))
 }
 
-fn route(path: &str) -> Result<Route> {
+/// The route of a request path.
+pub fn route(path: &str) -> Result<Route> {
     let rest = path.strip_prefix("/iep04/").unwrap_or_default();
     let parts: Vec<&str> = rest.split('/').collect();
     let no_route = || Error::NotFound(format!("No such route: {path}. GET / lists the routes."));
@@ -87,7 +89,7 @@ fn route(path: &str) -> Result<Route> {
 }
 
 /// Strict query parsing: unknown, repeated or non-UTF-8 parameters are a 400.
-fn query(raw: &str, allowed: &[&str]) -> Result<HashMap<String, String>> {
+pub fn query(raw: &str, allowed: &[&str]) -> Result<HashMap<String, String>> {
     let mut out = HashMap::new();
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         if !allowed.contains(&k.as_ref()) {
@@ -114,21 +116,24 @@ fn flag(q: &HashMap<String, String>, name: &str) -> Result<bool> {
 }
 
 /// Parameters of a read.
-struct ReadParams {
-    limit: usize,
-    wait: Duration,
-    export: Export,
-    framing: Framing,
+#[derive(Debug)]
+#[allow(missing_docs)]
+pub struct ReadParams {
+    pub limit: usize,
+    pub wait: Duration,
+    pub export: Export,
+    pub framing: Framing,
 }
 
-const READ_PARAMS: &[&str] = &["after", "limit", "wait", "export", "with_type", "format"];
+/// The query parameters of `GET /iep04/messages`.
+pub const READ_PARAMS: &[&str] = &["after", "limit", "wait", "export", "with_type", "format"];
 
-fn read_params(
-    inner: &Inner,
+/// The parameters of a read from its query and `Accept` header.
+pub fn read_params(
+    cfg: &ExchangeConfig,
     q: &HashMap<String, String>,
     accept: Option<&str>,
 ) -> Result<ReadParams> {
-    let cfg = &inner.cfg;
     let limit = match q.get("limit") {
         None => cfg.default_limit,
         Some(v) => v
@@ -280,7 +285,7 @@ impl Exchange {
             }
             Route::Messages => {
                 let q = query(&raw_query, READ_PARAMS)?;
-                let p = read_params(&inner, &q, accept.as_deref())?;
+                let p = read_params(&inner.cfg, &q, accept.as_deref())?;
                 let after = match q.get("after") {
                     Some(c) if !c.is_empty() => cursor_seq(&inner, c)?,
                     _ => 0,
@@ -335,7 +340,7 @@ impl Exchange {
                 )?;
                 let name = consumer_name(&name)?;
                 require_read(&grants)?;
-                let p = read_params(&inner, &q, accept.as_deref())?;
+                let p = read_params(&inner.cfg, &q, accept.as_deref())?;
                 let after = inner
                     .store
                     .consumer(grants.org, name)?
@@ -348,20 +353,7 @@ impl Exchange {
                 require_read(&grants)?;
                 let cursor = match q.get("cursor") {
                     Some(c) => c.clone(),
-                    None => {
-                        let body = small_body(req, 64 * 1024).await?;
-                        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-                            Error::BadRequest(format!(
-                                "Body must be {{\"cursor\": \"...\"}} (or use ?cursor=): {e}"
-                            ))
-                        })?;
-                        v.get("cursor")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                            .ok_or_else(|| {
-                                Error::BadRequest("Body must be {\"cursor\": \"...\"}.".into())
-                            })?
-                    }
+                    None => ack_cursor(&small_body(req, 64 * 1024).await?)?,
                 };
                 let seq = cursor_seq(&inner, &cursor)?;
                 let (store, org) = (Arc::clone(&inner.store), grants.org);
@@ -385,6 +377,19 @@ fn require_read(grants: &Grants) -> Result<()> {
     } else {
         Err(Error::Forbidden("This key may not read.".into()))
     }
+}
+
+/// The cursor of an acknowledgement body, `{"cursor": "..."}`.
+pub fn ack_cursor(body: &[u8]) -> Result<String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "Body must be {{\"cursor\": \"...\"}} (or use ?cursor=): {e}"
+        ))
+    })?;
+    v.get("cursor")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| Error::BadRequest("Body must be {\"cursor\": \"...\"}.".into()))
 }
 
 /// Decodes a cursor and checks it belongs to this exchange and is not ahead of the log.

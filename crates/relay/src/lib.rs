@@ -487,7 +487,18 @@ pub(crate) async fn answer_with(
 ) -> Result<serde_json::Value> {
     let status = resp.status().as_u16();
     let bytes = read_bounded(resp, name, max).await?;
-    let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    answer_of(status, &bytes, name, allow_400)
+}
+
+/// A peer's answer from its status and body: the JSON of a 2xx (or, with `allow_400`, of a
+/// 400 with per-item `errors`), else [`Error::Status`] (`pub` for the fuzz targets).
+pub fn answer_of(
+    status: u16,
+    bytes: &[u8],
+    name: &str,
+    allow_400: bool,
+) -> Result<serde_json::Value> {
+    let json: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
     match json {
         Some(v) if (200..300).contains(&status) => Ok(v),
         Some(v) if allow_400 && status == 400 && v.get("errors").is_some() => Ok(v),

@@ -124,17 +124,23 @@ async fn fetch(
             peer: p.name.clone(),
             source,
         })?;
-    let mut v = crate::answer(resp, &p.name, settings.max_answer_bytes).await?;
+    let v = crate::answer(resp, &p.name, settings.max_answer_bytes).await?;
+    page_of(v).ok_or_else(|| Error::Answer {
+        peer: p.name.clone(),
+        reason: "a page without cursor or messages".into(),
+    })
+}
+
+/// A hub's page, `{"cursor": …, "messages": […]}`: (cursor, messages), or `None` when one is
+/// missing (`pub` for the fuzz targets).
+pub fn page_of(mut v: serde_json::Value) -> Option<(String, Vec<serde_json::Value>)> {
     let cursor = v
         .get("cursor")
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned);
     match (cursor, v.get_mut("messages").map(serde_json::Value::take)) {
-        (Some(c), Some(serde_json::Value::Array(m))) => Ok((c, m)),
-        _ => Err(Error::Answer {
-            peer: p.name.clone(),
-            reason: "a page without cursor or messages".into(),
-        }),
+        (Some(c), Some(serde_json::Value::Array(m))) => Some((c, m)),
+        _ => None,
     }
 }
 

@@ -204,15 +204,16 @@ async fn send(
             source,
         })?;
     let v = crate::answer_with(resp, &peer.name, true, settings.max_answer_bytes).await?;
-    counts(&v, count).ok_or_else(|| Error::Answer {
+    answer_counts(&v, count).ok_or_else(|| Error::Answer {
         peer: peer.name.clone(),
         reason: format!("{count} messages sent, answer {v:.300}"),
     })
 }
 
-/// The counts of a publish answer for `count` messages: each present, and adding up to
-/// `count` without overflow; `None` otherwise.
-pub(crate) fn counts(v: &serde_json::Value, count: u64) -> Option<(u64, u64, u64)> {
+/// The counts of a publish answer for `count` messages: (accepted, duplicate, errors), each
+/// present and adding up to `count` without overflow; `None` otherwise (`pub` for the fuzz
+/// targets).
+pub fn answer_counts(v: &serde_json::Value, count: u64) -> Option<(u64, u64, u64)> {
     let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
     let (a, d, e) = (n("accepted")?, n("duplicate")?, n("errors")?);
     (a.checked_add(d)?.checked_add(e)? == count).then_some((a, d, e))
@@ -468,17 +469,17 @@ mod test {
     #[test]
     fn a_peer_answer_must_add_up_without_overflow() {
         let v = |a: u64, d: u64, e: u64| serde_json::json!({"accepted": a, "duplicate": d, "errors": e});
-        assert_eq!(counts(&v(2, 1, 0), 3), Some((2, 1, 0)));
-        assert_eq!(counts(&v(2, 2, 0), 3), None);
+        assert_eq!(answer_counts(&v(2, 1, 0), 3), Some((2, 1, 0)));
+        assert_eq!(answer_counts(&v(2, 2, 0), 3), None);
         assert_eq!(
-            counts(&v(u64::MAX, 2, 0), 1),
+            answer_counts(&v(u64::MAX, 2, 0), 1),
             None,
             "an overflow is refused"
         );
-        assert_eq!(counts(&v(u64::MAX, 1, 1), 0), None);
-        assert_eq!(counts(&serde_json::json!({"accepted": 1}), 1), None);
+        assert_eq!(answer_counts(&v(u64::MAX, 1, 1), 0), None);
+        assert_eq!(answer_counts(&serde_json::json!({"accepted": 1}), 1), None);
         assert_eq!(
-            counts(
+            answer_counts(
                 &serde_json::json!({"accepted": -1, "duplicate": 2, "errors": 0}),
                 1
             ),
