@@ -552,13 +552,26 @@ impl ExchangeStore {
                     });
                     continue;
                 }
-                let Some(rewritten) = retag(&old_entry, &item.tags)? else {
-                    refers_to_pending |= target > durable;
-                    outcomes.push(Outcome::Duplicate {
-                        seq: target,
-                        by_content: false,
-                    });
-                    continue;
+                let rewritten = match retag(&old_entry, &item.tags)? {
+                    Retag::Rewritten(r) => r,
+                    Retag::Unchanged => {
+                        refers_to_pending |= target > durable;
+                        outcomes.push(Outcome::Duplicate {
+                            seq: target,
+                            by_content: false,
+                        });
+                        continue;
+                    }
+                    Retag::TooMany => {
+                        refused.push(Refusal {
+                            index,
+                            reason: format!(
+                                "a message holds at most {MAX_TAGS_PER_MESSAGE} tags \
+                                 (limit MAX_TAGS_PER_MESSAGE)"
+                            ),
+                        });
+                        continue;
+                    }
                 };
                 bytes += rewritten.len() as i128 - old.len() as i128;
                 let rewritten = Slice::from(rewritten);
@@ -819,9 +832,27 @@ impl ExchangeStore {
         }
         let _guard = lock(&self.consumer_lock);
         let cur = self.consumer(org, name)?;
-        if let Some(c) = cur {
-            if c.acked >= seq {
-                return Ok((c, Ticket::NONE));
+        match cur {
+            Some(c) if c.acked >= seq => return Ok((c, Ticket::NONE)),
+            Some(_) => {}
+            None => {
+                // A new name: each is kept until deleted, so an organisation's key could
+                // otherwise fill the disk with names.
+                let held = self
+                    .consumers
+                    .prefix(org.as_bytes())
+                    .take(MAX_CONSUMERS_PER_ORG + 1)
+                    .count();
+                if held >= MAX_CONSUMERS_PER_ORG {
+                    return Err(Error::OverLimit {
+                        limit: "MAX_CONSUMERS_PER_ORG",
+                        max: MAX_CONSUMERS_PER_ORG as u64,
+                        what: format!(
+                            "An organisation holds at most {MAX_CONSUMERS_PER_ORG} named \
+                             consumers; delete one (DELETE /iep04/consumers/<name>) first"
+                        ),
+                    });
+                }
             }
         }
         let state = ConsumerState {
@@ -1001,27 +1032,54 @@ fn set_kind_update(record: &mut [u8]) {
     }
 }
 
-/// The record of `old` with `add` merged into its tags, or `None` when nothing changes.
-fn retag(old: &LogEntry<'_>, add: &[String]) -> Result<Option<Vec<u8>>> {
-    let missing: Vec<&String> = add
-        .iter()
-        .filter(|t| !old.tags.contains(&t.as_str()))
-        .collect();
+/// Most named consumers one organisation may hold (each is kept until deleted).
+pub const MAX_CONSUMERS_PER_ORG: usize = 1000;
+
+/// Most tags one message may hold after tag updates: each update re-writes the whole stored
+/// message, so an unbounded series of updates would grow it (and the work of every later
+/// update) without end.
+pub const MAX_TAGS_PER_MESSAGE: usize = 1024;
+
+/// Why a tag update was not applied.
+enum Retag {
+    /// Every tag is already there.
+    Unchanged,
+    /// The new stored record.
+    Rewritten(Vec<u8>),
+    /// The message would hold more than [`MAX_TAGS_PER_MESSAGE`] tags.
+    TooMany,
+}
+
+/// The record of `old` with `add` merged into its tags (linear: one hash set of what is
+/// there).
+fn retag(old: &LogEntry<'_>, add: &[String]) -> Result<Retag> {
+    let present: std::collections::HashSet<&str> = old.tags.iter().copied().collect();
+    let mut missing: Vec<&String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for t in add {
+        if !present.contains(t.as_str()) && seen.insert(t.as_str()) {
+            missing.push(t);
+        }
+    }
     if missing.is_empty() {
-        return Ok(None);
+        return Ok(Retag::Unchanged);
     }
     let mut msg = Message::from_slice(old.json).map_err(|_| Error::corrupt("stored envelope"))?;
     let Some(meta) = msg.meta.as_mut() else {
         return Err(Error::corrupt("stored envelope without meta"));
     };
-    for t in missing {
-        if !meta.tags.contains(t) {
-            meta.tags.push(t.clone());
-        }
+    let in_meta: std::collections::HashSet<String> = meta.tags.iter().cloned().collect();
+    let missing: Vec<&String> = missing
+        .into_iter()
+        .filter(|t| !in_meta.contains(*t))
+        .collect();
+    if meta.tags.len() + missing.len() > MAX_TAGS_PER_MESSAGE {
+        return Ok(Retag::TooMany);
     }
+    meta.tags.extend(missing.into_iter().cloned());
     let tags = meta.tags.clone();
     let json = msg.to_json();
-    Ok(Some(encode_log(&LogEntry {
+    Ok(Retag::Rewritten(encode_log(&LogEntry {
         kind: old.kind,
         tlp: msg.tlp(),
         flags: old.flags,

@@ -478,3 +478,84 @@ async fn close_seals_the_journal_and_reopen_keeps_everything() {
     .await;
     assert_eq!(new, vec![Outcome::Accepted { seq: n + 1 }]);
 }
+
+#[tokio::test]
+async fn tag_updates_stop_at_the_tag_limit_of_a_message() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path(), StoreOptions::default());
+    let u = Uuid::new_v4();
+    commit(&store, prep(&env(u, r#"{"raw":"eA=="}"#, "")), NOW).await;
+    let tags = |from: usize, n: usize| {
+        let list: Vec<String> = (from..from + n).map(|i| format!("\"t{i}\"")).collect();
+        format!(r#","tags":[{}]"#, list.join(","))
+    };
+    // Up to the limit, in two updates (repeats inside one update count once).
+    let half = MAX_TAGS_PER_MESSAGE / 2;
+    let first = env(u, "{}", &tags(0, half));
+    assert!(matches!(
+        commit(&store, prep(&first), NOW).await[..],
+        [Outcome::Updated { .. }]
+    ));
+    let second = env(u, "{}", &tags(half, MAX_TAGS_PER_MESSAGE - half));
+    assert!(matches!(
+        commit(&store, prep(&second), NOW).await[..],
+        [Outcome::Updated { .. }]
+    ));
+    assert_eq!(all(&store, 0)[0].3.len(), MAX_TAGS_PER_MESSAGE);
+    // One more tag is refused with the limit's name, nothing written.
+    let before = store.durable();
+    let err = store
+        .append(prep(&env(u, "{}", &tags(MAX_TAGS_PER_MESSAGE, 1))), NOW)
+        .expect_err("over the limit");
+    assert!(
+        matches!(err, Error::Refused(ref r) if r[0].reason.contains("MAX_TAGS_PER_MESSAGE")),
+        "{err:?}"
+    );
+    assert_eq!(store.durable(), before);
+    // Tags already there are still a no-op duplicate.
+    let again = env(u, "{}", &tags(0, 3));
+    assert!(matches!(
+        commit(&store, prep(&again), NOW).await[..],
+        [Outcome::Duplicate { .. }]
+    ));
+}
+
+#[tokio::test]
+async fn an_organisation_holds_a_bounded_number_of_consumers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open(dir.path(), StoreOptions::default());
+    commit(
+        &store,
+        prep(&env(Uuid::new_v4(), r#"{"raw":"eA=="}"#, "")),
+        NOW,
+    )
+    .await;
+    for i in 0..MAX_CONSUMERS_PER_ORG {
+        let _ticket = store
+            .consumer_ack(ORG, &format!("c{i}"), 1, NOW)
+            .expect("under the limit");
+    }
+    let err = store
+        .consumer_ack(ORG, "one-more", 1, NOW)
+        .expect_err("over the limit");
+    assert!(
+        matches!(
+            err,
+            Error::OverLimit {
+                limit: "MAX_CONSUMERS_PER_ORG",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // An existing one still moves, another organisation is not affected, and a deleted
+    // name makes room.
+    let _ticket = store.consumer_ack(ORG, "c0", 1, NOW).expect("existing");
+    let _ticket = store
+        .consumer_ack(OTHER, "one-more", 1, NOW)
+        .expect("other organisation");
+    assert!(store.consumer_delete(ORG, "c1").expect("delete").0);
+    let _ticket = store
+        .consumer_ack(ORG, "one-more", 1, NOW)
+        .expect("room again");
+}
