@@ -132,7 +132,10 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         None
     } else {
         let (cert, key) = match (&cfg.tls.cert, &cfg.tls.key) {
-            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            (Some(c), Some(k)) => {
+                crate::tls::refuse_world_accessible(k)?;
+                (c.clone(), k.clone())
+            }
             _ => {
                 let dir = cfg.data_dir.join("tls");
                 let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));

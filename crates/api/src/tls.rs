@@ -26,6 +26,27 @@ pub enum TlsError {
     /// rustls refused the pair.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A configured private key that every user of the machine may read or change.
+    #[error("{0}: the TLS private key is accessible to every user (mode {1:o}); run chmod o-rwx on it (0600 or 0640)")]
+    OpenKey(PathBuf, u32),
+}
+
+/// Refuses a configured private key that other users (not the owner, not its group) may
+/// read or write: sighthub does not change an operator's file, it asks for it to be fixed.
+/// Group access is allowed (a `ssl-cert`-style group that holds the keys of a machine).
+pub fn refuse_world_accessible(path: &Path) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(io_err(path))?
+            .permissions()
+            .mode();
+        if mode & 0o007 != 0 {
+            return Err(TlsError::OpenKey(path.to_owned(), mode & 0o777));
+        }
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
@@ -119,6 +140,18 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_configured_key_open_to_every_user_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let k = dir.path().join("key.pem");
+        std::fs::write(&k, b"x").expect("write");
+        for (mode, ok) in [(0o600, true), (0o640, true), (0o644, false), (0o602, false)] {
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            assert_eq!(refuse_world_accessible(&k).is_ok(), ok, "mode {mode:o}");
+        }
+    }
 
     #[test]
     fn self_signed_pair_is_made_once_and_loads() {
