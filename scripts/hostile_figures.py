@@ -15,7 +15,9 @@ aimed at the attacker does not hit them). Printed per attack: the server's peak 
 
 Every attack is bounded in time (at most ~40 s each) and targets only 127.0.0.1. The
 configuration sets `max_connections = 64` so that the connection attack needs few sockets;
-everything else is at its default.
+everything else is at its default. With the default per-address limit (256) above 64, one
+address can still take every slot of such a small server; to keep the default ratio of the two
+limits (4096 / 256), pass `--top-config 'max_connections_per_address = 4'`.
 """
 
 import argparse
@@ -51,13 +53,14 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary):
+    def __init__(self, binary, extra=""):
         self.dir = tempfile.mkdtemp(prefix="sighthub-figures-")
         self.tcp_port = free_port()
         cfg = os.path.join(self.dir, "sighthub.toml")
         with open(cfg, "w") as f:
             f.write(f"""plain_http = true
 max_connections = 64
+{extra}
 [acl]
 "{SCOPED}" = "rw:feeds"
 [exchange]
@@ -349,11 +352,14 @@ def main():
     ap.add_argument("--bin", default="target/release/sighthub")
     ap.add_argument("--only", default="", help="comma-separated attack names")
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--top-config", default="",
+                    help="extra top-level configuration lines (e.g. "
+                         "'max_connections_per_address = 16')")
     a = ap.parse_args()
     names = [n for n in a.only.split(",") if n] or list(ATTACKS)
     rows = []
     for name in names:
-        srv = Server(a.bin)
+        srv = Server(a.bin, a.top_config.replace("\\n", "\n"))
         try:
             time.sleep(0.5)
             before = srv.hwm_kib()

@@ -196,8 +196,11 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            let Some(slot) = PerAddress::take(&per_address, peer.ip(), self.limits.per_address)
-            else {
+            let Some(slot) = PerAddress::take(
+                &per_address,
+                sighthub_exchange::access::client_scope(peer.ip()),
+                self.limits.per_address,
+            ) else {
                 tracing::debug!(peer = %peer.ip(), "connection refused: max_connections_per_address reached");
                 drop(stream);
                 continue;

@@ -18,11 +18,16 @@
 //! value, or what follows `Bearer ` / `Token `, or the password of HTTP Basic (what
 //! IntelMQ's REST API output bot sends). The server's admin key may do everything, as any
 //! organisation; with authentication off, so may anyone.
+//!
+//! Before any key, a connection is counted against its client's share of a listener
+//! ([`client_scope`]): the one rule both listeners (the HTTP(S) edge and the IntelMQ TCP
+//! listener) use for their per-address connection limits.
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use sighthub_iep04::Tlp;
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -274,8 +279,46 @@ fn credentials(text: &str) -> Vec<String> {
     out
 }
 
+/// The client a connection from `ip` is counted as, for per-address connection limits: an
+/// IPv4 address (an IPv4-mapped IPv6 address is its IPv4 address), or the /64 prefix of an
+/// IPv6 address, since one IPv6 host usually holds a whole /64 and could otherwise open each
+/// connection from another address.
+pub fn client_scope(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn one_ipv6_host_is_one_client_and_mapped_ipv4_is_ipv4() {
+        assert_eq!(client_scope(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_scope(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            client_scope(ip("2001:db8:1:2:aaaa::1")),
+            client_scope(ip("2001:db8:1:2:ffff:1:2:3"))
+        );
+        assert_ne!(
+            client_scope(ip("2001:db8:1:2::1")),
+            client_scope(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(client_scope(ip("::1")), ip("::"));
+    }
+
     use super::*;
     use crate::config::KeyConfig;
 

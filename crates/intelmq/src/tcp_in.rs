@@ -70,7 +70,7 @@ impl TcpIn {
             match accepted {
                 Ok((stream, peer)) => {
                     let admitted = lock(&table).admit(
-                        peer.ip(),
+                        sighthub_exchange::access::client_scope(peer.ip()),
                         self.cfg.max_connections,
                         self.cfg.max_connections_per_address,
                     );
