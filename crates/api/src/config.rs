@@ -227,6 +227,20 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// True when users other than the owner and its group may read `path`.
+fn readable_by_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 impl Config {
     /// Reads a config file; relative TLS paths are resolved against its folder.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
@@ -238,6 +252,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        if cfg.holds_keys() && readable_by_others(path) {
+            tracing::warn!(path = %path.display(), "the configuration file holds API keys and every user of this machine may read it; run chmod o-rwx on it");
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut cfg.tls.cert, &mut cfg.tls.key].into_iter().flatten() {
             if p.is_relative() {
@@ -252,6 +269,15 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+
+    /// Whether the file holds secrets: API keys (`[acl]`, `[exchange.keys]`) or the keys this
+    /// instance presents to peers and hubs (`[relay]`).
+    pub fn holds_keys(&self) -> bool {
+        !self.acl.is_empty()
+            || !self.exchange.keys.is_empty()
+            || !self.relay.peers.is_empty()
+            || !self.relay.pulls.is_empty()
     }
 
     /// Checks bounds and consistency.
@@ -339,6 +365,22 @@ mod test {
         let cfg: Config = toml::from_str("").expect("empty parses");
         cfg.validate().expect("default is valid");
         assert!(cfg.authenticate && !cfg.plain_http);
+    }
+
+    #[test]
+    fn a_file_with_keys_that_others_may_read_is_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(!Config::default().holds_keys());
+        let mut cfg = Config::default();
+        cfg.acl.insert("k".into(), "r".into());
+        assert!(cfg.holds_keys());
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("sighthub.toml");
+        std::fs::write(&p, "").expect("write");
+        for (mode, open) in [(0o600, false), (0o640, false), (0o644, true)] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            assert_eq!(readable_by_others(&p), open, "mode {mode:o}");
+        }
     }
 
     #[test]
