@@ -3,21 +3,11 @@
 //! memory with what the attacker sends. Stall checks time an unrelated request while the
 //! attack runs (generous bounds); memory checks read the server's peak (VmHWM) from /proc.
 
-use crate::common::{Fixture, Opts, ADMIN};
+use crate::common::{vm_hwm_kib, Fixture, Opts, ADMIN};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-
-/// The server's peak resident memory so far, in KiB (VmHWM of /proc/<pid>/status).
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
 
 /// Sends a raw request and reads the answer until the server closes or `wait` passes.
 fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> String {

@@ -2,7 +2,7 @@
 //! socket or an oversized record must not touch another organisation's data nor stop or
 //! stall the exchange, the bridge, the relay or the IntelMQ listener.
 
-use crate::common::{Fixture, Opts};
+use crate::common::{vm_hwm_kib, Fixture, Opts};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -338,16 +338,6 @@ async fn no_oracles_unknown_tlp_is_red_and_keys_are_checked_before_the_body() {
         let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
         assert!(text.starts_with("HTTP/1.1 403"), "{method} {path}: {text}");
     }
-}
-
-/// Peak resident memory (VmHWM) of a process, in KiB.
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
 }
 
 async fn post_raw(f: &Fixture, content_type: &str, body: Vec<u8>) -> (u16, Value, usize) {

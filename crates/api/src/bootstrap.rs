@@ -212,22 +212,13 @@ pub fn private_dir(dir: &Path) -> Result<(), BootError> {
         builder.mode(0o700);
     }
     builder.create(dir).map_err(|e| err(e.to_string()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir)
-            .map_err(|e| err(e.to_string()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-                err(format!(
-                    "is open to other users (mode {:o}) and could not be made 0700: {e}",
-                    mode & 0o777
-                ))
-            })?;
-            tracing::warn!(path = %dir.display(), old = format!("{:o}", mode & 0o777), "data directory tightened to mode 0700");
-        }
+    let old = crate::files::tighten(dir, 0o700).map_err(|e| {
+        err(format!(
+            "is open to other users and could not be made 0700: {e}"
+        ))
+    })?;
+    if let Some(old) = old {
+        tracing::warn!(path = %dir.display(), old = format!("{old:o}"), "data directory tightened to mode 0700");
     }
     Ok(())
 }
@@ -238,19 +229,11 @@ fn load_or_make_admin_key(path: &Path) -> Result<(String, bool), BootError> {
         reason,
     };
     if path.exists() {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| err(e.to_string()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(err(format!(
-                    "readable by others (mode {:o}); run chmod 600 on it",
-                    mode & 0o777
-                )));
-            }
+        let mode = crate::files::mode(path).map_err(|e| err(e.to_string()))?;
+        if mode & 0o077 != 0 {
+            return Err(err(format!(
+                "readable by others (mode {mode:o}); run chmod 600 on it"
+            )));
         }
         let key = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let key = key.trim().to_owned();

@@ -229,16 +229,7 @@ pub enum ConfigError {
 
 /// True when users other than the owner and its group may read `path`.
 fn readable_by_others(path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        false
-    }
+    crate::files::mode(path).is_ok_and(|m| m & 0o004 != 0)
 }
 
 impl Config {

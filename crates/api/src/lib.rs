@@ -27,6 +27,7 @@ pub mod bulk;
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod files;
 pub mod latest;
 pub mod query;
 pub mod router;

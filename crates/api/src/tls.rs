@@ -35,16 +35,9 @@ pub enum TlsError {
 /// read or write: sighthub does not change an operator's file, it asks for it to be fixed.
 /// Group access is allowed (a `ssl-cert`-style group that holds the keys of a machine).
 pub fn refuse_world_accessible(path: &Path) -> Result<(), TlsError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(io_err(path))?
-            .permissions()
-            .mode();
-        if mode & 0o007 != 0 {
-            return Err(TlsError::OpenKey(path.to_owned(), mode & 0o777));
-        }
+    let mode = crate::files::mode(path).map_err(io_err(path))?;
+    if mode & 0o007 != 0 {
+        return Err(TlsError::OpenKey(path.to_owned(), mode));
     }
     Ok(())
 }
@@ -95,18 +88,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 
 /// Makes a file readable and writable by its owner only (0600), logging when it was not.
 pub fn owner_only(path: &Path) -> Result<(), TlsError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(io_err(path))?
-            .permissions()
-            .mode();
-        if mode & 0o777 != 0o600 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io_err(path))?;
-            tracing::warn!(path = %path.display(), old = format!("{:o}", mode & 0o777), "private file tightened to mode 0600");
-        }
+    if let Some(old) = crate::files::tighten(path, 0o600).map_err(io_err(path))? {
+        tracing::warn!(path = %path.display(), old = format!("{old:o}"), "private file tightened to mode 0600");
     }
     Ok(())
 }
