@@ -224,3 +224,31 @@ pub fn vm_hwm_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM")
 }
+
+/// A free TCP port on 127.0.0.1 (for a listener the server is told to bind, such as the
+/// IntelMQ TCP listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Connects to the IntelMQ TCP listener on `port`, waiting up to 5 s for it to come up.
+pub async fn connect(port: u16) -> tokio::net::TcpStream {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the intelmq listener on {port} never came up");
+}
+
+/// One IntelMQ TCP frame: a 4-byte big-endian length, then the JSON.
+pub fn frame(json: &[u8]) -> Vec<u8> {
+    let mut out = (json.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(json);
+    out
+}

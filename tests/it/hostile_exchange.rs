@@ -2,7 +2,7 @@
 //! socket or an oversized record must not touch another organisation's data nor stop or
 //! stall the exchange, the bridge, the relay or the IntelMQ listener.
 
-use crate::common::{vm_hwm_kib, Fixture, Opts};
+use crate::common::{connect, frame, free_port, vm_hwm_kib, Fixture, Opts};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,13 +13,6 @@ const ORG_A: &str = "aaaaaaaa-1111-4111-8111-111111111111";
 const ORG_B: &str = "bbbbbbbb-2222-4222-8222-222222222222";
 const KEY_A: &str = "org-a-publisher";
 const KEY_B: &str = "org-b-publisher";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// Two organisations with their own publish keys; an IntelMQ TCP listener speaking for B.
 /// `exchange` goes into `[exchange]`, `extra` at the end (after the listener's table).
@@ -80,23 +73,6 @@ async fn status_becomes(f: &Fixture, path: &str, status: u16) -> Value {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("{path}: never answered {status}; last {last:?}");
-}
-
-async fn connect(port: u16) -> TcpStream {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    for _ in 0..100 {
-        if let Ok(s) = TcpStream::connect(addr).await {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the intelmq listener on {port} never came up");
-}
-
-fn frame(json: &[u8]) -> Vec<u8> {
-    let mut out = (json.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(json);
-    out
 }
 
 /// Sends one length-prefixed frame and waits for its `Ok`.

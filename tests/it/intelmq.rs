@@ -3,10 +3,9 @@
 //! oversized frames; and `kill -9` while frames are in flight: every frame answered `Ok` is
 //! in the exchange log after restart.
 
-use crate::common::{client, Opts, Server, ADMIN};
+use crate::common::{client, connect, frame, free_port, Opts, Server, ADMIN};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,13 +18,6 @@ const LEN_SAMPLE: &[u8] =
     include_bytes!("../../crates/intelmq/tests/data/tcp_output_length_prefixed_3frames.bin");
 const SEP_SAMPLE: &[u8] =
     include_bytes!("../../crates/intelmq/tests/data/tcp_output_separator_newline.bin");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 fn opts(len_port: u16, sep_port: u16) -> Opts {
     Opts {
@@ -55,17 +47,6 @@ org = "{ORG_SEP}"
     }
 }
 
-async fn connect(port: u16) -> TcpStream {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    for _ in 0..100 {
-        if let Ok(s) = TcpStream::connect(addr).await {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the intelmq listener on {port} never came up");
-}
-
 async fn read_answer(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
     tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut buf))
@@ -73,12 +54,6 @@ async fn read_answer(s: &mut TcpStream, n: usize) -> Vec<u8> {
         .expect("answer in time")
         .expect("answer");
     buf
-}
-
-fn frame(json: &[u8]) -> Vec<u8> {
-    let mut out = (json.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(json);
-    out
 }
 
 /// Every message in the log, as envelopes.
