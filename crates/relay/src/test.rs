@@ -9,6 +9,16 @@ fn open(dir: &Path) -> Arc<ExchangeStore> {
     )
 }
 
+/// The relay's shared state over `store`, with default local options and no peers.
+fn shared(dir: &Path, store: &Arc<ExchangeStore>) -> Arc<Shared> {
+    Arc::new(Shared {
+        store: Arc::clone(store),
+        dir: dir.to_owned(),
+        local: LocalOptions::default(),
+        peers: Default::default(),
+    })
+}
+
 fn peer(name: &str) -> PeerConfig {
     PeerConfig {
         name: name.into(),
@@ -81,12 +91,7 @@ async fn reload_starts_stops_and_restarts() {
 async fn batches_follow_the_log_and_skip_by_path_and_feed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let sh = Arc::new(Shared {
-        store: Arc::clone(&store),
-        dir: dir.path().to_owned(),
-        local: LocalOptions::default(),
-        peers: Default::default(),
-    });
+    let sh = shared(dir.path(), &store);
     let (peer_i, other) = (Uuid::new_v4(), Uuid::new_v4());
     let page = vec![
         msg(1, &[], &["feed:x"]),
@@ -153,12 +158,7 @@ fn endpoints_encode_segments() {
 async fn a_refused_message_in_a_pulled_page_is_skipped_and_the_rest_ingested() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let sh = Arc::new(Shared {
-        store: Arc::clone(&store),
-        dir: dir.path().to_owned(),
-        local: LocalOptions::default(),
-        peers: Default::default(),
-    });
+    let sh = shared(dir.path(), &store);
     let (org_a, org_b) = (Uuid::from_u128(0xA), Uuid::from_u128(0xB));
     let mut target = msg(1, &[], &[]);
     target["meta"]["uuid_org"] = json!(org_a.to_string());
@@ -184,12 +184,7 @@ async fn a_refused_message_in_a_pulled_page_is_skipped_and_the_rest_ingested() {
 async fn a_batch_keeps_to_its_byte_budget_and_misses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
-    let sh = Arc::new(Shared {
-        store: Arc::clone(&store),
-        dir: dir.path().to_owned(),
-        local: LocalOptions::default(),
-        peers: Default::default(),
-    });
+    let sh = shared(dir.path(), &store);
     let page: Vec<serde_json::Value> = (1..=7).map(|n| msg(n, &[], &[])).collect();
     pull::ingest(&sh, page).await.expect("ingest");
     let mut settings = Settings::of(&RelayConfig::default());
