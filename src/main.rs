@@ -1,12 +1,9 @@
-//! `sighthub`: the binary. Thin glue over `sighthub-api` and `sighthub-store`: parse the
-//! command line, read the configuration, start the server, stop it cleanly on SIGTERM/Ctrl-C.
+//! `sighthub`: the binary. Thin glue over `sighthub-node` (the composition root): parse the
+//! command line, set up logging and the signals, read the configuration, and hand over.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sighthub_api::bootstrap;
-use sighthub_api::server::Server;
-use sighthub_api::Config;
-use sighthub_store::SightingStore;
+use sighthub_node::{Config, Signals};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -88,14 +85,8 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     // No listener, no TLS and no key generation are needed to replay the log.
     cfg.plain_http = true;
     cfg.authenticate = false;
-    let booted = bootstrap::boot(&cfg).context("opening the stores (is the server stopped?)")?;
-    let feeder = booted
-        .bridge
-        .context("the bridge is disabled ([bridge] enabled = false) or the exchange is off")?;
-    let deleted = feeder.reset()?;
-    eprintln!("deleted {deleted} bridge namespaces; replaying the exchange log");
-    let total = feeder.log_end();
-    let bar = indicatif::ProgressBar::new(total);
+    let node = sighthub_node::boot(&cfg).context("opening the stores (is the server stopped?)")?;
+    let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{elapsed_precise} [{bar:40}] {pos}/{len} log records ({per_sec}, eta {eta})",
@@ -103,27 +94,23 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let (mut sightings, mut retracted) = (0usize, 0usize);
-    let (mut refused, mut skipped) = (0usize, 0usize);
-    loop {
-        // A record that cannot be applied is skipped and counted, never the end of the replay.
-        let (step, ticket) = feeder.step_or_skip(args.batch.max(1))?;
-        booted.store.group_commit().wait_blocking(ticket)?;
-        sightings += step.sightings;
-        retracted += step.retracted;
-        refused += step.refused;
-        skipped += step.skipped;
-        bar.set_position(step.position.min(total));
-        if step.at_end {
-            break;
-        }
-    }
+    let done = node.rebuild(args.batch, |position, total| {
+        bar.set_length(total);
+        bar.set_position(position);
+    })?;
     bar.finish();
-    booted.store.persist()?;
-    eprintln!("done: {sightings} sightings recorded, {retracted} taken back by withdrawals");
-    if refused + skipped > 0 {
+    eprintln!(
+        "deleted {} bridge namespaces and replayed the exchange log",
+        done.namespaces_deleted
+    );
+    eprintln!(
+        "done: {} sightings recorded, {} taken back by withdrawals",
+        done.sightings, done.retracted
+    );
+    if done.refused + done.skipped > 0 {
         eprintln!(
-            "not applied: {refused} sightings refused by the store, {skipped} log records skipped (logged above with their seq and uuid)"
+            "not applied: {} sightings refused by the store, {} log records skipped (logged above with their seq and uuid)",
+            done.refused, done.skipped
         );
     }
     Ok(())
@@ -153,8 +140,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_auth {
         cfg.authenticate = false;
     }
-    let booted = bootstrap::boot(&cfg).context("starting sighthub")?;
-    if let Some((key, path)) = &booted.generated_admin_key {
+    let node = sighthub_node::boot(&cfg).context("starting sighthub")?;
+    if let Some((key, path)) = &node.generated_admin_key {
         // Shown once, on the terminal only (not through the log).
         println!(
             "sighthub: generated an admin API key, stored in {}:",
@@ -172,54 +159,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(async {
         // Install the signal handlers before announcing the address: a SIGTERM that arrives
         // right after start must still drain and persist, not kill the process.
-        let shutdown = shutdown_signal()?;
-        let reload = reload_signal()?;
-        let server = Server::bind(
-            std::sync::Arc::clone(&booted.app),
-            cfg.listen,
-            booted.tls.clone(),
-            sighthub_api::server::ConnLimits::from_config(&cfg),
-        )
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-        let addr = server.local_addr()?;
-        tracing::info!("listening on {}://{addr}", server.scheme());
-        let sweeper = spawn_sweeper(std::sync::Arc::clone(&booted.store), cfg.sweep_interval);
-        let (stop_bridge, bridge_stopped) = tokio::sync::watch::channel(false);
-        let bridge = booted
-            .bridge
-            .clone()
-            .map(|feeder| tokio::spawn(feeder.run(bridge_stopped)));
-        let (stop_intelmq, intelmq_stopped) = tokio::sync::watch::channel(false);
-        let intelmq = match &booted.intelmq {
-            Some(i) => Some(
-                i.start(intelmq_stopped)
-                    .await
-                    .context("starting the [intelmq] transports")?,
+        let signals = Signals {
+            shutdown: shutdown_signal()?,
+            #[cfg(unix)]
+            reload: Some(
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .context("installing the SIGHUP handler")?,
             ),
-            None => None,
+            config_path: args.config.clone(),
         };
-        if let Some(r) = &booted.relay {
-            r.start().await;
-        }
-        let reloader = spawn_reloader(reload, booted.relay.clone(), args.config.clone());
-        server.run(shutdown).await;
-        reloader.abort();
-        if let Some(r) = &booted.relay {
-            r.stop().await;
-        }
-        let _ = stop_intelmq.send(true);
-        if let Some(i) = intelmq {
-            i.join().await;
-        }
-        sweeper.abort();
-        let _ = stop_bridge.send(true);
-        if let Some(b) = bridge {
-            let _ = b.await;
-        }
-        anyhow::Ok(())
+        node.serve(signals, |scheme, addr| {
+            tracing::info!("listening on {scheme}://{addr}");
+        })
+        .await
+        .context("serving")
     })?;
-    booted.store.close().context("final persist")?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -229,74 +183,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn private_files() {
     #[cfg(unix)]
     let _previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-}
-
-/// Moves expired values to `_expired/<ns>` periodically, so consensus is given back even
-/// when nobody reads.
-fn spawn_sweeper(
-    store: std::sync::Arc<sighthub_store::FjallStore>,
-    every: u64,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every.max(1)));
-        loop {
-            tick.tick().await;
-            let s = std::sync::Arc::clone(&store);
-            let r = tokio::task::spawn_blocking(move || s.sweep(sighthub_api::app::now())).await;
-            if let Ok(Err(e)) = r {
-                tracing::warn!(error = %e, "expiry sweep failed");
-            }
-        }
-    })
-}
-
-/// Registers SIGHUP now (before the address is announced: a reload signal sent right after
-/// start must not kill the process).
-#[cfg(unix)]
-fn reload_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("installing the SIGHUP handler")
-}
-
-#[cfg(not(unix))]
-fn reload_signal() -> anyhow::Result<()> {
-    Ok(())
-}
-
-/// On SIGHUP, re-reads the configuration file and applies its `[relay]` section (peers and
-/// pulls added, removed or changed without a restart). Other sections need a restart.
-#[cfg(unix)]
-fn spawn_reloader(
-    mut hup: tokio::signal::unix::Signal,
-    relay: Option<std::sync::Arc<sighthub_relay::Relay>>,
-    config: Option<std::path::PathBuf>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            let (Some(path), Some(relay)) = (&config, &relay) else {
-                tracing::warn!("SIGHUP ignored: no --config file, or the exchange is off");
-                continue;
-            };
-            let cfg = Config::read(path).and_then(|c| c.validate().map(|()| c));
-            match cfg {
-                Ok(c) => {
-                    if let Err(e) = relay.reload(c.relay).await {
-                        tracing::warn!(error = %e, "SIGHUP: relay configuration refused");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "SIGHUP: configuration not reloaded"),
-            }
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn spawn_reloader(
-    _hup: (),
-    _relay: Option<std::sync::Arc<sighthub_relay::Relay>>,
-    _config: Option<std::path::PathBuf>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async {})
 }
 
 /// Registers SIGTERM and Ctrl-C now; the returned future resolves on either.

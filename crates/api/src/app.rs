@@ -43,7 +43,7 @@ pub struct App {
     /// Largest body accepted.
     pub max_body_bytes: usize,
     /// Bounds on bulk items and listings (the store holds the tag and stats bounds).
-    pub limits: crate::config::LimitsConfig,
+    pub limits: crate::limits::LimitsConfig,
     /// Start time, for `/health`.
     pub started: Instant,
     /// The IEP04 exchange: every path under `/iep04/` is handed to it.

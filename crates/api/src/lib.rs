@@ -1,12 +1,12 @@
 //! # sighthub-api
 //!
 //! The HTTP(S) edge of sighthub: the SightingDB-compatible API over the store, API keys with
-//! scoped grants, TLS, configuration and start-up. It does not store anything itself; it
-//! speaks to a [`sighthub_store::SightingStore`].
+//! scoped grants, TLS. It does not store anything itself (it speaks to a
+//! [`sighthub_store::SightingStore`]) and starts nothing: the composition root that opens
+//! the stores and runs the background work is `sighthub-node`.
 //!
 //! ## Layout
-//! - [`config`]: the TOML configuration, validated.
-//! - [`bootstrap`]: from a configuration to store, keys and TLS.
+//! - [`limits`]: the `[limits]` section (bounds on what one request may ask or add).
 //! - [`server`]: accept loop, TLS handshake, HTTP/1.1, graceful shutdown.
 //! - [`deadline`]: the request-body deadline every request is wrapped in.
 //! - [`router`]: method + path → [`router::Endpoint`]; the route table.
@@ -22,13 +22,12 @@
 
 pub mod app;
 pub mod auth;
-pub mod bootstrap;
 pub mod bulk;
-pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod files;
 pub mod latest;
+pub mod limits;
 pub mod query;
 pub mod router;
 pub mod server;
@@ -38,4 +37,3 @@ pub mod tls;
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 pub use app::App;
-pub use config::Config;

@@ -49,18 +49,6 @@ pub struct ConnLimits {
     pub body_timeout: Duration,
 }
 
-impl ConnLimits {
-    /// The bounds a configuration asks for.
-    pub fn from_config(cfg: &crate::Config) -> Self {
-        Self {
-            max_connections: cfg.max_connections,
-            per_address: cfg.max_connections_per_address,
-            header_timeout: Duration::from_secs(cfg.header_timeout_seconds),
-            body_timeout: Duration::from_secs(cfg.body_timeout_seconds),
-        }
-    }
-}
-
 /// Runs a request's handler in its own task, so that a panic anywhere in it (the exchange's
 /// routes included) is a logged 500 instead of a dropped connection; the task is aborted when
 /// the connection goes away, as the handler itself would have been.

@@ -132,6 +132,11 @@ impl Default for ExchangeConfig {
 }
 
 impl ExchangeConfig {
+    /// True when the log has a retention bound (by age or by size), so retention sweeps run.
+    pub fn retains(&self) -> bool {
+        self.log_max_age_seconds > 0 || self.log_max_bytes > 0
+    }
+
     /// Checks bounds and consistency.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));

@@ -68,9 +68,7 @@ pub use store::{ExchangeStore, StoreOptions};
 
 use sighthub_iep04::Tlp;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::Arc;
 
 /// The exchange: store, keys and limits; cheap to share (`Arc` inside). See the crate docs.
 #[derive(Clone)]
@@ -83,18 +81,12 @@ pub(crate) struct Inner {
     pub(crate) keys: Keys,
     pub(crate) cfg: ExchangeConfig,
     pub(crate) default_tlp: Tlp,
-    sweeper: Mutex<Option<Sweeper>>,
-}
-
-/// The retention thread and its stop signal.
-struct Sweeper {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: JoinHandle<()>,
 }
 
 impl Exchange {
-    /// Opens the exchange database under `<data_dir>/exchange` and starts the retention
-    /// thread. A disabled configuration opens nothing.
+    /// Opens the exchange database under `<data_dir>/exchange`. A disabled configuration
+    /// opens nothing. Retention ([`ExchangeStore::sweep`]) is background work, run by the
+    /// composition root every `retention_interval_seconds` when [`ExchangeConfig::retains`].
     pub fn open(cfg: &ExchangeConfig, data_dir: &Path, admin: AdminKey) -> Result<Exchange> {
         cfg.validate()?;
         if !cfg.enabled {
@@ -120,18 +112,12 @@ impl Exchange {
             cfg.instance,
         )?);
         let keys = Keys::new(cfg, &admin, store.org())?;
-        let sweeper = start_sweeper(
-            Arc::clone(&store),
-            Duration::from_secs(cfg.retention_interval_seconds),
-            cfg.log_max_age_seconds > 0 || cfg.log_max_bytes > 0,
-        )?;
         Ok(Exchange {
             inner: Some(Arc::new(Inner {
                 store,
                 keys,
                 cfg: cfg.clone(),
                 default_tlp,
-                sweeper: Mutex::new(sweeper),
             })),
         })
     }
@@ -155,64 +141,17 @@ impl Exchange {
         }
     }
 
+    /// Makes everything durable and seals the journal, so the next start replays nothing
+    /// (clean shutdown, after every client of the store has stopped). Without it (a crash)
+    /// the next start replays the journal: nothing acknowledged is lost either way.
+    pub fn close(&self) -> Result<()> {
+        match &self.inner {
+            Some(i) => i.store.close(),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn inner(&self) -> Result<&Arc<Inner>> {
         self.inner.as_ref().ok_or(Error::Disabled)
-    }
-}
-
-fn start_sweeper(
-    store: Arc<ExchangeStore>,
-    every: Duration,
-    needed: bool,
-) -> Result<Option<Sweeper>> {
-    if !needed {
-        return Ok(None);
-    }
-    let stop = Arc::new((Mutex::new(false), Condvar::new()));
-    let signal = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("iep04-retention".into())
-        .spawn(move || loop {
-            match store.sweep(store::now_secs()) {
-                Ok(s) if s.removed > 0 => {
-                    tracing::debug!(removed = s.removed, bytes = s.bytes, "exchange retention")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "exchange retention sweep failed"),
-            }
-            let (lock, cv) = &*signal;
-            let guard = lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (guard, _) = cv
-                .wait_timeout_while(guard, every, |stopped| !*stopped)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if *guard {
-                return;
-            }
-        })?;
-    Ok(Some(Sweeper { stop, thread }))
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let sweeper = self
-            .sweeper
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(s) = sweeper {
-            let (lock, cv) = &*s.stop;
-            *lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
-            cv.notify_all();
-            if s.thread.join().is_err() {
-                tracing::error!("exchange retention thread panicked");
-            }
-        }
-        if let Err(e) = self.store.close() {
-            tracing::warn!(error = %e, "exchange: final persist failed");
-        }
     }
 }

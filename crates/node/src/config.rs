@@ -33,7 +33,7 @@ pub struct Config {
     /// Seconds a client may take to send a whole request body (408, connection closed).
     pub body_timeout_seconds: u64,
     /// Bounds on what one request may ask for or add.
-    pub limits: LimitsConfig,
+    pub limits: sighthub_api::limits::LimitsConfig,
     /// TLS certificate and key (PEM). Absent: a self-signed pair in `data_dir/tls`.
     pub tls: TlsConfig,
     /// API keys and their grants, SightingDB's syntax: `"key" = "rw:feeds/misp, r"`.
@@ -105,54 +105,6 @@ pub struct StatsConfig {
     pub retention_hours: u64,
 }
 
-/// Bounds on requests and on what a write may add to a value (see docs/SECURITY.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Most items in one `/wb`, `/vwb`, `/rb` or `/rbs` body (more → 413).
-    pub max_bulk_items: usize,
-    /// Most values in a listing without `limit=` (`GET /r/<ns>`); a larger namespace is
-    /// answered in part, with a `next` cursor and a message saying how to page.
-    pub max_list_values: usize,
-    /// Bytes (values, tags, stats) after which a listing page ends early, with a `next` cursor.
-    pub max_page_bytes: usize,
-    /// Most tags one write may carry (413).
-    pub max_tags_per_item: usize,
-    /// Longest tag, in bytes (413).
-    pub max_tag_len: usize,
-    /// Most tags a value may hold; a write that would add more is refused (413).
-    pub max_tags_per_value: usize,
-    /// Hourly stats buckets kept per value (the newest; older ones are dropped).
-    pub max_stats_buckets: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        use sighthub_store::Limits;
-        Self {
-            max_bulk_items: 10_000,
-            max_list_values: 10_000,
-            max_page_bytes: 16 * 1024 * 1024,
-            max_tags_per_item: Limits::DEFAULT_TAGS_PER_ITEM,
-            max_tag_len: Limits::DEFAULT_TAG_LEN,
-            max_tags_per_value: Limits::DEFAULT_TAGS_PER_VALUE,
-            max_stats_buckets: Limits::DEFAULT_STATS_BUCKETS,
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// The store's share of these limits.
-    pub fn store(&self) -> sighthub_store::Limits {
-        sighthub_store::Limits {
-            max_tags_per_item: self.max_tags_per_item,
-            max_tag_len: self.max_tag_len,
-            max_tags_per_value: self.max_tags_per_value,
-            max_stats_buckets: self.max_stats_buckets,
-        }
-    }
-}
-
 /// Storage settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -185,7 +137,7 @@ impl Default for Config {
             max_connections_per_address: 256,
             header_timeout_seconds: 30,
             body_timeout_seconds: 120,
-            limits: LimitsConfig::default(),
+            limits: sighthub_api::limits::LimitsConfig::default(),
             tls: TlsConfig::default(),
             acl: BTreeMap::new(),
             namespaces: BTreeMap::new(),
@@ -229,7 +181,7 @@ pub enum ConfigError {
 
 /// True when users other than the owner and its group may read `path`.
 fn readable_by_others(path: &Path) -> bool {
-    crate::files::mode(path).is_ok_and(|m| m & 0o004 != 0)
+    sighthub_api::files::mode(path).is_ok_and(|m| m & 0o004 != 0)
 }
 
 impl Config {
@@ -309,7 +261,7 @@ impl Config {
             if key.trim().is_empty() {
                 return bad("an [acl] key is empty".into());
             }
-            crate::auth::KeyGrants::parse(grants)
+            sighthub_api::auth::KeyGrants::parse(grants)
                 .map_err(|e| ConfigError::Invalid(format!("[acl] grant '{grants}': {e}")))?;
         }
         for (ns, nc) in &self.namespaces {

@@ -1,11 +1,11 @@
-//! From a [`Config`] to a running set of subsystems: store, keys, TLS.
-//!
-//! Kept out of the binary so integration tests and the binary start a server the same way.
+//! From a [`Config`] to an opened [`Node`]: the data directory, both stores, the keys, TLS,
+//! and the subsystems over the exchange (bridge, relay, IntelMQ transports), none started.
 
-use crate::app::App;
-use crate::auth::{Auth, KeyGrants};
 use crate::config::Config;
-use crate::latest::Latest;
+use crate::Node;
+use sighthub_api::auth::{Auth, KeyGrants};
+use sighthub_api::latest::Latest;
+use sighthub_api::App;
 use sighthub_store::{FjallStore, Namespace, SightingStore, StoreOptions, ValueFormat};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub enum BootError {
     Store(#[from] sighthub_store::Error),
     /// TLS could not be set up.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] sighthub_api::tls::TlsError),
     /// The IEP04 exchange could not be opened.
     #[error("opening the IEP04 exchange: {0}")]
     Exchange(#[from] sighthub_exchange::Error),
@@ -54,27 +54,8 @@ pub enum BootError {
     },
 }
 
-/// What start-up produced.
-pub struct Booted {
-    /// The request handler state.
-    pub app: Arc<App>,
-    /// The store, kept to persist it at shutdown.
-    pub store: Arc<FjallStore>,
-    /// TLS acceptor, unless plain HTTP.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// A key generated on this start, to show the operator once.
-    pub generated_admin_key: Option<(String, PathBuf)>,
-    /// The feeder of exchanged events into sightings, when both are enabled.
-    pub bridge: Option<Arc<sighthub_bridge::Feeder>>,
-    /// Peering, whenever the exchange is on (started, reloaded on SIGHUP and stopped by the
-    /// binary; with `[relay] enabled = false` or no peers it runs nothing).
-    pub relay: Option<Arc<sighthub_relay::Relay>>,
-    /// The IntelMQ transports, when `[intelmq] enabled` (started by the binary).
-    pub intelmq: Option<Arc<sighthub_intelmq::Intelmq>>,
-}
-
 /// Opens everything the configuration names.
-pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
+pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     cfg.validate()?;
     private_dir(&cfg.data_dir)?;
     let store = Arc::new(FjallStore::open(
@@ -133,21 +114,21 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
     } else {
         let (cert, key) = match (&cfg.tls.cert, &cfg.tls.key) {
             (Some(c), Some(k)) => {
-                crate::tls::refuse_world_accessible(k)?;
+                sighthub_api::tls::refuse_world_accessible(k)?;
                 (c.clone(), k.clone())
             }
             _ => {
                 let dir = cfg.data_dir.join("tls");
                 let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-                if crate::tls::ensure_self_signed(&c, &k)? {
+                if sighthub_api::tls::ensure_self_signed(&c, &k)? {
                     tracing::info!(cert = %c.display(), "generated a self-signed certificate for localhost");
                 }
                 (c, k)
             }
         };
-        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-            &cert, &key,
-        )?))
+        Some(tokio_rustls::TlsAcceptor::from(
+            sighthub_api::tls::server_config(&cert, &key)?,
+        ))
     };
     let exchange = sighthub_exchange::Exchange::open(&cfg.exchange, &cfg.data_dir, exchange_admin)?;
     let bridge = match exchange.store() {
@@ -182,11 +163,13 @@ pub fn boot(cfg: &Config) -> Result<Booted, BootError> {
         max_body_bytes: cfg.max_body_bytes,
         limits: cfg.limits.clone(),
         started: Instant::now(),
-        exchange,
+        exchange: exchange.clone(),
     });
-    Ok(Booted {
+    Ok(Node {
+        cfg: cfg.clone(),
         app,
         store,
+        exchange,
         tls,
         generated_admin_key: generated,
         bridge,
@@ -212,7 +195,7 @@ pub fn private_dir(dir: &Path) -> Result<(), BootError> {
         builder.mode(0o700);
     }
     builder.create(dir).map_err(|e| err(e.to_string()))?;
-    let old = crate::files::tighten(dir, 0o700).map_err(|e| {
+    let old = sighthub_api::files::tighten(dir, 0o700).map_err(|e| {
         err(format!(
             "is open to other users and could not be made 0700: {e}"
         ))
@@ -229,7 +212,7 @@ fn load_or_make_admin_key(path: &Path) -> Result<(String, bool), BootError> {
         reason,
     };
     if path.exists() {
-        let mode = crate::files::mode(path).map_err(|e| err(e.to_string()))?;
+        let mode = sighthub_api::files::mode(path).map_err(|e| err(e.to_string()))?;
         if mode & 0o077 != 0 {
             return Err(err(format!(
                 "readable by others (mode {mode:o}); run chmod 600 on it"
@@ -245,7 +228,7 @@ fn load_or_make_admin_key(path: &Path) -> Result<(String, bool), BootError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| err(e.to_string()))?;
     let key = hex::encode(bytes);
-    crate::tls::write_private(path, format!("{key}\n").as_bytes())
+    sighthub_api::tls::write_private(path, format!("{key}\n").as_bytes())
         .map_err(|e| err(e.to_string()))?;
     Ok((key, true))
 }
