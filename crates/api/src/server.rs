@@ -83,7 +83,7 @@ where
             if e.is_panic() {
                 tracing::error!(error = %e, "a request handler panicked");
             }
-            ApiError::Server("a request handler panicked").into_response()
+            ApiError::Internal("a request handler panicked").into_response()
         }
     }
 }
