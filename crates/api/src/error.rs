@@ -144,9 +144,6 @@ impl From<ExchangeError> for ApiError {
             ExchangeError::Forbidden(why) => ApiError::Denied(why),
             ExchangeError::Refused(list) => ApiError::Refused(list),
             ExchangeError::BadRequest(why) => ApiError::BadRequest(why),
-            ExchangeError::NotFound(why) => ApiError::NotFound(why),
-            ExchangeError::Gone(why) => ApiError::Gone(why),
-            ExchangeError::Method(m, allow) => ApiError::Method(m, allow),
             ExchangeError::TooLarge(max) => ApiError::request_too_large(max),
             ExchangeError::OverLimit { limit, max, what } => {
                 ApiError::OverLimit { limit, max, what }
@@ -365,10 +362,7 @@ mod test {
             ApiError::from(ExchangeError::Forbidden("This key may not read.".into())).body(),
             json!({"message": "This key may not read."})
         );
-        assert_eq!(
-            ApiError::from(ExchangeError::Gone("x".into())).status(),
-            410
-        );
+        assert_eq!(ApiError::Gone("x".into()).status(), 410);
         assert_eq!(ApiError::from(ExchangeError::Disabled).status(), 404);
         assert_eq!(
             ApiError::from(ExchangeError::Config("x".into())).status(),

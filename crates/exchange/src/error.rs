@@ -29,15 +29,6 @@ pub enum Error {
     /// Malformed request.
     #[error("{0}")]
     BadRequest(String),
-    /// Nothing there.
-    #[error("{0}")]
-    NotFound(String),
-    /// Known, but dropped from the log by retention.
-    #[error("{0}")]
-    Gone(String),
-    /// Known route, wrong method; the second field is the `Allow` header.
-    #[error("Method {0} is not allowed here.")]
-    Method(String, &'static str),
     /// Body larger than `max_request_bytes`.
     #[error("Request body is larger than the limit of {0} bytes; nothing was written.")]
     TooLarge(usize),
