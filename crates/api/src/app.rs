@@ -22,6 +22,7 @@ use sighthub_store::SightingStore;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The listing cursor, here for the fuzz targets that name it by this path.
 pub use crate::cmd::read::{decode_cursor, encode_cursor};
 
 /// Version reported by `/i`, `/health` and the OpenAPI document.
@@ -41,7 +42,7 @@ pub struct App {
     pub limits: crate::config::LimitsConfig,
     /// Start time, for `/health`.
     pub started: Instant,
-    /// The IEP04 exchange: every path under `/iep04/` is handed to it.
+    /// The IEP04 exchange, which the `/iep04/` handlers ([`crate::cmd`]) work on.
     pub exchange: sighthub_exchange::Exchange,
 }
 

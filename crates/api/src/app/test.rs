@@ -4,7 +4,6 @@
 use super::testkit::{app, call, chunks, SIGHT_ADMIN};
 use super::*;
 use serde_json::json;
-use std::sync::Arc;
 
 #[test]
 fn only_static_routes_are_open() {

@@ -4,7 +4,7 @@
 //!
 //! | file | routes |
 //! |---|---|
-//! | [`write`] | `GET /w/{ns}` |
+//! | [`write`](mod@write) | `GET /w/{ns}` |
 //! | [`read`] | `GET /r/{ns}`, `GET /rs/{ns}` (a value, a listing, a count), `GET /_api/who` |
 //! | [`bulk`] | `POST /wb`, `/vwb`, `/rb`, `/rbs` |
 //! | [`namespace`] | `/d/{ns}`, `/c/{ns}`, `GET /_api/namespaces` |
