@@ -1,5 +1,5 @@
-//! Fuzzes the decoders of a `/iep04` request that need no store (`exchange::http`): the
-//! route, the strict query string (with a fuzzer-chosen set of allowed parameters), the read
+//! Fuzzes the decoders of a `/iep04` request that need no store (`api::router` and
+//! `api::cmd::iep04`): the route, the strict query string (with a fuzzer-chosen set of allowed parameters), the read
 //! parameters and the acknowledgement body. The input is `path NUL query NUL accept NUL body`.
 //! Never panics; every refusal is a 4xx; a decoded route segment, query and ack cursor
 //! re-encode to what decodes the same; read parameters stay within the configured limits.
@@ -7,8 +7,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use sighthub_api::cmd::iep04::{ack_cursor, query, read_params, READ_PARAMS};
+use sighthub_api::error::ApiError;
+use sighthub_api::router::{parse_endpoint, Endpoint};
 use sighthub_exchange::export::Export;
-use sighthub_exchange::http::{ack_cursor, query, read_params, route, Route, READ_PARAMS};
 use sighthub_exchange::ExchangeConfig;
 
 /// Every parameter any `/iep04` route allows.
@@ -24,29 +26,32 @@ const PARAMS: &[&str] = &[
     "alternate",
 ];
 
-fn is_4xx(e: &sighthub_exchange::Error) -> bool {
+fn is_4xx(e: &ApiError) -> bool {
     e.status().is_client_error()
 }
 
-fn check_route(path: &str) {
-    let r = match route(path) {
+fn check_route(method: &hyper::Method, path: &str) {
+    let r = match parse_endpoint(method, path) {
         Ok(r) => r,
         Err(e) => {
             assert!(is_4xx(&e), "{e:?}");
             return;
         }
     };
+    assert_eq!(r.is_iep04(), path.starts_with("/iep04/"), "{path:?}");
     let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
     let again = match &r {
-        Route::Message(id) => format!("/iep04/messages/{}", enc(id)),
-        Route::Links(id) => format!("/iep04/links/{}", enc(id)),
-        Route::Consumer(n) => format!("/iep04/consumers/{}", enc(n)),
-        Route::ConsumerMessages(n) => format!("/iep04/consumers/{}/messages", enc(n)),
-        Route::ConsumerAck(n) => format!("/iep04/consumers/{}/ack", enc(n)),
+        Endpoint::Iep04Message(id) => format!("/iep04/messages/{}", enc(id)),
+        Endpoint::Iep04Links(id) => format!("/iep04/links/{}", enc(id)),
+        Endpoint::Iep04Consumer(n) | Endpoint::Iep04ConsumerDelete(n) => {
+            format!("/iep04/consumers/{}", enc(n))
+        }
+        Endpoint::Iep04ConsumerMessages(n) => format!("/iep04/consumers/{}/messages", enc(n)),
+        Endpoint::Iep04ConsumerAck(n) => format!("/iep04/consumers/{}/ack", enc(n)),
         _ => return,
     };
     assert_eq!(
-        route(&again).ok().as_ref(),
+        parse_endpoint(method, &again).ok().as_ref(),
         Some(&r),
         "re-encoded {again:?}"
     );
@@ -116,7 +121,9 @@ fuzz_target!(|data: &[u8]| {
     let body = parts.next().unwrap_or_default();
     let cfg = ExchangeConfig::default();
     if let Ok(path) = std::str::from_utf8(path) {
-        check_route(path);
+        for method in [hyper::Method::GET, hyper::Method::POST, hyper::Method::DELETE] {
+            check_route(&method, path);
+        }
     }
     if let Ok(raw_query) = std::str::from_utf8(raw_query) {
         check_query(raw_query, &allowed, accept, &cfg);

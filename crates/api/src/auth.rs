@@ -214,6 +214,40 @@ impl Auth {
     }
 }
 
+/// A caller detached from the request, to move into a blocking task.
+#[derive(Clone)]
+pub struct OwnedCaller {
+    anyone: bool,
+    grants: Option<crate::auth::KeyGrants>,
+}
+
+impl Caller<'_> {
+    /// Detaches the caller.
+    pub fn clone_owned(&self, _auth: &Auth) -> OwnedCaller {
+        match self {
+            Caller::Anyone => OwnedCaller {
+                anyone: true,
+                grants: None,
+            },
+            Caller::Key(g) => OwnedCaller {
+                anyone: false,
+                grants: g.cloned(),
+            },
+        }
+    }
+}
+
+impl OwnedCaller {
+    /// Borrows it back as a [`Caller`].
+    pub fn as_caller(&self) -> Caller<'_> {
+        if self.anyone {
+            Caller::Anyone
+        } else {
+            Caller::Key(self.grants.as_ref())
+        }
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

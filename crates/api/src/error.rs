@@ -1,13 +1,18 @@
 //! HTTP errors: each knows its status code and its public JSON body.
 //!
-//! Bodies follow the existing SightingDB server: `{"message": …}` for refusals and bad
-//! requests, `{"error": …, "namespace": …, "value": …}` for not-found. Internal details
-//! (storage errors) are logged, never sent.
+//! One type for both APIs: the sightings routes and the `/iep04/` routes. Bodies follow the
+//! existing SightingDB server: `{"message": …}` for refusals and bad requests,
+//! `{"error": …, "namespace": …, "value": …}` for not-found; the exchange's refusals keep
+//! their `refused` list and its limits their `limit`/`max` fields. The errors of the two
+//! stores and of the exchange become an `ApiError` through one `From` each. Internal details
+//! (storage errors, panics) are logged, never sent.
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{header, Response, StatusCode};
 use serde_json::json;
+use sighthub_exchange::error::Refusal;
+use sighthub_exchange::Error as ExchangeError;
 
 /// Which grant a request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +23,7 @@ pub enum Access {
     Write,
 }
 
-/// An error answered to the client.
+/// An error answered to the client, by either API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
@@ -28,15 +33,21 @@ pub enum ApiError {
     /// Unknown key, or key without the grant (same body for both).
     #[error("API key is not permitted to {} this namespace.", if *.0 == Access::Read { "read" } else { "write" })]
     Forbidden(Access),
+    /// A refusal that says why in its own words (the `/iep04/` routes: key, feed, TLP).
+    #[error("{0}")]
+    Denied(String),
     /// An admin-only route.
     #[error("That key is not an admin key.")]
     NotAdmin,
-    /// Private namespace written or deleted.
+    /// A private (`_`) namespace written, configured or deleted from outside (403).
     #[error("'{0}' is an internal namespace and is not writable from outside.")]
-    Internal(String),
+    PrivateNamespace(String),
     /// `_config` read through the sighting API.
     #[error("No access to _config namespace from outside!")]
     ConfigNamespace,
+    /// A publish request holding messages the key may not publish: nothing was written.
+    #[error("Publishing refused; nothing was written.")]
+    Refused(Vec<Refusal>),
     /// Malformed request.
     #[error("{0}")]
     BadRequest(String),
@@ -56,13 +67,32 @@ pub enum ApiError {
         /// As the client sent it (empty for namespace-wide calls).
         value: String,
     },
-    /// Body larger than the configured limit.
+    /// Nothing there (the `/iep04/` routes: a message, a consumer).
+    #[error("{0}")]
+    NotFound(String),
+    /// Known, but dropped from the exchange log by retention.
+    #[error("{0}")]
+    Gone(String),
+    /// The IEP04 exchange is switched off in the configuration (its routes are 404).
+    #[error("The IEP04 exchange is disabled on this server.")]
+    Disabled,
+    /// Body larger than `max_body_bytes` (the sighting API).
     #[error("Request body is larger than the limit of {0} bytes.")]
     TooLarge(usize),
+    /// A request over a configured limit of the exchange (413); the body names the limit.
+    #[error("{what}; nothing was written.")]
+    OverLimit {
+        /// The configuration field of the limit (`max_request_bytes`, `max_items_per_request`…).
+        limit: &'static str,
+        /// Its value.
+        max: u64,
+        /// What went over it.
+        what: String,
+    },
     /// Unknown route.
     #[error("No such route: {0}. GET / lists the routes.")]
     NoRoute(String),
-    /// Known route, wrong method.
+    /// Known route, wrong method; the second field is the `Allow` header.
     #[error("Method {0} is not allowed here.")]
     Method(String, &'static str),
     /// State conflict (value format change on a non-empty namespace).
@@ -81,38 +111,94 @@ pub enum ApiError {
     /// The request body did not arrive within `body_timeout_seconds`.
     #[error("The request body was not received within {0} seconds (body_timeout_seconds).")]
     BodyTimeout(u64),
-    /// A bug: a handler panicked or broke an invariant. Logged; the client gets a 500.
+    /// A store cannot make writes durable any more (an fsync failed): 503 until restart.
+    #[error("The server cannot make writes durable (an fsync failed); restart the server.")]
+    Unavailable,
+    /// A bug: a handler panicked, was cancelled or broke an invariant. Logged; 500.
     #[error("Internal server error.")]
-    Server(&'static str),
-    /// Storage failure; details are logged, not sent.
+    Internal(&'static str),
+    /// A storage failure of either store; details are logged, not sent (500).
     #[error("Internal storage error.")]
-    Store(#[from] sighthub_store::Error),
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The one mapping from the sighting store's errors: a failed fsync is
+/// [`ApiError::Unavailable`], a format change on a non-empty namespace a 409, the rest a 500.
+impl From<sighthub_store::Error> for ApiError {
+    fn from(e: sighthub_store::Error) -> Self {
+        match e {
+            sighthub_store::Error::Poisoned => ApiError::Unavailable,
+            sighthub_store::Error::FormatConflict(ns) => ApiError::Conflict(format!(
+                "Namespace '{ns}' already holds values; its value format cannot change."
+            )),
+            other => ApiError::Storage(Box::new(other)),
+        }
+    }
+}
+
+/// The one mapping from the exchange's typed errors.
+impl From<ExchangeError> for ApiError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::Unauthorized => ApiError::Unauthorized,
+            ExchangeError::Forbidden(why) => ApiError::Denied(why),
+            ExchangeError::Refused(list) => ApiError::Refused(list),
+            ExchangeError::BadRequest(why) => ApiError::BadRequest(why),
+            ExchangeError::TooLarge(max) => ApiError::request_too_large(max),
+            ExchangeError::OverLimit { limit, max, what } => {
+                ApiError::OverLimit { limit, max, what }
+            }
+            ExchangeError::Disabled => ApiError::Disabled,
+            ExchangeError::Poisoned => ApiError::Unavailable,
+            other => ApiError::Storage(Box::new(other)),
+        }
+    }
 }
 
 impl ApiError {
+    /// An exchange request body over `max` bytes (`max_request_bytes`).
+    pub fn request_too_large(max: usize) -> Self {
+        ApiError::OverLimit {
+            limit: "max_request_bytes",
+            max: max as u64,
+            what: format!("Request body is larger than the limit of {max} bytes"),
+        }
+    }
+
     /// The status code of this error.
+    ///
+    /// A store that can no longer make writes durable is 503 in both APIs: the server is
+    /// up but cannot honour a write until it is restarted, which is a state of the service
+    /// (retryable elsewhere or later, as relays and IntelMQ's bots do on 503), not a bug of
+    /// the request (500). A panicked or cancelled handler is a 500, never the client's fault.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::NotAdmin | Self::Internal(_) | Self::ConfigNamespace => {
-                StatusCode::FORBIDDEN
-            }
+            Self::Forbidden(_)
+            | Self::Denied(_)
+            | Self::NotAdmin
+            | Self::PrivateNamespace(_)
+            | Self::ConfigNamespace
+            | Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::ValueNotFound { .. } | Self::PathNotFound { .. } | Self::NoRoute(_) => {
-                StatusCode::NOT_FOUND
-            }
-            Self::TooLarge(_) | Self::TooManyItems(_) | Self::AnswerTooLarge(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Self::ValueNotFound { .. }
+            | Self::PathNotFound { .. }
+            | Self::NotFound(_)
+            | Self::Disabled
+            | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::TooLarge(_)
+            | Self::OverLimit { .. }
+            | Self::TooManyItems(_)
+            | Self::AnswerTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Item(e) => {
                 StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Method(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Store(sighthub_store::Error::FormatConflict(_)) => StatusCode::CONFLICT,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) | Self::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -122,29 +208,32 @@ impl ApiError {
             Self::ValueNotFound { namespace, value } | Self::PathNotFound { namespace, value } => {
                 json!({"error": self.to_string(), "namespace": namespace, "value": value})
             }
-            Self::Store(sighthub_store::Error::FormatConflict(ns)) => {
-                json!({"message": format!("Namespace '{ns}' already holds values; its value format cannot change.")})
-            }
+            Self::Refused(list) => json!({
+                "message": self.to_string(),
+                "refused": list.iter().map(|r| json!({"index": r.index, "error": r.reason})).collect::<Vec<_>>(),
+            }),
+            Self::OverLimit { limit, max, .. } => json!({
+                "message": self.to_string(),
+                "limit": limit,
+                "max": max,
+            }),
             _ => json!({"message": self.to_string()}),
         }
     }
 
-    /// The full HTTP response.
+    /// The full HTTP response. Server errors are logged with their cause.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        if let Self::Store(e) = &self {
-            if !matches!(e, sighthub_store::Error::FormatConflict(_)) {
-                tracing::warn!(error = %e, "storage error answered 500");
-            }
-        }
-        if let Self::Server(what) = &self {
-            tracing::error!(what, "internal error answered 500");
+        match &self {
+            Self::Storage(e) => tracing::warn!(error = %e, "storage error answered 500"),
+            Self::Unavailable => tracing::warn!("a store cannot make writes durable: 503"),
+            Self::Internal(what) => tracing::error!(what, "internal error answered 500"),
+            _ => {}
         }
         let status = self.status();
         let mut resp = json_response(status, &self.body());
         if let Self::Method(_, allow) = self {
-            if let Ok(v) = header::HeaderValue::from_str(allow) {
-                resp.headers_mut().insert(header::ALLOW, v);
-            }
+            resp.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         }
         if let Self::BodyTimeout(_) = self {
             resp.headers_mut().insert(
@@ -163,11 +252,20 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<F
 
 /// A JSON response from already-serialised bytes.
 pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    bytes_response(status, "application/json", body)
+}
+
+/// A response with the given content type.
+pub fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
+        header::HeaderValue::from_static(content_type),
     );
     resp
 }
@@ -203,10 +301,74 @@ mod test {
             400
         );
         assert_eq!(ApiError::BodyTimeout(1).status(), 408);
-        assert_eq!(ApiError::Server("x").status(), 500);
+        assert_eq!(ApiError::Internal("x").status(), 500);
         assert_eq!(
-            ApiError::Store(sighthub_store::Error::FormatConflict("x".into())).status(),
+            ApiError::from(sighthub_store::Error::FormatConflict("x".into())).status(),
             409
         );
+        assert_eq!(ApiError::PrivateNamespace("_all".into()).status(), 403);
+    }
+
+    /// A failed fsync is 503 in both APIs (it was a 500 from the sighting store and a 503
+    /// from the exchange); other storage failures are a 500 that says nothing more.
+    #[test]
+    fn storage_failures_answer_the_same_in_both_apis() {
+        assert_eq!(
+            ApiError::from(sighthub_store::Error::Poisoned).status(),
+            503
+        );
+        assert_eq!(ApiError::from(ExchangeError::Poisoned).status(), 503);
+        assert_eq!(
+            ApiError::from(ExchangeError::from(sighthub_store::Error::Poisoned)).status(),
+            503
+        );
+        let corrupt = ApiError::from(sighthub_store::Error::Corrupt("record"));
+        assert_eq!(corrupt.status(), 500);
+        assert_eq!(
+            corrupt.body(),
+            json!({"message": "Internal storage error."})
+        );
+        let corrupt = ApiError::from(ExchangeError::corrupt("log record"));
+        assert_eq!(corrupt.status(), 500);
+        assert_eq!(
+            corrupt.body(),
+            json!({"message": "Internal storage error."}),
+            "no internal detail leaks"
+        );
+    }
+
+    /// The exchange's errors keep their statuses and bodies (moved from the exchange crate).
+    #[test]
+    fn exchange_errors_keep_their_statuses_and_bodies() {
+        assert_eq!(ApiError::from(ExchangeError::Unauthorized).status(), 401);
+        let big = ApiError::from(ExchangeError::TooLarge(10));
+        assert_eq!(big.status(), 413);
+        assert_eq!(
+            big.body(),
+            json!({"message": "Request body is larger than the limit of 10 bytes; nothing was written.",
+                   "limit": "max_request_bytes", "max": 10})
+        );
+        let r = ApiError::from(ExchangeError::Refused(vec![Refusal {
+            index: 2,
+            reason: "no".into(),
+        }]));
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.body()["refused"][0], json!({"index": 2, "error": "no"}));
+        assert_eq!(
+            r.body()["message"],
+            json!("Publishing refused; nothing was written.")
+        );
+        assert_eq!(
+            ApiError::from(ExchangeError::Forbidden("This key may not read.".into())).body(),
+            json!({"message": "This key may not read."})
+        );
+        assert_eq!(ApiError::Gone("x".into()).status(), 410);
+        assert_eq!(ApiError::from(ExchangeError::Disabled).status(), 404);
+        assert_eq!(
+            ApiError::from(ExchangeError::Config("x".into())).status(),
+            500
+        );
+        let resp = ApiError::Method("PUT".into(), "GET, POST").into_response();
+        assert_eq!(resp.headers()[header::ALLOW], "GET, POST");
     }
 }

@@ -1,28 +1,35 @@
 //! # sighthub-api
 //!
-//! The HTTP(S) edge of sighthub: the SightingDB-compatible API over the store, API keys with
+//! The HTTP(S) edge of sighthub, for both APIs: the SightingDB-compatible API over the
+//! sighting store and the IEP04 exchange's `/iep04/` routes over the exchange; API keys with
 //! scoped grants, TLS. It does not store anything itself (it speaks to a
-//! [`sighthub_store::SightingStore`]) and starts nothing: the composition root that opens
-//! the stores and runs the background work is `sighthub-node`.
+//! [`sighthub_store::SightingStore`] and a [`sighthub_exchange::Exchange`]) and starts
+//! nothing: the composition root that opens the stores and runs the background work is
+//! `sighthub-node`.
 //!
 //! ## Layout
 //! - [`limits`]: the `[limits]` section (bounds on what one request may ask or add).
 //! - [`server`]: accept loop, TLS handshake, HTTP/1.1, graceful shutdown.
 //! - [`deadline`]: the request-body deadline every request is wrapped in.
-//! - [`router`]: method + path → [`router::Endpoint`]; the route table.
-//! - [`app`]: the composition root and the handlers.
+//! - [`router`]: method + path → [`router::Endpoint`] (both APIs); the one route table.
+//! - [`app`]: [`App`] and the dispatch of an endpoint to its handler.
+//! - [`cmd`]: the handlers, one file per command family, and [`cmd::blocking`].
+//! - [`body`]: the one request-body reader (size limit 413, deadline 408).
 //! - [`query`]: query-string decoding (fuzzed).
 //! - [`bulk`]: bulk body decoding, both item shapes (fuzzed).
 //! - [`auth`]: API keys, grants, scopes.
 //! - [`latest`]: the in-memory ring behind `/_api/latest`.
 //! - [`tls`]: rustls set-up and the self-signed certificate.
-//! - [`error`]: errors that know their HTTP status and body.
+//! - [`error`]: [`error::ApiError`], the one error of the edge: status and public body, and
+//!   the one mapping from the stores' and the exchange's errors.
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod bulk;
+pub mod cmd;
 pub mod deadline;
 pub mod error;
 pub mod files;

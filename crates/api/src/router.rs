@@ -1,7 +1,9 @@
-//! Parses a request line into an [`Endpoint`] before anything else happens.
+//! Parses a request line into an [`Endpoint`] before anything else happens, for both APIs:
+//! the sighting routes and the `/iep04/` routes, with one route table ([`ROUTES`]).
 //!
 //! The namespace is everything after the route prefix up to `?`, percent-decoded (it must be
-//! UTF-8); it is normalised later, by the handler, so that errors can echo what was sent.
+//! UTF-8); it is normalised later, by the handler, so that errors can echo what was sent. An
+//! `/iep04/` path segment (uuid, consumer name) is percent-decoded the same way.
 
 use crate::error::ApiError;
 use hyper::Method;
@@ -63,6 +65,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "GET",
         "/_api/namespaces",
         "stored namespaces readable by the key",
+    ),
+    (
+        "GET",
+        "/_api/who",
+        "the namespaces holding ?val=V that the key may read",
     ),
     ("GET", "/_api/openapi.yaml", "this API as OpenAPI 3"),
     (
@@ -149,6 +156,79 @@ pub enum Endpoint {
     OpenApi,
     /// `GET /`.
     Help,
+    /// `POST /iep04/messages`: publish.
+    Iep04Publish,
+    /// `GET /iep04/messages`: read the log after a cursor.
+    Iep04Read,
+    /// `GET /iep04/messages/{uuid}`.
+    Iep04Message(String),
+    /// `GET /iep04/links/{uuid}`.
+    Iep04Links(String),
+    /// `GET /iep04/links?alternate=`.
+    Iep04LinksByAlternate,
+    /// `GET /iep04/consumers/{name}`.
+    Iep04Consumer(String),
+    /// `DELETE /iep04/consumers/{name}`.
+    Iep04ConsumerDelete(String),
+    /// `GET /iep04/consumers/{name}/messages`.
+    Iep04ConsumerMessages(String),
+    /// `POST /iep04/consumers/{name}/ack`.
+    Iep04ConsumerAck(String),
+    /// `GET /iep04/status`.
+    Iep04Status,
+}
+
+impl Endpoint {
+    /// The method and path pattern of this endpoint, as [`ROUTES`] lists it (exhaustive: a
+    /// new endpoint needs its entry, which a test checks).
+    pub fn pattern(&self) -> (&'static str, &'static str) {
+        match self {
+            Endpoint::Write(_) => ("GET", "/w/{namespace}"),
+            Endpoint::Read(_) => ("GET", "/r/{namespace}"),
+            Endpoint::ReadStats(_) => ("GET", "/rs/{namespace}"),
+            Endpoint::BulkWrite => ("POST", "/wb"),
+            Endpoint::BulkValidate => ("POST", "/vwb"),
+            Endpoint::BulkRead(false) => ("POST", "/rb"),
+            Endpoint::BulkRead(true) => ("POST", "/rbs"),
+            Endpoint::Delete(_) => ("GET", "/d/{namespace}"),
+            Endpoint::ConfigGet(_) => ("GET", "/c/{namespace}"),
+            Endpoint::ConfigSet(_) => ("POST", "/c/{namespace}"),
+            Endpoint::Info => ("GET", "/i"),
+            Endpoint::Health => ("GET", "/health"),
+            Endpoint::Latest => ("GET", "/_api/latest"),
+            Endpoint::Namespaces => ("GET", "/_api/namespaces"),
+            Endpoint::Who => ("GET", "/_api/who"),
+            Endpoint::OpenApi => ("GET", "/_api/openapi.yaml"),
+            Endpoint::Help => ("GET", "/"),
+            Endpoint::Iep04Publish => ("POST", "/iep04/messages"),
+            Endpoint::Iep04Read => ("GET", "/iep04/messages"),
+            Endpoint::Iep04Message(_) => ("GET", "/iep04/messages/{uuid}"),
+            Endpoint::Iep04Links(_) => ("GET", "/iep04/links/{uuid}"),
+            Endpoint::Iep04LinksByAlternate => ("GET", "/iep04/links"),
+            Endpoint::Iep04Consumer(_) => ("GET", "/iep04/consumers/{name}"),
+            Endpoint::Iep04ConsumerDelete(_) => ("DELETE", "/iep04/consumers/{name}"),
+            Endpoint::Iep04ConsumerMessages(_) => ("GET", "/iep04/consumers/{name}/messages"),
+            Endpoint::Iep04ConsumerAck(_) => ("POST", "/iep04/consumers/{name}/ack"),
+            Endpoint::Iep04Status => ("GET", "/iep04/status"),
+        }
+    }
+
+    /// A route of the IEP04 exchange (authorised by the exchange's keys).
+    pub fn is_iep04(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Iep04Publish
+                | Endpoint::Iep04Read
+                | Endpoint::Iep04Message(_)
+                | Endpoint::Iep04Links(_)
+                | Endpoint::Iep04LinksByAlternate
+                | Endpoint::Iep04Consumer(_)
+                | Endpoint::Iep04ConsumerDelete(_)
+                | Endpoint::Iep04ConsumerMessages(_)
+                | Endpoint::Iep04ConsumerAck(_)
+                | Endpoint::Iep04Status
+        )
+    }
 }
 
 fn decode_path(raw: &str) -> Result<String, ApiError> {
@@ -158,8 +238,79 @@ fn decode_path(raw: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::BadRequest("Namespace is not valid UTF-8 once decoded.".into()))
 }
 
+fn decode_segment(s: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| ApiError::BadRequest("Path segment is not valid UTF-8 once decoded.".into()))
+}
+
+/// The `/iep04/` routes: route first (404), then method (405), as the exchange did.
+fn parse_iep04(method: &Method, path: &str, rest: &str) -> Result<Endpoint, ApiError> {
+    let get = *method == Method::GET || *method == Method::HEAD;
+    let post = *method == Method::POST;
+    let delete = *method == Method::DELETE;
+    let wrong = |allow: &'static str| Err(ApiError::Method(method.to_string(), allow));
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        ["messages"] if post => Ok(Endpoint::Iep04Publish),
+        ["messages"] if get => Ok(Endpoint::Iep04Read),
+        ["messages"] => wrong("GET, POST"),
+        ["messages", id] if !id.is_empty() => {
+            let id = decode_segment(id)?;
+            if get {
+                Ok(Endpoint::Iep04Message(id))
+            } else {
+                wrong("GET")
+            }
+        }
+        ["links"] if get => Ok(Endpoint::Iep04LinksByAlternate),
+        ["links"] => wrong("GET"),
+        ["links", id] if !id.is_empty() => {
+            let id = decode_segment(id)?;
+            if get {
+                Ok(Endpoint::Iep04Links(id))
+            } else {
+                wrong("GET")
+            }
+        }
+        ["consumers", name] if !name.is_empty() => {
+            let name = decode_segment(name)?;
+            if get {
+                Ok(Endpoint::Iep04Consumer(name))
+            } else if delete {
+                Ok(Endpoint::Iep04ConsumerDelete(name))
+            } else {
+                wrong("GET, DELETE")
+            }
+        }
+        ["consumers", name, "messages"] if !name.is_empty() => {
+            let name = decode_segment(name)?;
+            if get {
+                Ok(Endpoint::Iep04ConsumerMessages(name))
+            } else {
+                wrong("GET")
+            }
+        }
+        ["consumers", name, "ack"] if !name.is_empty() => {
+            let name = decode_segment(name)?;
+            if post {
+                Ok(Endpoint::Iep04ConsumerAck(name))
+            } else {
+                wrong("POST")
+            }
+        }
+        ["status"] if get => Ok(Endpoint::Iep04Status),
+        ["status"] => wrong("GET"),
+        _ => Err(ApiError::NoRoute(path.to_owned())),
+    }
+}
+
 /// Parses method and path. HEAD is served as GET.
 pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
+    if let Some(rest) = path.strip_prefix("/iep04/") {
+        return parse_iep04(method, path, rest);
+    }
     let get = *method == Method::GET || *method == Method::HEAD;
     let post = *method == Method::POST;
     let wrong = |allow: &'static str| Err(ApiError::Method(method.to_string(), allow));
@@ -277,6 +428,132 @@ mod test {
             parse_endpoint(&Method::GET, "/w/%ff"),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn parses_iep04_routes() {
+        let p = |m: Method, path: &str| parse_endpoint(&m, path);
+        assert_eq!(
+            p(Method::POST, "/iep04/messages").ok(),
+            Some(Endpoint::Iep04Publish)
+        );
+        assert_eq!(
+            p(Method::HEAD, "/iep04/messages").ok(),
+            Some(Endpoint::Iep04Read)
+        );
+        assert_eq!(
+            p(Method::GET, "/iep04/messages/a%2Fb").ok(),
+            Some(Endpoint::Iep04Message("a/b".into()))
+        );
+        assert_eq!(
+            p(Method::GET, "/iep04/links").ok(),
+            Some(Endpoint::Iep04LinksByAlternate)
+        );
+        assert_eq!(
+            p(Method::GET, "/iep04/links/x").ok(),
+            Some(Endpoint::Iep04Links("x".into()))
+        );
+        assert_eq!(
+            p(Method::DELETE, "/iep04/consumers/c").ok(),
+            Some(Endpoint::Iep04ConsumerDelete("c".into()))
+        );
+        assert_eq!(
+            p(Method::GET, "/iep04/consumers/c/messages").ok(),
+            Some(Endpoint::Iep04ConsumerMessages("c".into()))
+        );
+        assert_eq!(
+            p(Method::POST, "/iep04/consumers/c/ack").ok(),
+            Some(Endpoint::Iep04ConsumerAck("c".into()))
+        );
+        assert_eq!(
+            p(Method::GET, "/iep04/status").ok(),
+            Some(Endpoint::Iep04Status)
+        );
+        for (m, path, allow) in [
+            (Method::PUT, "/iep04/messages", "GET, POST"),
+            (Method::POST, "/iep04/consumers/c", "GET, DELETE"),
+            (Method::GET, "/iep04/consumers/c/ack", "POST"),
+            (Method::POST, "/iep04/status", "GET"),
+        ] {
+            match p(m, path) {
+                Err(ApiError::Method(_, a)) => assert_eq!(a, allow, "{path}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        for path in [
+            "/iep04/",
+            "/iep04/nope",
+            "/iep04/messages/",
+            "/iep04/consumers//ack",
+        ] {
+            assert!(
+                matches!(p(Method::GET, path), Err(ApiError::NoRoute(_))),
+                "{path}"
+            );
+        }
+        assert!(matches!(
+            p(Method::GET, "/iep04/messages/%ff"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(p(Method::GET, "/iep04/messages").is_ok_and(|e| e.is_iep04()));
+        assert!(p(Method::GET, "/i").is_ok_and(|e| !e.is_iep04()));
+    }
+
+    /// One table for both APIs: every route of the table parses to the endpoint whose
+    /// pattern it is, and every endpoint's pattern is in the table (so on the help page and,
+    /// by the test below, in the OpenAPI document).
+    #[test]
+    fn the_route_table_and_the_endpoints_agree() {
+        for (method, path, _) in ROUTES {
+            let m = Method::from_bytes(method.as_bytes()).expect("method");
+            let concrete = path
+                .replace("{namespace}", "ns")
+                .replace("{uuid}", "u")
+                .replace("{name}", "n");
+            let e = parse_endpoint(&m, &concrete).expect("a route of the table parses");
+            if *path == "/d/{namespace}" && *method == "POST" {
+                // The Python client's form of the delete.
+                assert_eq!(e, Endpoint::Delete("ns".into()));
+                continue;
+            }
+            assert_eq!(e.pattern(), (*method, *path), "{method} {path}");
+        }
+        let s = String::new;
+        for e in [
+            Endpoint::Write(s()),
+            Endpoint::Read(s()),
+            Endpoint::ReadStats(s()),
+            Endpoint::BulkWrite,
+            Endpoint::BulkValidate,
+            Endpoint::BulkRead(false),
+            Endpoint::BulkRead(true),
+            Endpoint::Delete(s()),
+            Endpoint::ConfigGet(s()),
+            Endpoint::ConfigSet(s()),
+            Endpoint::Info,
+            Endpoint::Health,
+            Endpoint::Latest,
+            Endpoint::Namespaces,
+            Endpoint::Who,
+            Endpoint::OpenApi,
+            Endpoint::Help,
+            Endpoint::Iep04Publish,
+            Endpoint::Iep04Read,
+            Endpoint::Iep04Message(s()),
+            Endpoint::Iep04Links(s()),
+            Endpoint::Iep04LinksByAlternate,
+            Endpoint::Iep04Consumer(s()),
+            Endpoint::Iep04ConsumerDelete(s()),
+            Endpoint::Iep04ConsumerMessages(s()),
+            Endpoint::Iep04ConsumerAck(s()),
+            Endpoint::Iep04Status,
+        ] {
+            let (m, p) = e.pattern();
+            assert!(
+                ROUTES.iter().any(|(rm, rp, _)| (*rm, *rp) == (m, p)),
+                "{m} {p} ({e:?}) is missing from ROUTES"
+            );
+        }
     }
 
     #[test]

@@ -67,12 +67,7 @@ where
     let _abort = AbortOnDrop(task.abort_handle());
     match task.await {
         Ok(resp) => resp,
-        Err(e) => {
-            if e.is_panic() {
-                tracing::error!(error = %e, "a request handler panicked");
-            }
-            ApiError::Server("a request handler panicked").into_response()
-        }
+        Err(e) => crate::cmd::join_error(e).into_response(),
     }
 }
 

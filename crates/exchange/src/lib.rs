@@ -7,32 +7,19 @@
 //! Every message answered `accepted` is in a durable, ordered log under a monotonic
 //! sequence number before the answer is sent.
 //!
-//! It **is** the storage of the exchange (its own fjall database at `<data_dir>/exchange`)
-//! and the handler of every `/iep04/` route. It is **not** the HTTP server (the
-//! `sighthub-api` crate forwards requests to [`Exchange::handle`]) nor the envelope library
-//! (`sighthub-iep04`).
+//! It **is** the storage of the exchange (its own fjall database at `<data_dir>/exchange`),
+//! its keys and its limits. It is **not** HTTP: the `/iep04/` routes are handlers of the
+//! `sighthub-api` edge (`api::cmd::iep04_*`), which reach the parts of an open exchange
+//! through [`Exchange::inner`]. Nor is it the envelope library (`sighthub-iep04`).
 //!
 //! ```
 //! use sighthub_exchange::{AdminKey, Exchange, ExchangeConfig};
-//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let dir = tempfile::tempdir().unwrap();
 //! let ex = Exchange::open(&ExchangeConfig::default(), dir.path(), AdminKey::Key("adm".into())).unwrap();
-//! let post = hyper::Request::post("/iep04/messages")
-//!     .header("authorization", "adm")
-//!     .header("content-type", "application/json")
-//!     .body(http_body_util::Full::new(bytes::Bytes::from_static(
-//!         br#"{"source.ip": "198.51.100.1", "raw": "eA=="}"#,
-//!     )))
-//!     .unwrap();
-//! let resp = ex.handle(post).await;
-//! assert_eq!(resp.status(), 200); // {"accepted":1,...,"results":[{"status":"accepted","seq":1,...}]}
-//! let get = hyper::Request::get("/iep04/messages?limit=10")
-//!     .header("authorization", "adm")
-//!     .body(http_body_util::Empty::<bytes::Bytes>::new())
-//!     .unwrap();
-//! let resp = ex.handle(get).await;
-//! assert_eq!(resp.status(), 200); // {"cursor":"…","count":1,"more":false,…,"messages":[{envelope}]}
-//! # });
+//! let hub = ex.inner().unwrap();
+//! assert_eq!(hub.store.durable(), 0); // an empty log
+//! assert!(hub.keys.caller(Some(b"adm")).is_ok());
+//! assert!(Exchange::disabled().inner().is_err());
 //! ```
 //!
 //! ## Layout
@@ -45,8 +32,7 @@
 //! - [`emit`]: envelope JSON and content hash without copies (same bytes as the library).
 //! - [`filter`]: the in-memory Bloom filter in front of the content window.
 //! - [`export`]: rendering pages as envelopes or bare IntelMQ events, JSON or ND-JSON.
-//! - [`http`]: the routes and their handlers.
-//! - [`error`]: the error type, which knows its HTTP status.
+//! - [`error`]: the typed error (the HTTP edge maps it to a status and a body).
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
@@ -56,7 +42,6 @@ pub mod emit;
 pub mod error;
 pub mod export;
 pub mod filter;
-pub mod http;
 pub mod ingest;
 pub mod record;
 pub mod store;
@@ -76,11 +61,16 @@ pub struct Exchange {
     inner: Option<Arc<Inner>>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) store: Arc<ExchangeStore>,
-    pub(crate) keys: Keys,
-    pub(crate) cfg: ExchangeConfig,
-    pub(crate) default_tlp: Tlp,
+/// The parts of an open exchange, for its clients (the `/iep04/` handlers of the HTTP edge).
+pub struct Inner {
+    /// The log, seen-set, links and consumers.
+    pub store: Arc<ExchangeStore>,
+    /// The exchange's keys.
+    pub keys: Keys,
+    /// The `[exchange]` configuration it was opened with.
+    pub cfg: ExchangeConfig,
+    /// `default_tlp`, parsed.
+    pub default_tlp: Tlp,
 }
 
 impl Exchange {
@@ -151,7 +141,8 @@ impl Exchange {
         }
     }
 
-    pub(crate) fn inner(&self) -> Result<&Arc<Inner>> {
+    /// The open exchange's parts; [`Error::Disabled`] when it is switched off.
+    pub fn inner(&self) -> Result<&Arc<Inner>> {
         self.inner.as_ref().ok_or(Error::Disabled)
     }
 }

@@ -1,37 +1,20 @@
-//! Tests of the routes without a socket: publish forms, answers, reads, long-poll, access,
-//! links, consumers.
+//! Tests of the `/iep04/` routes without a socket, through [`App::handle`] (moved from the
+//! exchange crate, where they called `Exchange::handle`): publish forms, answers, reads,
+//! long-poll, access, links, consumers.
 
-use super::*;
-use crate::access::AdminKey;
-use crate::config::{ExchangeConfig, KeyConfig};
-use hyper::body::Frame;
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use super::testkit::{app, call, chunks};
+use crate::app::App;
+use crate::cmd::iep04::{COUNT_HEADER, CURSOR_HEADER};
+use serde_json::Value;
+use sighthub_exchange::{AdminKey, Exchange, ExchangeConfig, KeyConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
 
 const ADMIN: &str = "admin-key";
 const HUB: Uuid = Uuid::from_u128(0x1111);
 const ORG_A: Uuid = Uuid::from_u128(0xa);
 const ORG_B: Uuid = Uuid::from_u128(0xb);
-
-/// A request body delivered in the given chunks.
-struct Chunks(VecDeque<Bytes>);
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
-        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-    }
-}
-
-fn chunks(parts: &[&[u8]]) -> Chunks {
-    Chunks(parts.iter().map(|p| Bytes::copy_from_slice(p)).collect())
-}
 
 fn key(org: Uuid, publish: &[&str], read: &[&str], tlp: &str) -> KeyConfig {
     KeyConfig {
@@ -44,7 +27,7 @@ fn key(org: Uuid, publish: &[&str], read: &[&str], tlp: &str) -> KeyConfig {
     }
 }
 
-fn exchange(dir: &std::path::Path, tweak: impl FnOnce(&mut ExchangeConfig)) -> Exchange {
+fn exchange(dir: &std::path::Path, tweak: impl FnOnce(&mut ExchangeConfig)) -> Arc<App> {
     let mut cfg = ExchangeConfig {
         org: Some(HUB),
         ..ExchangeConfig::default()
@@ -60,34 +43,11 @@ fn exchange(dir: &std::path::Path, tweak: impl FnOnce(&mut ExchangeConfig)) -> E
     cfg.keys
         .insert("b-tags".into(), key(ORG_B, &[], &["tag:feed:x"], "RED"));
     tweak(&mut cfg);
-    Exchange::open(&cfg, dir, AdminKey::Key(ADMIN.into())).expect("open")
+    let ex = Exchange::open(&cfg, dir, AdminKey::Key(ADMIN.into())).expect("open");
+    app(dir, ex, &[])
 }
 
-async fn call(
-    ex: &Exchange,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    ct: Option<&str>,
-    body: Chunks,
-) -> (u16, Value, hyper::HeaderMap) {
-    let mut b = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        b = b.header("authorization", k);
-    }
-    if let Some(c) = ct {
-        b = b.header("content-type", c);
-    }
-    let resp = ex.handle(b.body(body).expect("request")).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, v, headers)
-}
-
-async fn post(ex: &Exchange, key: &str, ct: &str, body: &str) -> (u16, Value) {
+async fn post(ex: &Arc<App>, key: &str, ct: &str, body: &str) -> (u16, Value) {
     let (s, v, _) = call(
         ex,
         "POST",
@@ -100,7 +60,7 @@ async fn post(ex: &Exchange, key: &str, ct: &str, body: &str) -> (u16, Value) {
     (s, v)
 }
 
-async fn get(ex: &Exchange, key: &str, uri: &str) -> (u16, Value, hyper::HeaderMap) {
+async fn get(ex: &Arc<App>, key: &str, uri: &str) -> (u16, Value, hyper::HeaderMap) {
     call(ex, "GET", uri, Some(key), None, chunks(&[])).await
 }
 
@@ -152,7 +112,8 @@ async fn routes_methods_and_keys() {
         (200, Some(HUB.to_string().as_str()))
     );
 
-    let off = Exchange::disabled();
+    let off_dir = tempfile::tempdir().expect("tmp");
+    let off = app(off_dir.path(), Exchange::disabled(), &[]);
     assert_eq!(get(&off, ADMIN, "/iep04/messages").await.0, 404);
 }
 
@@ -353,7 +314,7 @@ async fn reads_page_with_cursors_exports_and_filters() {
     assert_eq!(v["count"], 0);
     assert_eq!(v["cursor"], end.as_str());
     // A cursor of another exchange is refused.
-    let other = crate::record::encode_cursor(1, 12345);
+    let other = sighthub_exchange::record::encode_cursor(1, 12345);
     assert_eq!(
         get(&ex, "a-read", &format!("/iep04/messages?after={other}"))
             .await
