@@ -61,7 +61,7 @@ fn admin_key_is_generated_once_with_mode_0600() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let run = || {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sighthub"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sighthub"))
             .args([
                 "serve",
                 "--plain-http",
@@ -71,18 +71,27 @@ fn admin_key_is_generated_once_with_mode_0600() {
             ])
             .arg(&data)
             .env_remove("SIGHTHUB_ADMIN_KEY")
+            .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
-        // Wait for the key file, then stop the server.
-        for _ in 0..200 {
-            if data.join("db").exists() && data.join("admin.key").exists() {
-                break;
+        // Wait until it listens (the key is printed before that), then stop the server. A
+        // fixed sleep raced with a slow start on a loaded machine: the SIGTERM could arrive
+        // before the signal handlers were installed.
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening on ") {
+                    let _ = tx.send(());
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the server listens");
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
