@@ -108,7 +108,7 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     loop {
         // A record that cannot be applied is skipped and counted, never the end of the replay.
         let (step, ticket) = feeder.step_or_skip(args.batch.max(1))?;
-        booted.store.group_commit().wait_blocking(ticket)?;
+        booted.store.durability().wait_blocking(ticket)?;
         sightings += step.sightings;
         retracted += step.retracted;
         refused += step.refused;

@@ -204,7 +204,7 @@ impl App {
                 StatusCode::OK,
                 &json!({"status": "ok", "version": VERSION,
                         "uptime_seconds": self.started.elapsed().as_secs(),
-                        "durable": !self.store.group_commit().is_poisoned()}),
+                        "durable": !self.store.durability().is_poisoned()}),
             ),
             Endpoint::OpenApi => {
                 let mut r = Response::new(Full::new(Bytes::from_static(
@@ -459,7 +459,7 @@ impl App {
             Ok((outcome, ticket, ns, stored))
         })
         .await?;
-        self.store.group_commit().wait(ticket).await?;
+        self.store.durability().wait(ticket).await?;
         let outcome = outcome?;
         self.latest.record([(ns.as_str(), stored)], now);
         Ok(to_json(
@@ -599,7 +599,7 @@ impl App {
         let store = Arc::clone(&self.store);
         let ns2 = ns.clone();
         let (deleted, ticket) = blocking(move || Ok(store.delete(&ns2, now())?)).await?;
-        self.store.group_commit().wait(ticket).await?;
+        self.store.durability().wait(ticket).await?;
         if deleted {
             Ok(to_json(StatusCode::OK, &json!({"message": "ok"})))
         } else {
@@ -634,7 +634,7 @@ impl App {
         })?;
         let store = Arc::clone(&self.store);
         let (ticket, ns) = blocking(move || Ok((store.set_format(&ns, format)?, ns))).await?;
-        self.store.group_commit().wait(ticket).await?;
+        self.store.durability().wait(ticket).await?;
         Ok(self.config_answer(&ns))
     }
 
@@ -734,7 +734,7 @@ impl App {
             Ok((answer.into_response(false), ticket))
         })
         .await?;
-        self.store.group_commit().wait(ticket).await?;
+        self.store.durability().wait(ticket).await?;
         Ok(resp)
     }
 

@@ -84,7 +84,7 @@ pub enum StorageError {
     Corrupt(&'static str),
     /// Group commit.
     #[error("group commit: {0}")]
-    Commit(sighthub_store::Error),
+    Commit(sighthub_storage::Error),
 }
 
 impl From<fjall::Error> for Error {
@@ -99,10 +99,10 @@ impl From<std::io::Error> for Error {
     }
 }
 
-impl From<sighthub_store::Error> for Error {
-    fn from(e: sighthub_store::Error) -> Self {
+impl From<sighthub_storage::Error> for Error {
+    fn from(e: sighthub_storage::Error) -> Self {
         match e {
-            sighthub_store::Error::Poisoned => Error::Poisoned,
+            sighthub_storage::Error::Poisoned => Error::Poisoned,
             other => Error::Storage(StorageError::Commit(other)),
         }
     }
@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(Error::Unauthorized.status(), 401);
         assert_eq!(Error::TooLarge(10).status(), 413);
         assert_eq!(Error::Poisoned.status(), 503);
-        assert_eq!(Error::from(sighthub_store::Error::Poisoned).status(), 503);
+        assert_eq!(Error::from(sighthub_storage::Error::Poisoned).status(), 503);
         assert_eq!(Error::corrupt("x").status(), 500);
         assert_eq!(
             Error::corrupt("log record").body(),

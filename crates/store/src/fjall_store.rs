@@ -13,7 +13,7 @@
 //!   An index of values with a TTL in expiry order, so expired values are found without a
 //!   scan; the earliest expiry is cached in memory, so a read checks one atomic.
 //! - `markers`: feeders' progress markers, written in the same batch as their sightings.
-//! - `pad`: always empty; scratch space of [`crate::journal::seal`] at a clean shutdown.
+//! - `pad`: always empty; scratch space of [`sighthub_storage::journal::seal`] at a clean shutdown.
 //!
 //! `_all` is stored like any namespace: its record for a value counts the non-private
 //! namespaces holding it, which is the value's consensus.
@@ -24,18 +24,18 @@
 //! fjall write batch (atomic, appended to the journal buffer). The lock is released and the
 //! caller waits on the [`GroupCommit`] ticket, which fsyncs the journal for many writers at once.
 
-use crate::commit::{GroupCommit, Ticket};
 use crate::error::{Error, ItemError, Result};
 use crate::format::ValueFormat;
 use crate::namespace::Namespace;
 use crate::record::Record;
 use crate::store::{
-    key_order, value_fits, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View,
-    WriteOp, WriteOutcome, MAX_VALUE_LEN,
+    key_order, value_fits, Durability, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore,
+    View, WriteOp, WriteOutcome, MAX_VALUE_LEN,
 };
 use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rustc_hash::FxHashMap;
+use sighthub_storage::{GroupCommit, Ticket};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
@@ -197,7 +197,7 @@ impl FjallStore {
         let config = db.keyspace("config", small)?;
         let expiry = db.keyspace("expiry", small)?;
         let markers = db.keyspace("markers", small)?;
-        let pad = crate::journal::pad_keyspace(&db)?;
+        let pad = sighthub_storage::journal::pad_keyspace(&db)?;
         let mut formats = HashMap::new();
         for kv in config.iter() {
             let (k, v) = kv.into_inner()?;
@@ -212,7 +212,7 @@ impl FjallStore {
             Some(g) => ekey_time(&g.key()?).ok_or(Error::Corrupt("expiry key"))?,
             None => i64::MAX,
         };
-        let mut syncer = crate::journal::JournalSyncer::new(db.clone(), dir.join("db"));
+        let mut syncer = sighthub_storage::journal::JournalSyncer::new(db.clone(), dir.join("db"));
         let commit = GroupCommit::start(Box::new(move || syncer.sync()))?;
         Ok(Self {
             commit,
@@ -239,10 +239,10 @@ impl FjallStore {
     }
 
     /// Makes everything durable, flushes every memtable and seals the journal, so the next
-    /// start has nothing to replay ([`crate::journal::seal`]). Used at a clean shutdown; a
+    /// start has nothing to replay ([`sighthub_storage::journal::seal`]). Used at a clean shutdown; a
     /// crash skips it and is still safe.
     pub fn close(&self) -> Result<()> {
-        crate::journal::seal(
+        Ok(sighthub_storage::journal::seal(
             &self.db,
             &self.dir.join("db"),
             &self.pad,
@@ -253,7 +253,7 @@ impl FjallStore {
                 &self.expiry,
                 &self.markers,
             ],
-        )
+        )?)
     }
 
     fn format_of(&self, ns: &str) -> ValueFormat {
@@ -460,7 +460,7 @@ impl FjallStore {
         if let Some(m) = ov.min_expiry {
             self.next_expiry.fetch_min(m, Ordering::AcqRel);
         }
-        self.commit.issue()
+        Ok(self.commit.issue()?)
     }
 
     /// Sweeps if the earliest expiry is due. Cheap when nothing is due (one atomic load); each
@@ -751,7 +751,7 @@ impl SightingStore for FjallStore {
         }
         self.any_format
             .store(!formats.is_empty(), Ordering::Release);
-        self.commit.issue()
+        Ok(self.commit.issue()?)
     }
 
     fn sweep(&self, now: i64) -> Result<usize> {
@@ -834,8 +834,8 @@ impl SightingStore for FjallStore {
         &self.opts.limits
     }
 
-    fn group_commit(&self) -> &GroupCommit {
-        &self.commit
+    fn durability(&self) -> Durability<'_> {
+        Durability::group(&self.commit)
     }
 }
 

@@ -15,7 +15,6 @@
 //! - [`record`]: the stored sighting record, its binary encoding, tag merging, hourly stats.
 //! - [`store`]: the [`SightingStore`] trait, the seam every backend implements, and its types.
 //! - [`fjall_store`]: the default embedded backend on the fjall LSM engine.
-//! - [`commit`]: group commit, batching the fsyncs of concurrent writers.
 //! - [`error`]: the crate's typed errors.
 //!
 //! ```
@@ -33,22 +32,20 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
-pub mod commit;
 pub mod error;
 pub mod fjall_store;
 pub mod format;
-pub mod journal;
 pub mod namespace;
 pub mod record;
 pub mod store;
 
-pub use commit::{GroupCommit, Ticket};
 pub use error::{Error, ItemError, Result};
 pub use fjall_store::{FjallStore, StoreOptions};
 pub use format::ValueFormat;
 pub use namespace::{Namespace, NamespaceError};
 pub use record::{merge_tags, split_tags, Record};
+pub use sighthub_storage::Ticket;
 pub use store::{
-    key_order, value_fits, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View,
-    WriteOp, WriteOutcome, MAX_KEY_LEN, MAX_TIMESTAMP, MAX_VALUE_LEN, MIN_TIMESTAMP,
+    key_order, value_fits, Durability, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore,
+    View, WriteOp, WriteOutcome, MAX_KEY_LEN, MAX_TIMESTAMP, MAX_VALUE_LEN, MIN_TIMESTAMP,
 };

@@ -15,7 +15,7 @@ fn ns(s: &str) -> Namespace {
 
 fn write1(s: &FjallStore, n: &Namespace, v: &str, ts: i64) -> WriteOutcome {
     let (out, t) = s.write(&[WriteOp::new(n, v, ts)], ts).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     out.into_iter()
         .next()
         .expect("one outcome")
@@ -74,7 +74,7 @@ fn counts_first_last_and_consensus() {
         ReadOutcome::NoNamespace
     );
     let (deleted, t) = s.delete(&b, T0).expect("delete");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert!(deleted);
     assert_eq!(found(s.read(&a, "v", T0).expect("read")).consensus, 1);
     assert_eq!(s.read(&b, "v", T0).expect("read"), ReadOutcome::NoNamespace);
@@ -94,7 +94,7 @@ fn client_checks_refuse_items_but_not_the_batch() {
         WriteOp::new(&good, "v", T0),
     ];
     let (out, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(out[0], Err(ItemError::EmptyValue));
     assert_eq!(out[1], Err(ItemError::Internal("_all".into())));
     assert!(matches!(out[2], Err(ItemError::TimestampOutOfRange(_))));
@@ -125,7 +125,7 @@ fn ttl_moves_to_expired_and_releases_consensus() {
     op.ttl = Some(60);
     op.tags = Some("x;y");
     let (_, t) = s.write(&[op], T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     write1(&s, &a, "v", T0 + 1); // keeps ttl, moves expiry to T0+61
     write1(&s, &b, "v", T0);
     assert_eq!(found(s.read(&b, "v", T0 + 30).expect("read")).consensus, 2);
@@ -262,7 +262,7 @@ fn survives_reopen() {
         let mut op = WriteOp::new(&r, "ttl", T0);
         op.ttl = Some(10);
         let (_, t) = s.write(&[op], T0).expect("write");
-        s.group_commit().wait_blocking(t).expect("durable");
+        s.durability().wait_blocking(t).expect("durable");
     }
     let s = open(dir.path());
     assert_eq!(s.count(&ns("r"), T0).expect("count"), Some(101));
@@ -290,7 +290,7 @@ fn marked_batches_retractions_and_holders() {
     let (out, t) = s
         .apply_marked(&ops, &[], &[(b"feeder", b"1")], T0)
         .expect("apply");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert!(out.iter().all(std::result::Result::is_ok));
     assert_eq!(
         s.marker(b"feeder").expect("marker").as_deref(),
@@ -307,7 +307,7 @@ fn marked_batches_retractions_and_holders() {
     let (_, t) = s
         .apply_marked(&[WriteOp::new(&a, "v", T0)], &[], &[(b"feeder", b"2")], T0)
         .expect("apply");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     let (_, t) = s
         .apply_marked(
             &[],
@@ -316,7 +316,7 @@ fn marked_batches_retractions_and_holders() {
             T0,
         )
         .expect("retract");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(found(s.read(&a, "v", T0).expect("read")).record.count, 1);
     assert_eq!(s.read(&b, "v", T0).expect("read"), ReadOutcome::NoNamespace);
     assert_eq!(found(s.read(&a, "v", T0).expect("read")).consensus, 1);
@@ -328,7 +328,7 @@ fn marked_batches_retractions_and_holders() {
 
 /// Bytes of journal a restart would replay.
 fn journal_bytes(dir: &Path) -> u64 {
-    crate::journal::replay_bytes(&dir.join("db")).expect("journal files readable")
+    sighthub_storage::journal::replay_bytes(&dir.join("db")).expect("journal files readable")
 }
 
 #[test]
@@ -342,11 +342,11 @@ fn close_leaves_a_small_journal_and_keeps_everything() {
         for chunk in values.chunks(5_000) {
             let ops: Vec<WriteOp<'_>> = chunk.iter().map(|v| WriteOp::new(&n, v, T0)).collect();
             let (_, t) = s.write(&ops, T0).expect("write");
-            s.group_commit().wait_blocking(t).expect("durable");
+            s.durability().wait_blocking(t).expect("durable");
         }
         let before = journal_bytes(dir.path());
         assert!(
-            before > crate::journal::CLOSE_PAD_FROM,
+            before > sighthub_storage::journal::CLOSE_PAD_FROM,
             "journal holds {before} bytes"
         );
         s.close().expect("close");
@@ -365,7 +365,7 @@ fn close_leaves_a_small_journal_and_keeps_everything() {
     // A second close with little in the journal does not pad (nothing to gain).
     write1(&s, &n, "one-more", T0);
     s.close().expect("close again");
-    assert!(journal_bytes(dir.path()) < crate::journal::CLOSE_PAD_FROM);
+    assert!(journal_bytes(dir.path()) < sighthub_storage::journal::CLOSE_PAD_FROM);
 }
 
 #[test]
@@ -386,7 +386,7 @@ fn data_ten_times_the_block_cache_reads_back() {
         for chunk in values.chunks(10_000) {
             let ops: Vec<WriteOp<'_>> = chunk.iter().map(|v| WriteOp::new(&n, v, T0)).collect();
             let (_, t) = s.write(&ops, T0).expect("write");
-            s.group_commit().wait_blocking(t).expect("durable");
+            s.durability().wait_blocking(t).expect("durable");
         }
         s.close().expect("close");
     }
@@ -443,7 +443,7 @@ fn over_long_values_never_reach_the_engine() {
         WriteOp::new(&b64, &huge, T0),
     ];
     let (out, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(out[0], Err(ItemError::ValueTooLong(70_000)));
     assert_eq!(
         out[1],
@@ -469,7 +469,7 @@ fn over_long_values_never_reach_the_engine() {
             T0,
         )
         .expect("retract");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert!(s.holders(&huge, T0).expect("holders").is_empty());
     assert_eq!(s.holders(&at_limit, T0).expect("holders").len(), 2);
     // A cursor longer than any stored value lists what follows it, without a panic.
@@ -534,7 +534,7 @@ fn tags_and_stats_are_bounded() {
         with("a,d"),
     ];
     let (out, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(out[0], Err(ItemError::TooManyTags(3)));
     assert_eq!(out[1], Err(ItemError::TooManyTags(3)), "repeats count");
     assert_eq!(out[2], Err(ItemError::TagTooLong(8)));
@@ -550,7 +550,7 @@ fn tags_and_stats_are_bounded() {
         .map(|h| WriteOp::new(&a, "s", T0 + h * BUCKET))
         .collect();
     let (_, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     let v = found(s.read(&a, "s", T0).expect("read"));
     assert_eq!(v.record.stats.len(), 5);
     assert_eq!(v.record.count, 10);
@@ -566,7 +566,7 @@ fn listing_pages_have_a_byte_budget() {
     let ops_vals: Vec<String> = (0..20).map(big).collect();
     let ops: Vec<WriteOp<'_>> = ops_vals.iter().map(|v| WriteOp::new(&a, v, T0)).collect();
     let (_, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     let page = s
         .list(&a, None, usize::MAX, 5_000, T0)
         .expect("list")
@@ -591,14 +591,14 @@ fn large_deletes_and_sweeps_go_in_rounds() {
     let vals: Vec<String> = (0..n).map(|i| format!("v{i:06}")).collect();
     let ops: Vec<WriteOp<'_>> = vals.iter().map(|v| WriteOp::new(&big, v, T0)).collect();
     let (_, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     write1(&s, &other, "v000001", T0);
     assert_eq!(
         found(s.read(&other, "v000001", T0).expect("read")).consensus,
         2
     );
     let (deleted, t) = s.delete(&big, T0).expect("delete");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert!(deleted);
     assert_eq!(s.count(&big, T0).expect("count"), None);
     assert_eq!(
@@ -620,7 +620,7 @@ fn large_deletes_and_sweeps_go_in_rounds() {
         })
         .collect();
     let (_, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(s.sweep(T0 + 100).expect("sweep"), n);
     assert_eq!(s.count(&big, T0 + 100).expect("count"), None);
     assert_eq!(
