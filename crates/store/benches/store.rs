@@ -101,6 +101,28 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // The write path without the fsync (rules, engine batch, journal append), which the
+    // durable figures above hide behind the disk's fsync latency. Tickets are not waited for.
+    let mut k = 0u64;
+    c.bench_function("store/write_one_buffered", |b| {
+        b.iter(|| {
+            k += 1;
+            let v = format!("buf{k}");
+            store
+                .write(&[WriteOp::new(&ns, &v, T0)], T0)
+                .expect("write")
+        })
+    });
+    c.bench_function("store/increment_buffered", |b| {
+        let mut j = 0usize;
+        b.iter(|| {
+            j = (j + 1) % hot.len();
+            store
+                .write(&[WriteOp::new(&ns, &hot[j], T0)], T0)
+                .expect("write")
+        })
+    });
+
     let mut rec = Record::default();
     for h in 0..24 {
         rec.sight(T0 + h * 3600, 3);
