@@ -77,3 +77,20 @@ impl ItemError {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn shared_storage_errors_keep_their_kind() {
+        assert!(matches!(
+            Error::from(sighthub_storage::Error::Poisoned),
+            Error::Poisoned
+        ));
+        assert!(matches!(
+            Error::from(sighthub_storage::Error::Io(std::io::Error::other("disk"))),
+            Error::Io(_)
+        ));
+    }
+}

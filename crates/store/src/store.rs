@@ -345,3 +345,24 @@ pub fn key_order<'a>(n: usize, key: impl Fn(usize) -> Option<(&'a str, &'a str)>
     }
     order
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn durability_is_immediate_or_follows_the_group_commit() {
+        let mem = Durability::immediate();
+        assert!(!mem.is_poisoned());
+        assert!(mem.wait_blocking(Ticket::NONE).is_ok());
+        let failing = GroupCommit::start(Box::new(|| Err(sighthub_storage::Error::Poisoned)))
+            .expect("starts");
+        let ticket = failing.issue().expect("first issue works");
+        let group = Durability::group(&failing);
+        assert!(matches!(
+            group.wait_blocking(ticket),
+            Err(crate::Error::Poisoned)
+        ));
+        assert!(group.is_poisoned());
+    }
+}
