@@ -319,7 +319,7 @@ mod test {
         );
         assert_eq!(ApiError::from(ExchangeError::Poisoned).status(), 503);
         assert_eq!(
-            ApiError::from(ExchangeError::from(sighthub_store::Error::Poisoned)).status(),
+            ApiError::from(ExchangeError::from(sighthub_storage::Error::Poisoned)).status(),
             503
         );
         let corrupt = ApiError::from(sighthub_store::Error::Corrupt("record"));

@@ -390,7 +390,7 @@ impl Feeder {
             for info in self.store.namespaces()? {
                 if !info.namespace.is_internal() && info.namespace.is_within(root) {
                     let (done, t) = self.store.delete(&info.namespace, now)?;
-                    self.store.group_commit().wait_blocking(t)?;
+                    self.store.durability().wait_blocking(t)?;
                     deleted += usize::from(done);
                 }
             }
@@ -400,7 +400,7 @@ impl Feeder {
         let (_, t) =
             self.store
                 .apply_marked(&[], &[], &[(POSITION, &zero), (GENERATION, &gen)], now)?;
-        self.store.group_commit().wait_blocking(t)?;
+        self.store.durability().wait_blocking(t)?;
         Ok(deleted)
     }
 
@@ -415,7 +415,7 @@ impl Feeder {
             let result = tokio::task::spawn_blocking(move || me.step_or_skip(1000)).await;
             let at_end = match result {
                 Ok(Ok((step, ticket))) => {
-                    if let Err(e) = self.store.group_commit().wait(ticket).await {
+                    if let Err(e) = self.store.durability().wait(ticket).await {
                         tracing::warn!(error = %e, "bridge: sightings not durable");
                     }
                     step.at_end
@@ -545,8 +545,8 @@ mod tests {
         fn holders(&self, value: &str, now: i64) -> sighthub_store::Result<Vec<(Namespace, View)>> {
             self.0.holders(value, now)
         }
-        fn group_commit(&self) -> &sighthub_store::GroupCommit {
-            self.0.group_commit()
+        fn durability(&self) -> sighthub_store::Durability<'_> {
+            self.0.durability()
         }
     }
 
@@ -608,7 +608,7 @@ mod tests {
         let (mut skipped, mut refused) = (0, 0);
         for _ in 0..10 {
             let (step, ticket) = feeder.step_or_skip(1000).expect("never an error");
-            store.group_commit().wait_blocking(ticket).expect("durable");
+            store.durability().wait_blocking(ticket).expect("durable");
             skipped += step.skipped;
             refused += step.refused;
             if step.at_end && feeder.position().expect("pos") == 4 {

@@ -68,7 +68,7 @@ pub enum StorageError {
     Corrupt(&'static str),
     /// Group commit.
     #[error("group commit: {0}")]
-    Commit(sighthub_store::Error),
+    Commit(sighthub_storage::Error),
 }
 
 impl From<fjall::Error> for Error {
@@ -83,10 +83,10 @@ impl From<std::io::Error> for Error {
     }
 }
 
-impl From<sighthub_store::Error> for Error {
-    fn from(e: sighthub_store::Error) -> Self {
+impl From<sighthub_storage::Error> for Error {
+    fn from(e: sighthub_storage::Error) -> Self {
         match e {
-            sighthub_store::Error::Poisoned => Error::Poisoned,
+            sighthub_storage::Error::Poisoned => Error::Poisoned,
             other => Error::Storage(StorageError::Commit(other)),
         }
     }
@@ -109,11 +109,11 @@ mod tests {
     #[test]
     fn a_failed_fsync_is_its_own_variant() {
         assert!(matches!(
-            Error::from(sighthub_store::Error::Poisoned),
+            Error::from(sighthub_storage::Error::Poisoned),
             Error::Poisoned
         ));
         assert!(matches!(
-            Error::from(sighthub_store::Error::Corrupt("x")),
+            Error::from(sighthub_storage::Error::Io(std::io::Error::other("x"))),
             Error::Storage(StorageError::Commit(_))
         ));
         assert!(matches!(

@@ -26,7 +26,7 @@
 use fjall::compaction::filter::{CompactionFilter, Context, Factory, ItemAccessor, Verdict};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 use sighthub_iep04::{takes_effect, Claim, Message};
-use sighthub_store::{GroupCommit, Ticket};
+use sighthub_storage::{GroupCommit, Ticket};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -381,10 +381,11 @@ impl ExchangeStore {
         // What recovery replayed from the journal may only be in the page cache: make it
         // durable before any of it is delivered.
         db.persist(PersistMode::SyncAll)?;
-        let pad = sighthub_store::journal::pad_keyspace(&db)?;
+        let pad = sighthub_storage::journal::pad_keyspace(&db)?;
         // The same fsync as the sighting store's: outside fjall's journal lock, so publishers
         // keep appending while the group commit syncs.
-        let mut syncer = sighthub_store::journal::JournalSyncer::new(db.clone(), dir.to_path_buf());
+        let mut syncer =
+            sighthub_storage::journal::JournalSyncer::new(db.clone(), dir.to_path_buf());
         let commit = GroupCommit::start(Box::new(move || syncer.sync()))?;
         let (durable, _) = watch::channel(last);
         Ok(Self {
@@ -957,9 +958,9 @@ impl ExchangeStore {
     }
 
     /// Makes everything durable, flushes every memtable and seals the journal, so the next
-    /// start has nothing to replay (`sighthub_store::journal::seal`). Clean shutdown only.
+    /// start has nothing to replay (`sighthub_storage::journal::seal`). Clean shutdown only.
     pub fn close(&self) -> Result<()> {
-        sighthub_store::journal::seal(
+        sighthub_storage::journal::seal(
             &self.db,
             &self.dir,
             &self.pad,

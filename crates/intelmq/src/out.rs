@@ -191,7 +191,11 @@ impl Cursor {
             )
         })
         .await??;
-        self.store.group_commit().wait(ticket).await?;
+        self.store
+            .group_commit()
+            .wait(ticket)
+            .await
+            .map_err(sighthub_store::Error::from)?;
         Ok(())
     }
 }

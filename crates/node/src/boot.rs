@@ -73,7 +73,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         // Validated above, so both parse.
         if let (Ok(ns), Some(f)) = (Namespace::parse(ns), ValueFormat::parse(&nc.value_format)) {
             let ticket = store.set_format(&ns, f)?;
-            store.group_commit().wait_blocking(ticket)?;
+            store.durability().wait_blocking(ticket)?;
         }
     }
     let mut generated = None;

@@ -174,7 +174,7 @@ impl Node {
 
     /// Waits until the sighting store made `ticket` durable.
     fn wait_blocking(&self, ticket: Ticket) -> Result<(), NodeError> {
-        self.store.group_commit().wait_blocking(ticket)?;
+        self.store.durability().wait_blocking(ticket)?;
         Ok(())
     }
 

@@ -21,6 +21,18 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl From<sighthub_storage::Error> for Error {
+    fn from(e: sighthub_storage::Error) -> Self {
+        match e {
+            sighthub_storage::Error::Engine(e) => Self::Engine(e),
+            sighthub_storage::Error::Io(e) => Self::Io(e),
+            // `Poisoned`, and anything the shared crate adds later: the storage cannot be
+            // trusted to have kept the write.
+            _ => Self::Poisoned,
+        }
+    }
+}
+
 /// Result with the store's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -63,5 +75,22 @@ impl ItemError {
             Self::Internal(_) => 403,
             Self::EmptyValue | Self::TimestampOutOfRange(_) => 400,
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn shared_storage_errors_keep_their_kind() {
+        assert!(matches!(
+            Error::from(sighthub_storage::Error::Poisoned),
+            Error::Poisoned
+        ));
+        assert!(matches!(
+            Error::from(sighthub_storage::Error::Io(std::io::Error::other("disk"))),
+            Error::Io(_)
+        ));
     }
 }

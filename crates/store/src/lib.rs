@@ -11,12 +11,20 @@
 //!
 //! ## Layout
 //! - [`namespace`]: parsing and normalising namespaces, private `_` namespaces.
-//! - [`format`]: per-namespace value formats (RAW, SHA256, BASE64URL).
+//! - [`format`](mod@format): per-namespace value formats (RAW, SHA256, BASE64URL).
 //! - [`record`]: the stored sighting record, its binary encoding, tag merging, hourly stats.
-//! - [`store`]: the [`SightingStore`] trait, the seam every backend implements, and its types.
-//! - [`fjall_store`]: the default embedded backend on the fjall LSM engine.
-//! - [`commit`]: group commit, batching the fsyncs of concurrent writers.
+//! - [`store`]: the [`SightingStore`] trait, the seam the HTTP layer talks to, its types and
+//!   the opaque [`Durability`] handle.
+//! - [`sightings`]: the sighting rules, once, over any [`Engine`]: [`Sightings`] implements
+//!   [`SightingStore`]; the durability contract.
+//! - [`engine`]: the small key-value [`Engine`] trait a backend implements (what it must keep
+//!   atomic) and [`MemEngine`], in memory.
+//! - [`fjall_store`]: [`FjallEngine`], the default embedded engine on fjall, and
+//!   [`FjallStore`] (`Sightings<FjallEngine>`).
 //! - [`error`]: the crate's typed errors.
+//!
+//! The journal helpers and the group commit are shared with the exchange:
+//! `sighthub-storage`.
 //!
 //! ```
 //! use sighthub_store::{FjallStore, Namespace, SightingStore, StoreOptions, WriteOp, ReadOutcome};
@@ -33,22 +41,24 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
-pub mod commit;
+pub mod engine;
 pub mod error;
 pub mod fjall_store;
 pub mod format;
-pub mod journal;
 pub mod namespace;
 pub mod record;
+pub mod sightings;
 pub mod store;
 
-pub use commit::{GroupCommit, Ticket};
+pub use engine::{Engine, MemEngine};
 pub use error::{Error, ItemError, Result};
-pub use fjall_store::{FjallStore, StoreOptions};
+pub use fjall_store::{FjallEngine, FjallStore};
 pub use format::ValueFormat;
 pub use namespace::{Namespace, NamespaceError};
 pub use record::{merge_tags, split_tags, Record};
+pub use sighthub_storage::Ticket;
+pub use sightings::{Sightings, StoreOptions};
 pub use store::{
-    key_order, value_fits, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore, View,
-    WriteOp, WriteOutcome, MAX_KEY_LEN, MAX_TIMESTAMP, MAX_VALUE_LEN, MIN_TIMESTAMP,
+    key_order, value_fits, Durability, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore,
+    View, WriteOp, WriteOutcome, MAX_KEY_LEN, MAX_TIMESTAMP, MAX_VALUE_LEN, MIN_TIMESTAMP,
 };

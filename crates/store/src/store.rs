@@ -4,11 +4,11 @@
 //! trait; the HTTP layer only ever talks to it. Values cross the seam raw, as clients send
 //! them; the backend applies the namespace's value format.
 
-use crate::commit::{GroupCommit, Ticket};
 use crate::error::{ItemError, Result};
 use crate::format::ValueFormat;
 use crate::namespace::Namespace;
 use crate::record::Record;
+use sighthub_storage::{GroupCommit, Ticket};
 
 /// Earliest accepted timestamp: 0001-01-01T00:00:00Z.
 pub const MIN_TIMESTAMP: i64 = -62_135_596_800;
@@ -195,8 +195,8 @@ pub struct NamespaceInfo {
 /// may block briefly; callers on an async runtime run bulk calls on a blocking thread.
 ///
 /// Durability: mutating calls return a [`Ticket`]; the write is durable once
-/// [`GroupCommit::wait`] on [`SightingStore::group_commit`] returns for it. Only then may a
-/// client be told it succeeded.
+/// [`Durability::wait`] (or [`Durability::wait_blocking`]) on [`SightingStore::durability`]
+/// returns for it. Only then may a client be told it succeeded.
 pub trait SightingStore: Send + Sync + 'static {
     /// Records sightings in order. Each item is checked with [`WriteOp::check`]; refused items
     /// get their [`ItemError`] and the others are applied, all in one atomic batch.
@@ -271,8 +271,69 @@ pub trait SightingStore: Send + Sync + 'static {
     /// The bounds writes are checked against.
     fn limits(&self) -> &Limits;
 
-    /// The group commit that turns tickets into durability.
-    fn group_commit(&self) -> &GroupCommit;
+    /// The handle that turns this store's tickets into durability.
+    fn durability(&self) -> Durability<'_>;
+}
+
+/// How a store turns its [`Ticket`]s into durability. Opaque: callers only wait on it and ask
+/// whether it still works; which mechanism stands behind it (a group commit of fsyncs, or
+/// nothing at all for a store that keeps nothing across restarts) is the backend's business.
+/// Cheap to copy; no allocation, no dynamic dispatch.
+#[derive(Clone, Copy)]
+pub struct Durability<'a>(Mechanism<'a>);
+
+#[derive(Clone, Copy)]
+enum Mechanism<'a> {
+    /// Nothing to wait for: every ticket counts as durable (in-memory stores).
+    Immediate,
+    /// Tickets are durable once the group commit has fsynced past them.
+    Group(&'a GroupCommit),
+}
+
+impl std::fmt::Debug for Durability<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Mechanism::Immediate => "Durability::Immediate",
+            Mechanism::Group(_) => "Durability::Group",
+        })
+    }
+}
+
+impl<'a> Durability<'a> {
+    /// Every ticket is durable as soon as it is handed out (nothing survives a restart anyway).
+    pub fn immediate() -> Self {
+        Self(Mechanism::Immediate)
+    }
+
+    /// Tickets issued by `commit` are durable once it has synced past them.
+    pub fn group(commit: &'a GroupCommit) -> Self {
+        Self(Mechanism::Group(commit))
+    }
+
+    /// Waits until `ticket` is durable; [`crate::Error::Poisoned`] when it never will be.
+    pub async fn wait(self, ticket: Ticket) -> Result<()> {
+        match self.0 {
+            Mechanism::Immediate => Ok(()),
+            Mechanism::Group(c) => Ok(c.wait(ticket).await?),
+        }
+    }
+
+    /// Blocking form of [`Durability::wait`], for threads outside an async runtime.
+    pub fn wait_blocking(self, ticket: Ticket) -> Result<()> {
+        match self.0 {
+            Mechanism::Immediate => Ok(()),
+            Mechanism::Group(c) => Ok(c.wait_blocking(ticket)?),
+        }
+    }
+
+    /// True once the store can no longer make writes durable (a failed fsync): it refuses
+    /// writes until restarted.
+    pub fn is_poisoned(self) -> bool {
+        match self.0 {
+            Mechanism::Immediate => false,
+            Mechanism::Group(c) => c.is_poisoned(),
+        }
+    }
 }
 
 /// Indices `0..n` ordered by the `(namespace, value)` that `key` gives for each (stable, so
@@ -283,4 +344,25 @@ pub fn key_order<'a>(n: usize, key: impl Fn(usize) -> Option<(&'a str, &'a str)>
         order.sort_by_key(|&i| key(i));
     }
     order
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn durability_is_immediate_or_follows_the_group_commit() {
+        let mem = Durability::immediate();
+        assert!(!mem.is_poisoned());
+        assert!(mem.wait_blocking(Ticket::NONE).is_ok());
+        let failing = GroupCommit::start(Box::new(|| Err(sighthub_storage::Error::Poisoned)))
+            .expect("starts");
+        let ticket = failing.issue().expect("first issue works");
+        let group = Durability::group(&failing);
+        assert!(matches!(
+            group.wait_blocking(ticket),
+            Err(crate::Error::Poisoned)
+        ));
+        assert!(group.is_poisoned());
+    }
 }

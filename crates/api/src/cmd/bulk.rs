@@ -123,7 +123,7 @@ impl App {
             Ok((answer.into_response(false), ticket))
         })
         .await?;
-        self.store.group_commit().wait(ticket).await?;
+        self.store.durability().wait(ticket).await?;
         Ok(resp)
     }
 

@@ -45,7 +45,12 @@ pub(crate) async fn delete_route(
     require_read(&grants)?;
     let (store, org, n) = (Arc::clone(&inner.store), grants.org, name.to_owned());
     let (existed, ticket) = blocking(move || Ok(store.consumer_delete(org, &n)?)).await?;
-    inner.store.group_commit().wait(ticket).await?;
+    inner
+        .store
+        .group_commit()
+        .wait(ticket)
+        .await
+        .map_err(sighthub_exchange::Error::from)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"name": name, "deleted": existed}),
@@ -101,7 +106,12 @@ where
     let (store, org) = (Arc::clone(&inner.store), grants.org);
     let n = name.clone();
     let (_, ticket) = blocking(move || Ok(store.consumer_ack(org, &n, seq, now_secs())?)).await?;
-    inner.store.group_commit().wait(ticket).await?;
+    inner
+        .store
+        .group_commit()
+        .wait(ticket)
+        .await
+        .map_err(sighthub_exchange::Error::from)?;
     consumer_state(inner, &grants, &name)
 }
 

@@ -21,7 +21,7 @@ impl App {
                 StatusCode::OK,
                 &json!({"status": "ok", "version": VERSION,
                         "uptime_seconds": self.started.elapsed().as_secs(),
-                        "durable": !self.store.group_commit().is_poisoned()}),
+                        "durable": !self.store.durability().is_poisoned()}),
             ),
             Endpoint::OpenApi => {
                 let mut r = Response::new(Full::new(Bytes::from_static(

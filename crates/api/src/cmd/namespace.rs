@@ -19,7 +19,7 @@ impl App {
         let store = Arc::clone(&self.store);
         let ns2 = ns.clone();
         let (deleted, ticket) = blocking(move || Ok(store.delete(&ns2, now())?)).await?;
-        self.store.group_commit().wait(ticket).await?;
+        self.store.durability().wait(ticket).await?;
         if deleted {
             Ok(to_json(StatusCode::OK, &json!({"message": "ok"})))
         } else {
@@ -54,7 +54,7 @@ impl App {
         })?;
         let store = Arc::clone(&self.store);
         let (ticket, ns) = blocking(move || Ok((store.set_format(&ns, format)?, ns))).await?;
-        self.store.group_commit().wait(ticket).await?;
+        self.store.durability().wait(ticket).await?;
         Ok(self.config_answer(&ns))
     }
 

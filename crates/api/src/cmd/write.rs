@@ -50,7 +50,7 @@ impl App {
             Ok((outcome, ticket, ns, stored))
         })
         .await?;
-        self.store.group_commit().wait(ticket).await?;
+        self.store.durability().wait(ticket).await?;
         let outcome = outcome?;
         self.latest.record([(ns.as_str(), stored)], now);
         Ok(to_json(

@@ -426,7 +426,7 @@ fn seen_set_is_compact() {
 
 /// Bytes of journal a restart would replay.
 fn journal_bytes(dir: &Path) -> u64 {
-    sighthub_store::journal::replay_bytes(dir).expect("journal files readable")
+    sighthub_storage::journal::replay_bytes(dir).expect("journal files readable")
 }
 
 #[tokio::test]
@@ -451,7 +451,7 @@ async fn close_seals_the_journal_and_reopen_keeps_everything() {
         }
         let before = journal_bytes(dir.path());
         assert!(
-            before > sighthub_store::journal::CLOSE_PAD_FROM,
+            before > sighthub_storage::journal::CLOSE_PAD_FROM,
             "journal holds {before} bytes"
         );
         store.close().expect("close");

@@ -1,21 +1,50 @@
-//! Store tests against a real fjall database in a temporary directory.
+//! The sighting rules' tests, run unchanged against every engine: each test of the suite is a
+//! generic function, and `suite!` makes one `#[test]` per engine of it (modules `fjall`, on a
+//! real fjall database in a temporary directory, and `mem`, on [`MemEngine`]). The tests about
+//! fjall's files (reopen, journal sealing at close, data larger than the block cache) stay
+//! fjall-only, each saying why.
 
 use super::*;
+use crate::engine::MemEngine;
+use crate::fjall_store::{FjallEngine, FjallStore};
 use crate::record::BUCKET;
+use std::path::Path;
 
 const T0: i64 = 1_700_000_000;
 
-fn open(dir: &Path) -> FjallStore {
-    FjallStore::open(dir, StoreOptions::default()).expect("store opens")
+/// How a test opens a store on its engine.
+trait Harness: Engine + Sized {
+    fn open_with(dir: &Path, opts: StoreOptions) -> Result<Sightings<Self>>;
+}
+
+impl Harness for FjallEngine {
+    fn open_with(dir: &Path, opts: StoreOptions) -> Result<FjallStore> {
+        FjallStore::open(dir, opts)
+    }
+}
+
+impl Harness for MemEngine {
+    /// In memory: `dir` is not used.
+    fn open_with(_dir: &Path, opts: StoreOptions) -> Result<Sightings<MemEngine>> {
+        Sightings::new(MemEngine::new(), opts)
+    }
+}
+
+fn open_with<E: Harness>(dir: &Path, opts: StoreOptions) -> Result<Sightings<E>> {
+    E::open_with(dir, opts)
+}
+
+fn open<E: Harness>(dir: &Path) -> Sightings<E> {
+    open_with(dir, StoreOptions::default()).expect("store opens")
 }
 
 fn ns(s: &str) -> Namespace {
     Namespace::parse(s).expect("valid namespace")
 }
 
-fn write1(s: &FjallStore, n: &Namespace, v: &str, ts: i64) -> WriteOutcome {
+fn write1<E: Engine>(s: &Sightings<E>, n: &Namespace, v: &str, ts: i64) -> WriteOutcome {
     let (out, t) = s.write(&[WriteOp::new(n, v, ts)], ts).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     out.into_iter()
         .next()
         .expect("one outcome")
@@ -29,10 +58,9 @@ fn found(o: ReadOutcome) -> View {
     }
 }
 
-#[test]
-fn counts_first_last_and_consensus() {
+fn counts_first_last_and_consensus<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let (a, b) = (ns("cons/a"), ns("cons/b"));
     assert_eq!(
         write1(&s, &a, "v", T0),
@@ -74,17 +102,16 @@ fn counts_first_last_and_consensus() {
         ReadOutcome::NoNamespace
     );
     let (deleted, t) = s.delete(&b, T0).expect("delete");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert!(deleted);
     assert_eq!(found(s.read(&a, "v", T0).expect("read")).consensus, 1);
     assert_eq!(s.read(&b, "v", T0).expect("read"), ReadOutcome::NoNamespace);
     assert!(!s.delete(&b, T0).expect("delete").0);
 }
 
-#[test]
-fn client_checks_refuse_items_but_not_the_batch() {
+fn client_checks_refuse_items_but_not_the_batch<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let (good, all) = (ns("x"), Namespace::all());
     let ops = [
         WriteOp::new(&good, "", T0),
@@ -94,7 +121,7 @@ fn client_checks_refuse_items_but_not_the_batch() {
         WriteOp::new(&good, "v", T0),
     ];
     let (out, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(out[0], Err(ItemError::EmptyValue));
     assert_eq!(out[1], Err(ItemError::Internal("_all".into())));
     assert!(matches!(out[2], Err(ItemError::TimestampOutOfRange(_))));
@@ -116,16 +143,15 @@ fn client_checks_refuse_items_but_not_the_batch() {
     assert_eq!(found(s.read(&good, "v", T0).expect("read")).consensus, 1);
 }
 
-#[test]
-fn ttl_moves_to_expired_and_releases_consensus() {
+fn ttl_moves_to_expired_and_releases_consensus<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let (a, b) = (ns("t/a"), ns("t/b"));
     let mut op = WriteOp::new(&a, "v", T0);
     op.ttl = Some(60);
     op.tags = Some("x;y");
     let (_, t) = s.write(&[op], T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     write1(&s, &a, "v", T0 + 1); // keeps ttl, moves expiry to T0+61
     write1(&s, &b, "v", T0);
     assert_eq!(found(s.read(&b, "v", T0 + 30).expect("read")).consensus, 2);
@@ -152,10 +178,9 @@ fn ttl_moves_to_expired_and_releases_consensus() {
     assert_eq!(found(s.read(&b, "v", T0 + 100).expect("read")).consensus, 2);
 }
 
-#[test]
-fn ttl_zero_clears() {
+fn ttl_zero_clears<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let a = ns("t");
     let mut op = WriteOp::new(&a, "v", T0);
     op.ttl = Some(5);
@@ -169,10 +194,9 @@ fn ttl_zero_clears() {
     assert_eq!(s.sweep(T0 + 1000).expect("sweep"), 0);
 }
 
-#[test]
-fn value_formats() {
+fn value_formats<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let (h, b) = (ns("priv/h"), ns("priv/b"));
     let _ = s.set_format(&h, ValueFormat::Sha256).expect("set");
     let _ = s.set_format(&b, ValueFormat::Base64Url).expect("set");
@@ -202,10 +226,9 @@ fn value_formats() {
     assert_eq!(s.format(&h.shadow()), ValueFormat::Sha256);
 }
 
-#[test]
-fn listing_pages_with_cursor() {
+fn listing_pages_with_cursor<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let a = ns("l");
     let sub = ns("l/sub");
     for i in 0..25 {
@@ -238,10 +261,9 @@ fn listing_pages_with_cursor() {
     );
 }
 
-#[test]
-fn stats_are_hourly() {
+fn stats_are_hourly<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let a = ns("s");
     write1(&s, &a, "v", 999_999_999);
     write1(&s, &a, "v", -5);
@@ -249,11 +271,12 @@ fn stats_are_hourly() {
     assert_eq!(v.record.stats, vec![(-BUCKET, 1), (999_997_200, 1)]);
 }
 
+/// Reopens the data directory: only fjall keeps anything across a restart.
 #[test]
 fn survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let s = open(dir.path());
+        let s = open::<FjallEngine>(dir.path());
         let _ = s.set_format(&ns("h"), ValueFormat::Sha256).expect("set");
         for i in 0..100 {
             write1(&s, &ns("r"), &format!("{i}"), T0);
@@ -262,9 +285,9 @@ fn survives_reopen() {
         let mut op = WriteOp::new(&r, "ttl", T0);
         op.ttl = Some(10);
         let (_, t) = s.write(&[op], T0).expect("write");
-        s.group_commit().wait_blocking(t).expect("durable");
+        s.durability().wait_blocking(t).expect("durable");
     }
-    let s = open(dir.path());
+    let s = open::<FjallEngine>(dir.path());
     assert_eq!(s.count(&ns("r"), T0).expect("count"), Some(101));
     assert_eq!(s.format(&ns("h")), ValueFormat::Sha256);
     // The expiry index survived too: the value expires after the reopen.
@@ -275,10 +298,9 @@ fn survives_reopen() {
     assert_eq!(s.count(&ns("_expired/r"), T0 + 11).expect("count"), Some(1));
 }
 
-#[test]
-fn marked_batches_retractions_and_holders() {
+fn marked_batches_retractions_and_holders<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let (a, b, h) = (ns("org1/ip"), ns("org2/ip"), ns("org3/ip"));
     let _ = s.set_format(&h, ValueFormat::Sha256).expect("format");
     assert_eq!(s.marker(b"feeder").expect("marker"), None);
@@ -290,7 +312,7 @@ fn marked_batches_retractions_and_holders() {
     let (out, t) = s
         .apply_marked(&ops, &[], &[(b"feeder", b"1")], T0)
         .expect("apply");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert!(out.iter().all(std::result::Result::is_ok));
     assert_eq!(
         s.marker(b"feeder").expect("marker").as_deref(),
@@ -307,7 +329,7 @@ fn marked_batches_retractions_and_holders() {
     let (_, t) = s
         .apply_marked(&[WriteOp::new(&a, "v", T0)], &[], &[(b"feeder", b"2")], T0)
         .expect("apply");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     let (_, t) = s
         .apply_marked(
             &[],
@@ -316,7 +338,7 @@ fn marked_batches_retractions_and_holders() {
             T0,
         )
         .expect("retract");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(found(s.read(&a, "v", T0).expect("read")).record.count, 1);
     assert_eq!(s.read(&b, "v", T0).expect("read"), ReadOutcome::NoNamespace);
     assert_eq!(found(s.read(&a, "v", T0).expect("read")).consensus, 1);
@@ -328,25 +350,26 @@ fn marked_batches_retractions_and_holders() {
 
 /// Bytes of journal a restart would replay.
 fn journal_bytes(dir: &Path) -> u64 {
-    crate::journal::replay_bytes(&dir.join("db")).expect("journal files readable")
+    sighthub_storage::journal::replay_bytes(&dir.join("db")).expect("journal files readable")
 }
 
+/// About fjall's journal files and the seal at a clean shutdown: fjall only.
 #[test]
 fn close_leaves_a_small_journal_and_keeps_everything() {
     let dir = tempfile::tempdir().expect("tempdir");
     let n = ns("close/values");
     let long = "x".repeat(200);
     {
-        let s = open(dir.path());
+        let s = open::<FjallEngine>(dir.path());
         let values: Vec<String> = (0..30_000).map(|i| format!("{long}-{i}")).collect();
         for chunk in values.chunks(5_000) {
             let ops: Vec<WriteOp<'_>> = chunk.iter().map(|v| WriteOp::new(&n, v, T0)).collect();
             let (_, t) = s.write(&ops, T0).expect("write");
-            s.group_commit().wait_blocking(t).expect("durable");
+            s.durability().wait_blocking(t).expect("durable");
         }
         let before = journal_bytes(dir.path());
         assert!(
-            before > crate::journal::CLOSE_PAD_FROM,
+            before > sighthub_storage::journal::CLOSE_PAD_FROM,
             "journal holds {before} bytes"
         );
         s.close().expect("close");
@@ -356,7 +379,7 @@ fn close_leaves_a_small_journal_and_keeps_everything() {
             "after close the journal still holds {after} bytes (was {before})"
         );
     }
-    let s = open(dir.path());
+    let s = open::<FjallEngine>(dir.path());
     assert_eq!(s.count(&n, T0).expect("count"), Some(30_000));
     for i in [0, 14_999, 29_999] {
         let v = found(s.read(&n, &format!("{long}-{i}"), T0).expect("read"));
@@ -365,9 +388,10 @@ fn close_leaves_a_small_journal_and_keeps_everything() {
     // A second close with little in the journal does not pad (nothing to gain).
     write1(&s, &n, "one-more", T0);
     s.close().expect("close again");
-    assert!(journal_bytes(dir.path()) < crate::journal::CLOSE_PAD_FROM);
+    assert!(journal_bytes(dir.path()) < sighthub_storage::journal::CLOSE_PAD_FROM);
 }
 
+/// About fjall's block cache and table files on disk, and a reopen: fjall only.
 #[test]
 fn data_ten_times_the_block_cache_reads_back() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -381,12 +405,12 @@ fn data_ten_times_the_block_cache_reads_back() {
     let value = |i: usize| format!("{pad}-{i:07}");
     let total = 150_000;
     {
-        let s = FjallStore::open(dir.path(), opts.clone()).expect("open");
+        let s = open_with::<FjallEngine>(dir.path(), opts.clone()).expect("open");
         let values: Vec<String> = (0..total).map(value).collect();
         for chunk in values.chunks(10_000) {
             let ops: Vec<WriteOp<'_>> = chunk.iter().map(|v| WriteOp::new(&n, v, T0)).collect();
             let (_, t) = s.write(&ops, T0).expect("write");
-            s.group_commit().wait_blocking(t).expect("durable");
+            s.durability().wait_blocking(t).expect("durable");
         }
         s.close().expect("close");
     }
@@ -395,7 +419,7 @@ fn data_ten_times_the_block_cache_reads_back() {
         tables > 10 * opts.cache_bytes,
         "tables hold {tables} bytes, not ten times the cache"
     );
-    let s = FjallStore::open(dir.path(), opts).expect("reopen");
+    let s = open_with::<FjallEngine>(dir.path(), opts).expect("reopen");
     assert_eq!(s.count(&n, T0).expect("count"), Some(total as u64));
     for i in (0..total).step_by(997) {
         let v = found(s.read(&n, &value(i), T0).expect("read"));
@@ -426,10 +450,9 @@ fn walk_size(p: &Path) -> u64 {
 
 /// Every path that builds a key from a value refuses or ignores one longer than
 /// `MAX_VALUE_LEN` before the engine sees it (the engine panics on keys over 65,535 bytes).
-#[test]
-fn over_long_values_never_reach_the_engine() {
+fn over_long_values_never_reach_the_engine<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let (a, b64) = (ns("long/raw"), ns("long/b64"));
     let _ = s.set_format(&b64, ValueFormat::Base64Url).expect("format");
     let huge = "x".repeat(70_000);
@@ -443,7 +466,7 @@ fn over_long_values_never_reach_the_engine() {
         WriteOp::new(&b64, &huge, T0),
     ];
     let (out, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(out[0], Err(ItemError::ValueTooLong(70_000)));
     assert_eq!(
         out[1],
@@ -469,7 +492,7 @@ fn over_long_values_never_reach_the_engine() {
             T0,
         )
         .expect("retract");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert!(s.holders(&huge, T0).expect("holders").is_empty());
     assert_eq!(s.holders(&at_limit, T0).expect("holders").len(), 2);
     // A cursor longer than any stored value lists what follows it, without a panic.
@@ -501,8 +524,7 @@ fn over_long_values_never_reach_the_engine() {
 }
 
 /// Tags are bounded per write (count, length) and per value; stats buckets per value.
-#[test]
-fn tags_and_stats_are_bounded() {
+fn tags_and_stats_are_bounded<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
     let limits = Limits {
         max_tags_per_item: 3,
@@ -510,7 +532,7 @@ fn tags_and_stats_are_bounded() {
         max_tags_per_value: 4,
         max_stats_buckets: 5,
     };
-    let s = FjallStore::open(
+    let s = open_with::<E>(
         dir.path(),
         StoreOptions {
             limits,
@@ -534,7 +556,7 @@ fn tags_and_stats_are_bounded() {
         with("a,d"),
     ];
     let (out, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(out[0], Err(ItemError::TooManyTags(3)));
     assert_eq!(out[1], Err(ItemError::TooManyTags(3)), "repeats count");
     assert_eq!(out[2], Err(ItemError::TagTooLong(8)));
@@ -550,23 +572,22 @@ fn tags_and_stats_are_bounded() {
         .map(|h| WriteOp::new(&a, "s", T0 + h * BUCKET))
         .collect();
     let (_, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     let v = found(s.read(&a, "s", T0).expect("read"));
     assert_eq!(v.record.stats.len(), 5);
     assert_eq!(v.record.count, 10);
 }
 
 /// A listing page stops at its byte budget (after at least one value) and says where to go on.
-#[test]
-fn listing_pages_have_a_byte_budget() {
+fn listing_pages_have_a_byte_budget<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let a = ns("budget");
     let big = |i: usize| format!("{i:02}{}", "x".repeat(1000));
     let ops_vals: Vec<String> = (0..20).map(big).collect();
     let ops: Vec<WriteOp<'_>> = ops_vals.iter().map(|v| WriteOp::new(&a, v, T0)).collect();
     let (_, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     let page = s
         .list(&a, None, usize::MAX, 5_000, T0)
         .expect("list")
@@ -582,23 +603,22 @@ fn listing_pages_have_a_byte_budget() {
 
 /// Deleting a namespace and sweeping expiries larger than one round (the writer lock is held
 /// for at most `ROUND` values at a time) still does the whole job.
-#[test]
-fn large_deletes_and_sweeps_go_in_rounds() {
+fn large_deletes_and_sweeps_go_in_rounds<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = open(dir.path());
+    let s = open::<E>(dir.path());
     let (big, other) = (ns("rounds/big"), ns("rounds/other"));
     let n = ROUND * 2 + 500;
     let vals: Vec<String> = (0..n).map(|i| format!("v{i:06}")).collect();
     let ops: Vec<WriteOp<'_>> = vals.iter().map(|v| WriteOp::new(&big, v, T0)).collect();
     let (_, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     write1(&s, &other, "v000001", T0);
     assert_eq!(
         found(s.read(&other, "v000001", T0).expect("read")).consensus,
         2
     );
     let (deleted, t) = s.delete(&big, T0).expect("delete");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert!(deleted);
     assert_eq!(s.count(&big, T0).expect("count"), None);
     assert_eq!(
@@ -620,11 +640,77 @@ fn large_deletes_and_sweeps_go_in_rounds() {
         })
         .collect();
     let (_, t) = s.write(&ops, T0).expect("write");
-    s.group_commit().wait_blocking(t).expect("durable");
+    s.durability().wait_blocking(t).expect("durable");
     assert_eq!(s.sweep(T0 + 100).expect("sweep"), n);
     assert_eq!(s.count(&big, T0 + 100).expect("count"), None);
     assert_eq!(
         s.count(&big.expired(), T0 + 100).expect("count"),
         Some(n as u64)
     );
+}
+
+/// One `#[test]` per test of the suite, on the engine `$engine`.
+macro_rules! suite {
+    ($engine:ty) => {
+        #[test]
+        fn counts_first_last_and_consensus() {
+            super::counts_first_last_and_consensus::<$engine>();
+        }
+        #[test]
+        fn client_checks_refuse_items_but_not_the_batch() {
+            super::client_checks_refuse_items_but_not_the_batch::<$engine>();
+        }
+        #[test]
+        fn ttl_moves_to_expired_and_releases_consensus() {
+            super::ttl_moves_to_expired_and_releases_consensus::<$engine>();
+        }
+        #[test]
+        fn ttl_zero_clears() {
+            super::ttl_zero_clears::<$engine>();
+        }
+        #[test]
+        fn value_formats() {
+            super::value_formats::<$engine>();
+        }
+        #[test]
+        fn listing_pages_with_cursor() {
+            super::listing_pages_with_cursor::<$engine>();
+        }
+        #[test]
+        fn stats_are_hourly() {
+            super::stats_are_hourly::<$engine>();
+        }
+        #[test]
+        fn marked_batches_retractions_and_holders() {
+            super::marked_batches_retractions_and_holders::<$engine>();
+        }
+        #[test]
+        fn over_long_values_never_reach_the_engine() {
+            super::over_long_values_never_reach_the_engine::<$engine>();
+        }
+        #[test]
+        fn tags_and_stats_are_bounded() {
+            super::tags_and_stats_are_bounded::<$engine>();
+        }
+        #[test]
+        fn listing_pages_have_a_byte_budget() {
+            super::listing_pages_have_a_byte_budget::<$engine>();
+        }
+        #[test]
+        fn large_deletes_and_sweeps_go_in_rounds() {
+            super::large_deletes_and_sweeps_go_in_rounds::<$engine>();
+        }
+    };
+}
+
+/// The suite on fjall.
+mod fjall {
+    use super::*;
+    suite!(FjallEngine);
+}
+
+/// The suite in memory.
+mod mem {
+    use super::*;
+    suite!(MemEngine);
 }

@@ -1,0 +1,22 @@
+//! # sighthub-storage
+//!
+//! Storage plumbing shared by both halves of sighthub: the sightings store
+//! (`sighthub-store`) and the IEP04 exchange (`sighthub-exchange`). Both keep their data in a
+//! fjall database with a manually persisted journal, and both acknowledge a write only once
+//! it is fsynced, many writers sharing one fsync.
+//!
+//! ## Layout
+//! - [`commit`]: group commit ([`GroupCommit`], [`Ticket`]), batching the fsyncs of
+//!   concurrent writers.
+//! - [`journal`]: fjall journal helpers: [`journal::JournalSyncer`] (the group commit's
+//!   persist step) and [`journal::seal`] (a clean shutdown with nothing left to replay).
+//! - [`error`]: the crate's typed errors.
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+pub mod commit;
+pub mod error;
+pub mod journal;
+
+pub use commit::{GroupCommit, PersistFn, Ticket};
+pub use error::{Error, Result};
