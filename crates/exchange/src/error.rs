@@ -117,6 +117,13 @@ impl Error {
         Error::Storage(StorageError::Corrupt(what))
     }
 
+    /// A blocking or spawned task of the exchange failed (panicked or was cancelled).
+    pub(crate) fn join(e: tokio::task::JoinError) -> Self {
+        Error::Storage(StorageError::Io(std::io::Error::other(format!(
+            "task failed: {e}"
+        ))))
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -31,8 +31,8 @@ use crate::access::Grants;
 use crate::error::{bytes_response, json_response, Error, Result, StorageError};
 use crate::export::{json_page, Export, Framing, Renderer};
 use crate::ingest::{BodyKind, Collector, Slot};
-use crate::record::{decode_cursor, decode_log, encode_cursor, LinkRel};
-use crate::store::{now_secs, IncomingLink, Outcome, ScanEnd};
+use crate::record::{decode_cursor, encode_cursor, LinkRel};
+use crate::store::{now_secs, IncomingLink, OnRefusal, Outcome, ScanEnd};
 use crate::{Exchange, ExchangeConfig, Inner};
 
 type Resp = Response<Full<Bytes>>;
@@ -607,27 +607,18 @@ where
     }
     let uuids: Vec<Uuid> = col.items.iter().map(|p| p.uuid).collect();
     let Collector { items, slots, .. } = col;
-    let outcomes = if items.is_empty() {
-        Vec::new()
-    } else {
-        let store = Arc::clone(&inner.store);
-        let appended = blocking(move || store.append(items, now_secs())).await?;
-        let store = Arc::clone(&inner.store);
-        let (ticket, high) = (appended.ticket, appended.high);
-        // Waited for in its own task: a client hanging up must not keep what was written
-        // from becoming visible.
-        tokio::spawn(async move { store.wait_durable(ticket, high).await })
-            .await
-            .map_err(join_error)??;
-        appended.outcomes
-    };
+    let outcomes = inner
+        .store
+        .publish(items, OnRefusal::RefuseRequest)
+        .await?
+        .outcomes;
     let (mut accepted, mut duplicate, mut errors) = (0u64, 0u64, 0u64);
     let mut list = Vec::new();
     for (index, slot) in slots.iter().enumerate() {
         let item = match slot {
             Slot::Prepared(i) => {
                 let uuid = uuids.get(*i).map(Uuid::to_string);
-                match outcomes.get(*i) {
+                match outcomes.get(*i).and_then(|o| o.as_ref().ok()) {
                     Some(Outcome::Accepted { seq }) => {
                         accepted += 1;
                         json!({"index": index, "status": "accepted", "uuid": uuid, "seq": seq})
@@ -853,7 +844,7 @@ async fn get_message(
             "Message {uuid} (seq {seq}) was dropped from the log by retention."
         )));
     };
-    let entry = decode_log(&rec).ok_or_else(|| Error::corrupt("log record"))?;
+    let entry = rec.entry();
     if !grants.may_read(entry.format_type, &entry.tags, entry.tlp, inner.default_tlp) {
         return Err(unknown());
     }
@@ -906,14 +897,14 @@ async fn links(inner: &Arc<Inner>, grants: Arc<Grants>, uuid: Uuid) -> Result<Re
         let mut out = Vec::new();
         for l in store.links_to(&uuid, MAX_LINKS)? {
             if let Some(rec) = store.get_seq(l.seq)? {
-                let e = decode_log(&rec).ok_or_else(|| Error::corrupt("log record"))?;
+                let e = rec.entry();
                 if g.may_read(e.format_type, &e.tags, e.tlp, default_tlp) {
                     out.push(l);
                 }
             }
         }
         let target_org = match store.lookup(&uuid)? {
-            Some((_, Some(rec))) => decode_log(&rec).and_then(|e| e.org),
+            Some((_, Some(rec))) => rec.entry().org,
             _ => None,
         };
         Ok((out, target_org))
@@ -950,7 +941,7 @@ async fn by_alternate(inner: &Arc<Inner>, grants: Arc<Grants>, alt: String) -> R
         let mut out = Vec::new();
         for (uuid, seq) in store.by_alternate(&a, MAX_LINKS)? {
             if let Some(rec) = store.get_seq(seq)? {
-                let e = decode_log(&rec).ok_or_else(|| Error::corrupt("log record"))?;
+                let e = rec.entry();
                 if grants.may_read(e.format_type, &e.tags, e.tlp, default_tlp) {
                     out.push(json!({"uuid": uuid.to_string(), "seq": seq}));
                 }

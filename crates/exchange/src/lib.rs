@@ -40,7 +40,9 @@
 //! - [`access`]: keys, organisations, feeds, TLP ceilings.
 //! - [`ingest`]: request bodies (envelope, array, ND-JSON stream, bare event, form) to
 //!   prepared messages.
-//! - [`store`]: the log, seen-set, content window, link indexes, consumers, retention.
+//! - [`store`]: the rules over the storage: the publish pipeline ([`ExchangeStore::publish`]),
+//!   de-duplication, authority, retention, consumers, and the durability contract.
+//! - [`log`]: the storage seam ([`ExchangeLog`]) and its adapters, fjall and in-memory.
 //! - [`record`]: on-disk encodings and the cursor.
 //! - [`emit`]: envelope JSON and content hash without copies (same bytes as the library).
 //! - [`filter`]: the in-memory Bloom filter in front of the content window.
@@ -58,13 +60,15 @@ pub mod export;
 pub mod filter;
 pub mod http;
 pub mod ingest;
+pub mod log;
 pub mod record;
 pub mod store;
 
 pub use access::{AdminKey, Feed, Grants, Keys};
 pub use config::{ExchangeConfig, KeyConfig};
 pub use error::{Error, Result};
-pub use store::{ExchangeStore, StoreOptions};
+pub use log::{ExchangeLog, FjallLog, MemoryLog};
+pub use store::{ExchangeStore, OnRefusal, Published, StoreOptions};
 
 use sighthub_iep04::Tlp;
 use std::path::Path;
