@@ -119,11 +119,6 @@ impl<R: AsRef<[u8]>> Stored<R> {
     pub fn is_empty(&self) -> bool {
         self.record.as_ref().is_empty()
     }
-
-    /// The engine's buffer.
-    pub(crate) fn into_record(self) -> R {
-        self.record
-    }
 }
 
 /// The writes of one request (or one retention step); see the [module docs](self) for the
@@ -164,8 +159,15 @@ pub trait ExchangeLog: Send + Sync + 'static {
 
     /// Lowest and highest sequence numbers in the log, `None` when it is empty.
     fn bounds(&self) -> Result<Option<(u64, u64)>>;
-    /// The record at `seq`, if in the log.
-    fn get(&self, seq: u64) -> Result<Option<Stored<Self::Record>>>;
+    /// The raw record at `seq`, if in the log (the store's write path, which decodes it
+    /// once itself).
+    fn record_at(&self, seq: u64) -> Result<Option<Self::Record>>;
+    /// The record at `seq`, if in the log, checked to decode.
+    fn get(&self, seq: u64) -> Result<Option<Stored<Self::Record>>> {
+        self.record_at(seq)?
+            .map(|r| Stored::new(seq, r))
+            .transpose()
+    }
     /// Calls `f` on the records from `from` to `to` (inclusive), in order, until it breaks.
     fn range(
         &self,

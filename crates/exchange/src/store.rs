@@ -507,7 +507,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
                 // A tag update (AIL stream rule): empty payload, known uuid.
                 let old = match pending.get(&target) {
                     Some(v) => Some(v.clone()),
-                    None => self.engine.get(target)?.map(Stored::into_record),
+                    None => self.engine.record_at(target)?,
                 };
                 let Some(old) = old else {
                     outcomes.push(Ok(Outcome::Gone { seq: target }));
@@ -575,7 +575,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
                 let Some(tseq) = tseq else { continue };
                 let rec = match pending.get(&tseq) {
                     Some(v) => Some(v.clone()),
-                    None => self.engine.get(tseq)?.map(Stored::into_record),
+                    None => self.engine.record_at(tseq)?,
                 };
                 if let Some(rec) = rec {
                     let e = record::decode_log(rec.as_ref())

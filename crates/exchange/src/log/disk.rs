@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use super::{ConsumerState, ExchangeLog, IncomingLink, LogBatch, Stored};
+use super::{ConsumerState, ExchangeLog, IncomingLink, LogBatch};
 use crate::error::{Error, Result};
 use crate::record::{
     alternate_prefix, consumer_key, decode_link_key, decode_link_value, key_seq, le_u64, link_key,
@@ -243,11 +243,8 @@ impl ExchangeLog for FjallLog {
         Ok(Some((first, last)))
     }
 
-    fn get(&self, seq: u64) -> Result<Option<Stored<Slice>>> {
-        self.log
-            .get(seq_key(seq))?
-            .map(|v| Stored::new(seq, v))
-            .transpose()
+    fn record_at(&self, seq: u64) -> Result<Option<Slice>> {
+        Ok(self.log.get(seq_key(seq))?)
     }
 
     fn range(

@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
 
-use super::{ConsumerState, ExchangeLog, IncomingLink, LogBatch, Stored};
+use super::{ConsumerState, ExchangeLog, IncomingLink, LogBatch};
 use crate::error::{Error, Result};
 use crate::record::{
     alternate_prefix, decode_link_key, decode_link_value, link_key, link_value, LinkRel, Seen,
@@ -142,13 +142,8 @@ impl ExchangeLog for MemoryLog {
         })
     }
 
-    fn get(&self, seq: u64) -> Result<Option<Stored<Bytes>>> {
-        self.read()
-            .log
-            .get(&seq)
-            .cloned()
-            .map(|r| Stored::new(seq, r))
-            .transpose()
+    fn record_at(&self, seq: u64) -> Result<Option<Bytes>> {
+        Ok(self.read().log.get(&seq).cloned())
     }
 
     fn range(
