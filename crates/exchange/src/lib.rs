@@ -42,6 +42,7 @@
 //!   prepared messages.
 //! - [`store`]: the rules over the storage: the publish pipeline ([`ExchangeStore::publish`]),
 //!   de-duplication, authority, retention, consumers, and the durability contract.
+//! - [`follow`]: one follower of the log over a named, durable cursor.
 //! - [`log`]: the storage seam ([`ExchangeLog`]) and its adapters, fjall and in-memory.
 //! - [`record`]: on-disk encodings and the cursor.
 //! - [`emit`]: envelope JSON and content hash without copies (same bytes as the library).
@@ -58,6 +59,7 @@ pub mod emit;
 pub mod error;
 pub mod export;
 pub mod filter;
+pub mod follow;
 pub mod http;
 pub mod ingest;
 pub mod log;
@@ -67,6 +69,7 @@ pub mod store;
 pub use access::{AdminKey, Feed, Grants, Keys};
 pub use config::{ExchangeConfig, KeyConfig};
 pub use error::{Error, Result};
+pub use follow::{Follower, StartAt};
 pub use log::{ExchangeLog, FjallLog, MemoryLog};
 pub use store::{ExchangeStore, OnRefusal, Published, StoreOptions};
 
