@@ -7,8 +7,9 @@
 //! - **Accepted means durable.** [`ExchangeStore::publish`] (the one publish pipeline) answers
 //!   only after the group commit's fsync covered the request's writes
 //!   ([`ExchangeStore::wait_durable`]): an outcome `accepted` (or `duplicate`, `tag_update`)
-//!   that a client, a transport or a relay receives survives a crash. The wait runs in its
-//!   own task, so a caller that goes away does not stop what it wrote from becoming durable.
+//!   that a client, a transport or a relay receives survives a crash. Append and wait run in
+//!   a task of their own, so a caller that goes away does not stop what it wrote from
+//!   becoming durable and visible.
 //! - **Readers see only durable entries.** The log is read up to the **durable watermark**
 //!   ([`ExchangeStore::durable`]), which moves only after a sync ([`ExchangeStore::mark_durable`]);
 //!   lookups (`get_seq`, `lookup`, links, alternates) and scans apply the same bound. A message
@@ -650,9 +651,9 @@ impl<L: ExchangeLog> ExchangeStore<L> {
     /// **The publish pipeline**, the one way into the log: appends `items` (prepared by
     /// [`crate::ingest`]) on a blocking thread, applies `on_refusal`, waits until what was
     /// written is durable, and returns one outcome per item. Nothing it reports as stored can
-    /// be lost by a crash (see the module docs). The wait runs in its own task: a caller that
-    /// is dropped (a client hanging up) does not keep what was written from becoming durable
-    /// and visible.
+    /// be lost by a crash (see the module docs). Append and wait run in a task of their own:
+    /// a caller that is dropped (a client hanging up) does not keep what was written from
+    /// becoming durable and visible.
     ///
     /// Who calls it, with which policy:
     ///
@@ -678,20 +679,23 @@ impl<L: ExchangeLog> ExchangeStore<L> {
                 refused: 0,
             });
         }
+        // Append and wait in a task of their own: a caller dropped at any point (a client
+        // hanging up) leaves nothing written but not yet marked durable.
         let store = Arc::clone(self);
-        let appended =
-            tokio::task::spawn_blocking(move || store.append(items, now_secs(), on_refusal))
-                .await
-                .map_err(Error::join)??;
-        let store = Arc::clone(self);
-        let (ticket, high) = (appended.ticket, appended.high);
-        tokio::spawn(async move { store.wait_durable(ticket, high).await })
-            .await
-            .map_err(Error::join)??;
-        Ok(Published {
-            outcomes: appended.outcomes,
-            refused: appended.refused,
+        tokio::spawn(async move {
+            let writer = Arc::clone(&store);
+            let appended =
+                tokio::task::spawn_blocking(move || writer.append(items, now_secs(), on_refusal))
+                    .await
+                    .map_err(Error::join)??;
+            store.wait_durable(appended.ticket, appended.high).await?;
+            Ok(Published {
+                outcomes: appended.outcomes,
+                refused: appended.refused,
+            })
         })
+        .await
+        .map_err(Error::join)?
     }
 
     /// Waits for `ticket` and publishes `high` as durable.

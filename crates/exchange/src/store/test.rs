@@ -61,6 +61,7 @@ on_both_engines!(
     publish_refuse_request_writes_nothing,
     publish_skip_refused_stores_the_rest,
     publish_answers_once_durable,
+    a_dropped_publish_still_becomes_durable,
 );
 
 fn open<B: Backend>(dir: &Path, opts: StoreOptions) -> ExchangeStore<B> {
@@ -766,4 +767,29 @@ async fn publish_answers_once_durable<B: Backend>() {
         store.get_seq(1).expect("get").map(|r| r.entry().uuid),
         Some(u)
     );
+}
+
+async fn a_dropped_publish_still_becomes_durable<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(open::<B>(dir.path(), StoreOptions::default()));
+    let items = prep(&env(Uuid::new_v4(), r#"{"raw":"x"}"#, ""));
+    // Polled exactly once (it starts), then dropped: the caller went away.
+    {
+        let publish = store.publish(items, OnRefusal::RefuseRequest);
+        tokio::pin!(publish);
+        let finished = tokio::select! {
+            biased;
+            _ = &mut publish => true,
+            () = async {} => false,
+        };
+        assert!(!finished, "not finished in one poll");
+    }
+    for _ in 0..400 {
+        if store.durable() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.durable(), 1, "written, then made durable and visible");
+    assert_eq!(all(&store, 0).len(), 1);
 }
