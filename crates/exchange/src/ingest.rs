@@ -564,6 +564,33 @@ mod tests {
         }
     }
 
+    /// A parsed page (relay pull) is taken as the same body serialised would be: the same
+    /// records, the same bound on each message, and a non-object is an error of its own.
+    #[test]
+    fn parsed_values_are_taken_like_a_json_array() {
+        let env = r#"{"format":"intelmq","version":1,"type":"event","meta":{"uuid":"03c51929-eeab-4d47-9dc0-c667f94c7d2c"},"payload":{"raw":"eA=="}}"#;
+        let values: Vec<serde_json::Value> = [env.to_owned(), bare("198.51.100.9", 1000)]
+            .iter()
+            .map(|t| serde_json::from_str(t).expect("json"))
+            .chain([serde_json::Value::Null])
+            .collect();
+        let body = serde_json::to_vec(&values).expect("body");
+        let max = serde_json::to_vec(&values[0]).expect("len").len();
+        let mut buffered = Collector::new(publisher(&[]), INST);
+        buffered.decode_buffered(BodyKind::Json, &body, max);
+        let mut parsed = Collector::new(publisher(&[]), INST);
+        for v in values {
+            parsed.add_value(v, max);
+        }
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed.items.len(), 1, "{:?}", parsed.slots);
+        assert_eq!(parsed.items[0].record, buffered.items[0].record);
+        assert!(matches!(&parsed.slots[1], Slot::Invalid(e) if is_oversized(e)));
+        assert!(matches!(&buffered.slots[1], Slot::Invalid(e) if is_oversized(e)));
+        assert!(matches!(parsed.slots[2], Slot::Invalid(_)));
+        assert!(matches!(buffered.slots[2], Slot::Invalid(_)));
+    }
+
     #[test]
     fn index_entries_per_message_are_bounded() {
         let related = |n: usize| {

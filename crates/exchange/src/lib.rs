@@ -7,8 +7,11 @@
 //! Every message answered `accepted` is in a durable, ordered log under a monotonic
 //! sequence number before the answer is sent.
 //!
-//! It **is** the storage of the exchange (its own fjall database at `<data_dir>/exchange`)
-//! and the handler of every `/iep04/` route. It is **not** the HTTP server (the
+//! It **is** the exchange core: the one publish pipeline ([`ExchangeStore::publish`]), the
+//! rules over its storage (de-duplication, authority, retention, cursors; the durability
+//! contract is in [`store`]), the storage seam below them ([`log::ExchangeLog`]: its own fjall
+//! database at `<data_dir>/exchange`, or memory in tests), one follower of the log
+//! ([`Follower`]), and the handler of every `/iep04/` route. It is **not** the HTTP server (the
 //! `sighthub-api` crate forwards requests to [`Exchange::handle`]) nor the envelope library
 //! (`sighthub-iep04`).
 //!
