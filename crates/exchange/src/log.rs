@@ -28,6 +28,8 @@
 //!   whose indexes are missing, never an index entry pointing at a record that was never
 //!   written; the records after the stored high-water mark ([`META_SEQ`]) are the ones to
 //!   re-index on open.
+//! - retention removes a record first, then its index entries: an index entry whose record
+//!   is gone is skipped by every reader (`get_seq` answers `None`).
 //! - readers never see past the durable watermark, which the store moves only after
 //!   [`ExchangeLog::syncer`] returned for a commit (see [`crate::store`]), so a half-applied
 //!   batch is never delivered.

@@ -363,8 +363,9 @@ impl<L: ExchangeLog> ExchangeStore<L> {
         })
     }
 
-    /// The engine below the rules.
-    pub fn engine(&self) -> &L {
+    /// The engine below the rules (tests: every other write goes through the rules).
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &L {
         &self.engine
     }
 
