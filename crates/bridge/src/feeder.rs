@@ -180,7 +180,9 @@ impl Feeder {
         if seq >= before {
             return Ok(Vec::new());
         }
-        let entry = stored.entry();
+        let Ok(entry) = stored.entry() else {
+            return Ok(Vec::new());
+        };
         Ok(match Message::from_slice(entry.json) {
             Ok(m) => mapping::sightings(&m, entry.accepted_at as i64, &self.cfg),
             Err(_) => Vec::new(),

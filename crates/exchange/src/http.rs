@@ -844,7 +844,7 @@ async fn get_message(
             "Message {uuid} (seq {seq}) was dropped from the log by retention."
         )));
     };
-    let entry = rec.entry();
+    let entry = rec.entry()?;
     if !grants.may_read(entry.format_type, &entry.tags, entry.tlp, inner.default_tlp) {
         return Err(unknown());
     }
@@ -897,14 +897,14 @@ async fn links(inner: &Arc<Inner>, grants: Arc<Grants>, uuid: Uuid) -> Result<Re
         let mut out = Vec::new();
         for l in store.links_to(&uuid, MAX_LINKS)? {
             if let Some(rec) = store.get_seq(l.seq)? {
-                let e = rec.entry();
+                let e = rec.entry()?;
                 if g.may_read(e.format_type, &e.tags, e.tlp, default_tlp) {
                     out.push(l);
                 }
             }
         }
         let target_org = match store.lookup(&uuid)? {
-            Some((_, Some(rec))) => rec.entry().org,
+            Some((_, Some(rec))) => rec.entry().ok().and_then(|e| e.org),
             _ => None,
         };
         Ok((out, target_org))
@@ -941,7 +941,7 @@ async fn by_alternate(inner: &Arc<Inner>, grants: Arc<Grants>, alt: String) -> R
         let mut out = Vec::new();
         for (uuid, seq) in store.by_alternate(&a, MAX_LINKS)? {
             if let Some(rec) = store.get_seq(seq)? {
-                let e = rec.entry();
+                let e = rec.entry()?;
                 if grants.may_read(e.format_type, &e.tags, e.tlp, default_tlp) {
                     out.push(json!({"uuid": uuid.to_string(), "seq": seq}));
                 }

@@ -14,8 +14,8 @@
 //! - [`memory::MemoryLog`]: maps in memory, for tests; nothing survives a drop.
 //!
 //! ## Reads return decoded values
-//! [`Seen`], [`IncomingLink`], [`ConsumerState`] and, for log records, [`Stored`] (a record
-//! checked to decode, whose [`Stored::entry`] is a [`LogEntry`]). The record's bytes stay in
+//! [`Seen`], [`IncomingLink`], [`ConsumerState`] and, for log records, [`Stored`] (whose
+//! [`Stored::entry`] is the decoded [`LogEntry`]). The record's bytes stay in
 //! the engine's own buffer type ([`ExchangeLog::Record`]): no copy per read.
 //!
 //! ## Writes and atomicity
@@ -84,8 +84,8 @@ pub struct ConsumerState {
     pub updated_at: u64,
 }
 
-/// A log record read from the engine, checked to decode: [`Stored::entry`] is its decoded
-/// view. `R` is the engine's buffer ([`ExchangeLog::Record`]).
+/// A log record read from the engine: [`Stored::entry`] is its decoded view. `R` is the
+/// engine's buffer ([`ExchangeLog::Record`]), so reading it copies nothing.
 #[derive(Debug, Clone)]
 pub struct Stored<R> {
     seq: u64,
@@ -93,12 +93,9 @@ pub struct Stored<R> {
 }
 
 impl<R: AsRef<[u8]>> Stored<R> {
-    /// Checks that `record` decodes.
-    pub fn new(seq: u64, record: R) -> Result<Self> {
-        match decode_log(record.as_ref()) {
-            Some(_) => Ok(Stored { seq, record }),
-            None => Err(Error::corrupt("log record")),
-        }
+    /// The record `record` at `seq`.
+    pub fn new(seq: u64, record: R) -> Self {
+        Stored { seq, record }
     }
 
     /// Its sequence number.
@@ -106,10 +103,10 @@ impl<R: AsRef<[u8]>> Stored<R> {
         self.seq
     }
 
-    /// The decoded record (a view into the engine's buffer).
-    pub fn entry(&self) -> LogEntry<'_> {
-        #[allow(clippy::expect_used)]
-        decode_log(self.record.as_ref()).expect("checked by Stored::new; records are immutable")
+    /// The decoded record (a view into the engine's buffer); a record that does not decode
+    /// is a storage error.
+    pub fn entry(&self) -> Result<LogEntry<'_>> {
+        decode_log(self.record.as_ref()).ok_or_else(|| Error::corrupt("log record"))
     }
 
     /// Bytes of the stored record.
@@ -117,7 +114,7 @@ impl<R: AsRef<[u8]>> Stored<R> {
         self.record.as_ref().len()
     }
 
-    /// Never: a record holds at least its header (for clippy's `len_without_is_empty`).
+    /// Whether the stored record is empty (never, for a record the store wrote).
     pub fn is_empty(&self) -> bool {
         self.record.as_ref().is_empty()
     }
@@ -164,11 +161,9 @@ pub trait ExchangeLog: Send + Sync + 'static {
     /// The raw record at `seq`, if in the log (the store's write path, which decodes it
     /// once itself).
     fn record_at(&self, seq: u64) -> Result<Option<Self::Record>>;
-    /// The record at `seq`, if in the log, checked to decode.
+    /// The record at `seq`, if in the log.
     fn get(&self, seq: u64) -> Result<Option<Stored<Self::Record>>> {
-        self.record_at(seq)?
-            .map(|r| Stored::new(seq, r))
-            .transpose()
+        Ok(self.record_at(seq)?.map(|r| Stored::new(seq, r)))
     }
     /// Calls `f` on the records from `from` to `to` (inclusive), in order, until it breaks.
     fn range(

@@ -777,7 +777,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
     /// and it names one.
     pub fn org_of(&self, uuid: &Uuid) -> Result<Option<Uuid>> {
         Ok(match self.lookup(uuid)? {
-            Some((_, Some(rec))) => rec.entry().org,
+            Some((_, Some(rec))) => rec.entry().ok().and_then(|e| e.org),
             _ => None,
         })
     }

@@ -238,7 +238,7 @@ async fn tag_updates_merge_once_and_only_by_the_owner<B: Backend>() {
     assert_eq!(rows[1].2, EntryKind::TagUpdate);
     let rec = store.get_seq(1).expect("get").expect("there");
     assert_eq!(
-        rec.entry().tlp,
+        rec.entry().expect("decodes").tlp,
         Some(sighthub_iep04::Tlp::Red),
         "TLP follows the new tags"
     );
@@ -764,7 +764,10 @@ async fn publish_answers_once_durable<B: Backend>() {
     );
     assert_eq!(store.durable(), 1, "durable before publish returns");
     assert_eq!(
-        store.get_seq(1).expect("get").map(|r| r.entry().uuid),
+        store
+            .get_seq(1)
+            .expect("get")
+            .map(|r| r.entry().expect("decodes").uuid),
         Some(u)
     );
 }
