@@ -182,6 +182,47 @@ mod tests {
         assert_eq!(seen, vec![1]);
     }
 
+    /// The exchange refuses a withdrawal of another organisation's message: that one is
+    /// rejected, the rest of the batch stored (OnRefusal::SkipRefused).
+    #[tokio::test]
+    async fn a_refused_message_is_rejected_and_the_rest_stored() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(
+            ExchangeStore::open(dir.path(), StoreOptions::default(), None, None).expect("open"),
+        );
+        let x = "03c51929-eeab-4d47-9dc0-c667f94c7d2c";
+        let w = "13c51929-eeab-4d47-9dc0-c667f94c7d2c";
+        let envelope = |uuid: &str, meta: &str| {
+            format!(
+                r#"{{"format":"intelmq","version":1,"type":"event","meta":{{"uuid":"{uuid}"{meta}}},"payload":{{"raw":"eA=="}}}}"#
+            )
+            .into_bytes()
+        };
+        let theirs = Sink::new(Arc::clone(&store), Some(Uuid::from_u128(9)), &[]);
+        let taken = theirs.accept(vec![envelope(x, "")]).await.expect("accept");
+        assert_eq!(taken, vec![Taken::Stored(Outcome::Accepted { seq: 1 })]);
+        let mine = Sink::new(Arc::clone(&store), Some(Uuid::from_u128(7)), &[]);
+        let withdrawal = format!(
+            r#","intelmq:links":[{{"left_side":"{w}","type":"withdraws","right_side":"{x}"}}]"#
+        );
+        let taken = mine
+            .accept(vec![
+                EVENT.to_vec(),
+                envelope(w, &withdrawal),
+                envelope("23c51929-eeab-4d47-9dc0-c667f94c7d2c", ""),
+            ])
+            .await
+            .expect("accept");
+        assert_eq!(taken[0], Taken::Stored(Outcome::Accepted { seq: 2 }));
+        assert!(
+            matches!(&taken[1], Taken::Rejected(r) if r.contains("withdraw")),
+            "{:?}",
+            taken[1]
+        );
+        assert_eq!(taken[2], Taken::Stored(Outcome::Accepted { seq: 3 }));
+        assert_eq!(store.durable(), 3, "durable before accept returns");
+    }
+
     #[tokio::test]
     async fn a_message_over_the_limit_is_refused_unparsed() {
         let dir = tempfile::tempdir().expect("tmp");
