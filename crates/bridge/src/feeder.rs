@@ -174,13 +174,13 @@ impl Feeder {
 
     /// Sightings of the message stored at `seq`, if it was applied before `before`.
     fn applied_sightings(&self, uuid: &uuid::Uuid, before: u64) -> Result<Vec<Sighting>, Error> {
-        let Some((seq, Some(bytes))) = self.exchange.lookup(uuid)? else {
+        let Some((seq, Some(stored))) = self.exchange.lookup(uuid)? else {
             return Ok(Vec::new());
         };
         if seq >= before {
             return Ok(Vec::new());
         }
-        let Some(entry) = sighthub_exchange::record::decode_log(&bytes) else {
+        let Ok(entry) = stored.entry() else {
             return Ok(Vec::new());
         };
         Ok(match Message::from_slice(entry.json) {
@@ -568,7 +568,13 @@ mod tests {
                 sighthub_exchange::ingest::prepare(d, &grants, ex.instance()).expect("prepared")
             })
             .collect();
-        let a = ex.append(items, 1_700_000_000).expect("append");
+        let a = ex
+            .append(
+                items,
+                1_700_000_000,
+                sighthub_exchange::OnRefusal::RefuseRequest,
+            )
+            .expect("append");
         ex.group_commit().wait_blocking(a.ticket).expect("durable");
         ex.mark_durable(a.high);
     }

@@ -100,6 +100,13 @@ impl Error {
     pub fn corrupt(what: &'static str) -> Self {
         Error::Storage(StorageError::Corrupt(what))
     }
+
+    /// A blocking or spawned task of the exchange failed (panicked or was cancelled).
+    pub(crate) fn join(e: tokio::task::JoinError) -> Self {
+        Error::Storage(StorageError::Io(std::io::Error::other(format!(
+            "task failed: {e}"
+        ))))
+    }
 }
 
 #[cfg(test)]

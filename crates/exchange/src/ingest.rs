@@ -163,6 +163,19 @@ impl Collector {
         }
     }
 
+    /// Takes one message that is already parsed JSON (a page a relay pulled from another
+    /// hub): never turned back into bytes, and bounded by `max_line` as an element of a
+    /// JSON array body is (its compact JSON length is counted, not written).
+    pub fn add_value(&mut self, value: serde_json::Value, max_line: usize) {
+        let len = json_len(&value);
+        let decoded = if len > max_line {
+            Err(oversized(len, max_line))
+        } else {
+            self.receiver.decode_value(value)
+        };
+        self.add(decoded);
+    }
+
     /// Takes one ND-JSON line (or its reading error).
     pub fn add_line(&mut self, line: sighthub_iep04::Result<sighthub_iep04::Line>) {
         let decoded = line.and_then(|l| l.decode(&self.receiver));
@@ -303,6 +316,24 @@ fn oversized(len: usize, max: usize) -> sighthub_iep04::Error {
             "the message is {len} bytes long; the limit is {max} bytes (max_line_bytes)"
         ),
     }
+}
+
+/// Bytes of the compact JSON text of `value`, counted without writing it.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a `Value` to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut c, value);
+    c.0
 }
 
 /// Whether an item error is a message over `max_line_bytes`, in any body shape.
@@ -531,6 +562,33 @@ mod tests {
                 "{body:.40}"
             );
         }
+    }
+
+    /// A parsed page (relay pull) is taken as the same body serialised would be: the same
+    /// records, the same bound on each message, and a non-object is an error of its own.
+    #[test]
+    fn parsed_values_are_taken_like_a_json_array() {
+        let env = r#"{"format":"intelmq","version":1,"type":"event","meta":{"uuid":"03c51929-eeab-4d47-9dc0-c667f94c7d2c"},"payload":{"raw":"eA=="}}"#;
+        let values: Vec<serde_json::Value> = [env.to_owned(), bare("198.51.100.9", 1000)]
+            .iter()
+            .map(|t| serde_json::from_str(t).expect("json"))
+            .chain([serde_json::Value::Null])
+            .collect();
+        let body = serde_json::to_vec(&values).expect("body");
+        let max = serde_json::to_vec(&values[0]).expect("len").len();
+        let mut buffered = Collector::new(publisher(&[]), INST);
+        buffered.decode_buffered(BodyKind::Json, &body, max);
+        let mut parsed = Collector::new(publisher(&[]), INST);
+        for v in values {
+            parsed.add_value(v, max);
+        }
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed.items.len(), 1, "{:?}", parsed.slots);
+        assert_eq!(parsed.items[0].record, buffered.items[0].record);
+        assert!(matches!(&parsed.slots[1], Slot::Invalid(e) if is_oversized(e)));
+        assert!(matches!(&buffered.slots[1], Slot::Invalid(e) if is_oversized(e)));
+        assert!(matches!(parsed.slots[2], Slot::Invalid(_)));
+        assert!(matches!(buffered.slots[2], Slot::Invalid(_)));
     }
 
     #[test]

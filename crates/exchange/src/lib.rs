@@ -7,10 +7,13 @@
 //! Every message answered `accepted` is in a durable, ordered log under a monotonic
 //! sequence number before the answer is sent.
 //!
-//! It **is** the storage of the exchange (its own fjall database at `<data_dir>/exchange`),
-//! its keys and its limits. It is **not** HTTP: the `/iep04/` routes are handlers of the
-//! `sighthub-api` edge (`api::cmd::iep04_*`), which reach the parts of an open exchange
-//! through [`Exchange::inner`]. Nor is it the envelope library (`sighthub-iep04`).
+//! It **is** the exchange core: the one publish pipeline ([`ExchangeStore::publish`]), the
+//! rules over its storage (de-duplication, authority, retention, cursors; the durability
+//! contract is in [`store`]), the storage seam below them ([`log::ExchangeLog`]: its own fjall
+//! database at `<data_dir>/exchange`, or memory in tests), one follower of the log
+//! ([`Follower`]), its keys and its limits. It is **not** HTTP: the `/iep04/` routes are
+//! handlers of the `sighthub-api` edge (`api::cmd::iep04_*`), which reach the parts of an open
+//! exchange through [`Exchange::inner`]. Nor is it the envelope library (`sighthub-iep04`).
 //!
 //! ```
 //! use sighthub_exchange::{AdminKey, Exchange, ExchangeConfig};
@@ -27,7 +30,10 @@
 //! - [`access`]: keys, organisations, feeds, TLP ceilings.
 //! - [`ingest`]: request bodies (envelope, array, ND-JSON stream, bare event, form) to
 //!   prepared messages.
-//! - [`store`]: the log, seen-set, content window, link indexes, consumers, retention.
+//! - [`store`]: the rules over the storage: the publish pipeline ([`ExchangeStore::publish`]),
+//!   de-duplication, authority, retention, consumers, and the durability contract.
+//! - [`follow`]: one follower of the log over a named, durable cursor.
+//! - [`log`]: the storage seam ([`ExchangeLog`]) and its adapters, fjall and in-memory.
 //! - [`record`]: on-disk encodings and the cursor.
 //! - [`emit`]: envelope JSON and content hash without copies (same bytes as the library).
 //! - [`filter`]: the in-memory Bloom filter in front of the content window.
@@ -42,14 +48,18 @@ pub mod emit;
 pub mod error;
 pub mod export;
 pub mod filter;
+pub mod follow;
 pub mod ingest;
+pub mod log;
 pub mod record;
 pub mod store;
 
 pub use access::{AdminKey, Feed, Grants, Keys};
 pub use config::{ExchangeConfig, KeyConfig};
 pub use error::{Error, Result};
-pub use store::{ExchangeStore, StoreOptions};
+pub use follow::{Follower, StartAt};
+pub use log::{ExchangeLog, FjallLog, MemoryLog};
+pub use store::{ExchangeStore, OnRefusal, Published, StoreOptions};
 
 use sighthub_iep04::Tlp;
 use std::path::Path;

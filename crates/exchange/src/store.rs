@@ -1,30 +1,42 @@
-//! The exchange's durable state: an ordered log, the seen-set, the content window, the link
-//! indexes and the named consumers, in one fjall database at `<data_dir>/exchange`.
+//! The exchange's rules over its storage: de-duplication, sequence numbers, the authority
+//! of updates and withdrawals, tag merging, retention, consumer cursors and the durable
+//! watermark, in [`ExchangeStore`], generic over the engine below ([`crate::log`]: fjall on
+//! disk, or memory).
+//!
+//! ## Durability contract (the exchange half)
+//! - **Accepted means durable.** [`ExchangeStore::publish`] (the one publish pipeline) answers
+//!   only after the group commit's fsync covered the request's writes
+//!   ([`ExchangeStore::wait_durable`]): an outcome `accepted` (or `duplicate`, `tag_update`)
+//!   that a client, a transport or a relay receives survives a crash. Append and wait run in
+//!   a task of their own, so a caller that goes away does not stop what it wrote from
+//!   becoming durable and visible.
+//! - **Readers see only durable entries.** The log is read up to the **durable watermark**
+//!   ([`ExchangeStore::durable`]), which moves only after a sync ([`ExchangeStore::mark_durable`]);
+//!   lookups (`get_seq`, `lookup`, links, alternates) and scans apply the same bound. A message
+//!   that a crash could still lose is never delivered, so a sequence number once delivered
+//!   never changes meaning and a cursor never skips anything. Long-polling readers watch the
+//!   same number ([`ExchangeStore::subscribe`]). A duplicate of a message not yet durable
+//!   waits for the same fsync as its original.
+//! - **Dedup horizon.** A uuid is a duplicate for `seen_max_age` seconds after it was accepted
+//!   (0, the default: forever); a message without uuid is a duplicate of the same content from
+//!   the same organisation within `content_window` seconds. Expired entries are ignored on
+//!   lookup and removed by the engine when it can (fjall: a compaction filter).
+//! - **Retention** ([`ExchangeStore::sweep`]) drops the oldest durable records by age and
+//!   total size, with their link index entries; `seen` outlives the log. A cursor from before
+//!   the first record left is answered with `truncated`.
+//! - Consumer cursors are durable once their ticket is waited for; they never move back.
+//! - The sightings half differs: a sighting write is visible to readers before its fsync
+//!   (see `sighthub_storage`); the exchange never shows what is not durable.
 //!
 //! ## Write path
 //! [`ExchangeStore::append`] takes the messages of one request, already parsed and checked
 //! for access ([`Prepared`]), and under one writer mutex: looks each uuid up in `seen` (and
 //! each uuid-less message's content key in `content`), assigns the next sequence numbers,
-//! checks the organisation of the messages that updates and withdrawals point at, and
-//! commits **one fjall batch** for the whole request (log records, seen, content, links,
-//! alternates, the high-water mark). A refusal anywhere aborts the batch: nothing is written.
-//! It then issues a [`GroupCommit`] ticket; the caller answers only once the ticket is synced.
-//!
-//! ## Visibility
-//! Readers see the log only up to the **durable** sequence number ([`ExchangeStore::durable`]),
-//! which moves when a ticket is synced ([`ExchangeStore::mark_durable`]). A message that could
-//! still be lost by a crash is therefore never delivered, so a sequence number once delivered
-//! never changes meaning and a cursor never skips anything. Long-polling readers watch the
-//! same number.
-//!
-//! ## Retention
-//! [`ExchangeStore::sweep`] drops the oldest log records by age and by total size (and their
-//! link index entries); uuids stay in `seen` for `seen_max_age` (default forever). Expired
-//! `seen` and `content` entries are ignored on lookup and removed by a compaction filter, so
-//! neither grows without bound nor needs a scan.
+//! checks the organisation of the messages that updates and withdrawals point at, applies the
+//! refusal policy ([`OnRefusal`]) and commits **one engine batch** for the request (log
+//! records, seen, content, links, alternates, the high-water marks). It then issues a
+//! [`GroupCommit`] ticket; [`ExchangeStore::publish`] waits for it.
 
-use fjall::compaction::filter::{CompactionFilter, Context, Factory, ItemAccessor, Verdict};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 use sighthub_iep04::{takes_effect, Claim, Message};
 use sighthub_storage::{GroupCommit, Ticket};
 use std::collections::HashMap;
@@ -37,10 +49,13 @@ use uuid::Uuid;
 
 use crate::error::{Error, Refusal, Result};
 use crate::filter::ContentFilter;
+pub use crate::log::{ConsumerState, IncomingLink, Stored};
+use crate::log::{
+    ExchangeLog, FjallLog, LogBatch, MemoryLog, META_EPOCH, META_INSTANCE, META_LOG_BYTES,
+    META_ORG, META_SEQ,
+};
 use crate::record::{
-    self, alternate_prefix, consumer_key, decode_link_key, decode_link_value, decode_log,
-    encode_log, key_seq, le_u64, link_key, link_value, secs32, seq_key, set_accepted_at, EntryKind,
-    LinkRel, LogEntry, Seen,
+    self, encode_log, le_u64, secs32, set_accepted_at, EntryKind, LinkRel, LogEntry, Seen,
 };
 
 /// Tunables of the exchange store.
@@ -130,37 +145,41 @@ pub enum Outcome {
     },
 }
 
+/// What the store does with a message it refuses (an update, withdrawal or replacement of
+/// another organisation's message; a tag update over [`MAX_TAGS_PER_MESSAGE`]). The policy
+/// each caller gets is in [`ExchangeStore::publish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRefusal {
+    /// Refuse the whole request: nothing is written, the error lists every refusal
+    /// ([`Error::Refused`], 403).
+    RefuseRequest,
+    /// Leave the refused messages out, store the others, and report the refusals in the
+    /// outcomes.
+    SkipRefused,
+}
+
 /// The result of [`ExchangeStore::append`].
 #[derive(Debug)]
 pub struct Appended {
-    /// One outcome per prepared message, in order.
-    pub outcomes: Vec<Outcome>,
+    /// One per prepared message, in order: what became of it, or (only with
+    /// [`OnRefusal::SkipRefused`]) why it was refused.
+    pub outcomes: Vec<Result<Outcome, String>>,
+    /// How many were refused (and left out).
+    pub refused: usize,
     /// Wait for it before answering.
     pub ticket: Ticket,
     /// Highest sequence number committed when the ticket was issued: durable once it is.
     pub high: u64,
 }
 
-/// One link pointing at a message.
+/// The result of [`ExchangeStore::publish`]: every stored outcome is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingLink {
-    /// The linking message.
-    pub source: Uuid,
-    /// How it links.
-    pub rel: LinkRel,
-    /// The linking message's sequence number.
-    pub seq: u64,
-    /// The linking message's organisation.
-    pub org: Option<Uuid>,
-}
-
-/// A named consumer's server-side cursor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConsumerState {
-    /// Last sequence number acknowledged (0 = nothing yet).
-    pub acked: u64,
-    /// Unix seconds of the last acknowledgement.
-    pub updated_at: u64,
+pub struct Published {
+    /// One per prepared message, in order: what became of it, or (only with
+    /// [`OnRefusal::SkipRefused`]) why it was refused and left out.
+    pub outcomes: Vec<Result<Outcome, String>>,
+    /// How many were refused.
+    pub refused: usize,
 }
 
 /// How far a scan went.
@@ -192,21 +211,12 @@ struct WriterState {
     filter: Option<ContentFilter>,
 }
 
-/// The exchange database; see the module docs.
-pub struct ExchangeStore {
-    // Declared first so its thread is joined before the database is dropped.
+/// The exchange's state and rules over an engine `L`; see the module docs. `L` defaults to
+/// the fjall database every caller opens with [`ExchangeStore::open`].
+pub struct ExchangeStore<L: ExchangeLog = FjallLog> {
+    // Declared first so its thread is joined before the engine is dropped.
     commit: GroupCommit,
-    db: Database,
-    log: Keyspace,
-    seen: Keyspace,
-    content: Keyspace,
-    links: Keyspace,
-    alternates: Keyspace,
-    consumers: Keyspace,
-    meta: Keyspace,
-    /// Scratch space of [`ExchangeStore::close`]; always empty between uses.
-    pad: Keyspace,
-    dir: std::path::PathBuf,
+    engine: L,
     /// Serialises de-duplication + sequence assignment + batch commit; never held across an
     /// await (the write path runs on a blocking thread).
     writer: Mutex<WriterState>,
@@ -223,15 +233,6 @@ pub struct ExchangeStore {
     opts: StoreOptions,
 }
 
-/// Memtable size of the `seen` and `content` keyspaces.
-const SMALL_MEMTABLE: u64 = 8 * 1024 * 1024;
-
-const META_EPOCH: &str = "epoch";
-const META_SEQ: &str = "seq";
-const META_LOG_BYTES: &str = "log_bytes";
-const META_ORG: &str = "org";
-const META_INSTANCE: &str = "instance";
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -243,124 +244,86 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Drops `seen`/`content` entries older than their window during compaction.
-struct AgeFilterFactory {
-    name: &'static str,
-    max_age: u64,
-}
-
-struct AgeFilter {
-    max_age: u64,
-    now: u64,
-}
-
-impl Factory for AgeFilterFactory {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn make_filter(&self, _ctx: &Context) -> Box<dyn CompactionFilter> {
-        Box::new(AgeFilter {
-            max_age: self.max_age,
-            now: now_secs(),
-        })
-    }
-}
-
-impl CompactionFilter for AgeFilter {
-    fn filter_item(
-        &mut self,
-        item: ItemAccessor<'_>,
-        _ctx: &Context,
-    ) -> std::result::Result<Verdict, fjall::LsmError> {
-        let value = item.value()?;
-        Ok(match Seen::decode(&value) {
-            Some(s) if !s.alive(self.max_age, self.now) => Verdict::Remove,
-            _ => Verdict::Keep,
-        })
-    }
-}
-
-impl ExchangeStore {
-    /// Opens (or creates) the exchange database in `dir`. Start-up reads a few `meta` keys and
-    /// the first and last log keys, and the live `content` keys into the filter (bounded by
-    /// the content window); the log is never scanned, whatever its size.
-    ///
-    /// `org` / `instance`: the configured identity; when absent, the stored one (generated
-    /// on the first start) is used.
+impl ExchangeStore<FjallLog> {
+    /// Opens (or creates) the exchange database in `dir` ([`FjallLog`]); see
+    /// [`ExchangeStore::with_engine`].
     pub fn open(
         dir: &Path,
         opts: StoreOptions,
         org: Option<Uuid>,
         instance: Option<Uuid>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let (seen_age, content_age) = (opts.seen_max_age, opts.content_window.max(1));
-        let db = Database::builder(dir)
-            .cache_size(opts.cache_bytes)
-            .manual_journal_persist(true)
-            .with_compaction_filter_factories(Arc::new(move |keyspace: &str| {
-                let (name, max_age) = match keyspace {
-                    "seen" if seen_age > 0 => ("seen-max-age", seen_age),
-                    "content" => ("content-window", content_age),
-                    _ => return None,
-                };
-                Some(Arc::new(AgeFilterFactory { name, max_age }) as Arc<dyn Factory>)
-            }))
-            .open()?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
-        // Small entries, looked up once per message: a smaller memtable keeps those point
-        // reads (a skiplist search) short; the tables behind it have bloom filters.
-        let small = |name: &str| {
-            db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(SMALL_MEMTABLE)
-            })
-        };
-        let (log, seen, content) = (ks("log")?, small("seen")?, small("content")?);
-        let (links, alternates, consumers, meta) = (
-            ks("links")?,
-            ks("alternates")?,
-            ks("consumers")?,
-            ks("meta")?,
-        );
+        let engine = FjallLog::open(dir, &opts)?;
+        Self::with_engine(engine, opts, org, instance)
+    }
+
+    /// Bytes on disk of the `seen` keyspace (tests and the status route).
+    pub fn seen_disk_space(&self) -> u64 {
+        self.engine.seen_disk_space()
+    }
+}
+
+impl ExchangeStore<MemoryLog> {
+    /// An exchange store in memory ([`MemoryLog`]): tests.
+    pub fn in_memory(
+        opts: StoreOptions,
+        org: Option<Uuid>,
+        instance: Option<Uuid>,
+    ) -> Result<Self> {
+        Self::with_engine(MemoryLog::new(), opts, org, instance)
+    }
+}
+
+impl<L: ExchangeLog> ExchangeStore<L> {
+    /// The store over `engine`. Start-up reads a few meta values and the log's bounds, and
+    /// the live content keys into the filter (bounded by the content window); the log is
+    /// never scanned, whatever its size.
+    ///
+    /// `org` / `instance`: the configured identity; when absent, the stored one (generated
+    /// on the first start) is used.
+    pub fn with_engine(
+        engine: L,
+        opts: StoreOptions,
+        org: Option<Uuid>,
+        instance: Option<Uuid>,
+    ) -> Result<Self> {
         let get_u64 = |k: &str| -> Result<Option<u64>> {
-            match meta.get(k)? {
+            match engine.meta(k)? {
                 Some(v) => Ok(Some(
                     le_u64(&v).ok_or_else(|| Error::corrupt("meta value"))?,
                 )),
                 None => Ok(None),
             }
         };
+        let mut wrote_meta = false;
         let epoch = match get_u64(META_EPOCH)? {
             Some(e) => e,
             None => {
                 let e = Uuid::new_v4().as_u64_pair().0;
-                meta.insert(META_EPOCH, e.to_le_bytes().to_vec())?;
+                engine.meta_put(META_EPOCH, e.to_le_bytes().to_vec())?;
+                wrote_meta = true;
                 e
             }
         };
-        let identity = |key: &str, configured: Option<Uuid>| -> Result<Uuid> {
-            let stored = meta
-                .get(key)?
+        let mut identity = |key: &'static str, configured: Option<Uuid>| -> Result<Uuid> {
+            let stored = engine
+                .meta(key)?
                 .map(|v| Uuid::from_slice(&v).map_err(|_| Error::corrupt("meta uuid")))
                 .transpose()?;
             let id = configured.or(stored).unwrap_or_else(Uuid::new_v4);
             if stored != Some(id) {
-                meta.insert(key, id.as_bytes().to_vec())?;
+                engine.meta_put(key, id.as_bytes().to_vec())?;
+                wrote_meta = true;
             }
             Ok(id)
         };
         let org = identity(META_ORG, org)?;
         let instance = identity(META_INSTANCE, instance)?;
-        let last_in_log = match log.last_key_value() {
-            Some(g) => key_seq(&g.key()?).ok_or_else(|| Error::corrupt("log key"))?,
-            None => 0,
-        };
-        let last = last_in_log.max(get_u64(META_SEQ)?.unwrap_or(0));
-        let first = match log.first_key_value() {
-            Some(g) => key_seq(&g.key()?).ok_or_else(|| Error::corrupt("log key"))?,
-            None => last + 1,
-        };
+        let bounds = engine.bounds()?;
+        let last = bounds
+            .map_or(0, |(_, last)| last)
+            .max(get_u64(META_SEQ)?.unwrap_or(0));
+        let first = bounds.map_or(last + 1, |(first, _)| first);
         let log_bytes = get_u64(META_LOG_BYTES)?.unwrap_or(0);
         let filter = match opts.content_filter_bytes {
             0 => None,
@@ -368,38 +331,23 @@ impl ExchangeStore {
                 // The live entries only: bounded by the content window.
                 let now = now_secs();
                 let mut f = ContentFilter::new(bytes, opts.content_window, now);
-                for kv in content.iter() {
-                    let (k, v) = kv.into_inner()?;
-                    let alive = Seen::decode(&v).is_some_and(|s| s.alive(opts.content_window, now));
-                    if let (true, Ok(key)) = (alive, <[u8; 16]>::try_from(&k[..])) {
-                        f.insert(&key, now);
+                engine.each_content(|key, s| {
+                    if s.alive(opts.content_window, now) {
+                        f.insert(key, now);
                     }
-                }
+                })?;
                 Some(f)
             }
         };
-        // What recovery replayed from the journal may only be in the page cache: make it
-        // durable before any of it is delivered.
-        db.persist(PersistMode::SyncAll)?;
-        let pad = sighthub_storage::journal::pad_keyspace(&db)?;
-        // The same fsync as the sighting store's: outside fjall's journal lock, so publishers
-        // keep appending while the group commit syncs.
-        let mut syncer =
-            sighthub_storage::journal::JournalSyncer::new(db.clone(), dir.to_path_buf());
-        let commit = GroupCommit::start(Box::new(move || syncer.sync()))?;
+        if wrote_meta {
+            // The epoch is part of every cursor handed out: durable before the first one.
+            engine.persist()?;
+        }
+        let commit = GroupCommit::start(engine.syncer())?;
         let (durable, _) = watch::channel(last);
         Ok(Self {
             commit,
-            db,
-            log,
-            seen,
-            content,
-            links,
-            alternates,
-            consumers,
-            meta,
-            pad,
-            dir: dir.to_path_buf(),
+            engine,
             writer: Mutex::new(WriterState {
                 next_seq: last + 1,
                 log_bytes,
@@ -413,6 +361,12 @@ impl ExchangeStore {
             instance,
             opts,
         })
+    }
+
+    /// The engine below the rules (tests: every other write goes through the rules).
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &L {
+        &self.engine
     }
 
     /// The random number fixed when the database was created (part of every cursor).
@@ -467,43 +421,59 @@ impl ExchangeStore {
         lock(&self.writer).log_bytes
     }
 
+    /// The dedup horizon of uuids: where `uuid` was accepted, unless it expired.
     fn seen_lookup(&self, uuid: &Uuid, now: u64) -> Result<Option<u64>> {
         Ok(self
-            .seen
-            .get(uuid.as_bytes())?
-            .and_then(|v| Seen::decode(&v))
+            .engine
+            .seen(uuid)?
             .filter(|s| s.alive(self.opts.seen_max_age, now))
             .map(|s| s.seq))
     }
 
+    /// The dedup horizon of content keys (the content window).
     fn content_lookup(&self, key: &[u8; 16], now: u64) -> Result<Option<u64>> {
         Ok(self
-            .content
-            .get(key)?
-            .and_then(|v| Seen::decode(&v))
+            .engine
+            .content(key)?
             .filter(|s| s.alive(self.opts.content_window, now))
             .map(|s| s.seq))
     }
 
-    /// Appends one request's messages; see the module docs. `Err(Refused)` writes nothing.
-    pub fn append(&self, items: Vec<Prepared>, now: u64) -> Result<Appended> {
+    /// Appends one request's messages; see the module docs. With
+    /// [`OnRefusal::RefuseRequest`] a refusal writes nothing and returns
+    /// `Err(Error::Refused)` listing every refused message; with [`OnRefusal::SkipRefused`]
+    /// the refused messages are left out (as if they were not in the request) and reported in
+    /// [`Appended::outcomes`]. Not durable yet: wait for the ticket (or call
+    /// [`ExchangeStore::publish`], which does).
+    pub fn append(
+        &self,
+        items: Vec<Prepared>,
+        now: u64,
+        on_refusal: OnRefusal,
+    ) -> Result<Appended> {
         let mut st = lock(&self.writer);
         if self.commit.is_poisoned() {
             return Err(Error::Poisoned);
         }
         let at = secs32(now);
-        let mut batch = self.db.batch();
+        let mut batch = self.engine.batch();
         let mut new_uuids: HashMap<Uuid, u64> = HashMap::new();
         let mut new_content: HashMap<[u8; 16], u64> = HashMap::new();
         // Records written by this batch, for updates and marks that refer to them.
-        let mut pending: HashMap<u64, Slice> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(items.len());
+        let mut pending: HashMap<u64, L::Record> = HashMap::new();
+        let mut outcomes: Vec<Result<Outcome, String>> = Vec::with_capacity(items.len());
         let mut refused = Vec::new();
         let mut next = st.next_seq;
         let mut bytes = i128::from(st.log_bytes);
         let mut wrote = false;
         let durable = self.durable();
         let mut refers_to_pending = false;
+        let mut refuse = |index: usize, reason: String, outcomes: &mut Vec<_>| {
+            if on_refusal == OnRefusal::SkipRefused {
+                outcomes.push(Err(reason.clone()));
+            }
+            refused.push(Refusal { index, reason });
+        };
 
         for (index, mut item) in items.into_iter().enumerate() {
             if let Some(ck) = item.content_key {
@@ -514,10 +484,10 @@ impl ExchangeStore {
                 };
                 if let Some(seq) = dup {
                     refers_to_pending |= seq > durable;
-                    outcomes.push(Outcome::Duplicate {
+                    outcomes.push(Ok(Outcome::Duplicate {
                         seq,
                         by_content: true,
-                    });
+                    }));
                     continue;
                 }
             }
@@ -530,66 +500,69 @@ impl ExchangeStore {
             if let Some(target) = known {
                 if !item.empty_payload {
                     refers_to_pending |= target > durable;
-                    outcomes.push(Outcome::Duplicate {
+                    outcomes.push(Ok(Outcome::Duplicate {
                         seq: target,
                         by_content: false,
-                    });
+                    }));
                     continue;
                 }
                 // A tag update (AIL stream rule): empty payload, known uuid.
                 let old = match pending.get(&target) {
                     Some(v) => Some(v.clone()),
-                    None => self.log.get(seq_key(target))?,
+                    None => self.engine.record_at(target)?,
                 };
                 let Some(old) = old else {
-                    outcomes.push(Outcome::Gone { seq: target });
+                    outcomes.push(Ok(Outcome::Gone { seq: target }));
                     continue;
                 };
-                let old_entry = decode_log(&old).ok_or_else(|| Error::corrupt("log record"))?;
+                let old_entry =
+                    record::decode_log(old.as_ref()).ok_or_else(|| Error::corrupt("log record"))?;
                 if !takes_effect(item.org, old_entry.org) {
-                    refused.push(Refusal {
+                    refuse(
                         index,
-                        reason: "may not update the tags of another organisation's message".into(),
-                    });
+                        "may not update the tags of another organisation's message".into(),
+                        &mut outcomes,
+                    );
                     continue;
                 }
                 let rewritten = match retag(&old_entry, &item.tags)? {
                     Retag::Rewritten(r) => r,
                     Retag::Unchanged => {
                         refers_to_pending |= target > durable;
-                        outcomes.push(Outcome::Duplicate {
+                        outcomes.push(Ok(Outcome::Duplicate {
                             seq: target,
                             by_content: false,
-                        });
+                        }));
                         continue;
                     }
                     Retag::TooMany => {
-                        refused.push(Refusal {
+                        refuse(
                             index,
-                            reason: format!(
+                            format!(
                                 "a message holds at most {MAX_TAGS_PER_MESSAGE} tags \
                                  (limit MAX_TAGS_PER_MESSAGE)"
                             ),
-                        });
+                            &mut outcomes,
+                        );
                         continue;
                     }
                 };
-                bytes += rewritten.len() as i128 - old.len() as i128;
-                let rewritten = Slice::from(rewritten);
-                batch.insert(&self.log, seq_key(target), rewritten.clone());
+                bytes += rewritten.len() as i128 - old.as_ref().len() as i128;
+                let rewritten = L::record(rewritten);
+                batch.put_record(target, rewritten.clone());
                 pending.insert(target, rewritten);
                 let seq = next;
                 next += 1;
                 set_kind_update(&mut item.record);
                 set_accepted_at(&mut item.record, now);
                 bytes += item.record.len() as i128;
-                batch.insert(&self.log, seq_key(seq), item.record);
+                batch.put_record(seq, L::record(item.record));
                 wrote = true;
-                outcomes.push(Outcome::Updated { seq, target });
+                outcomes.push(Ok(Outcome::Updated { seq, target }));
                 continue;
             }
             if item.empty_payload && item.links.is_empty() && item.alternates.is_empty() {
-                outcomes.push(Outcome::UnknownTarget);
+                outcomes.push(Ok(Outcome::UnknownTarget));
                 continue;
             }
             // Withdrawals and replacements: only of the same organisation's messages
@@ -604,60 +577,59 @@ impl ExchangeStore {
                 let Some(tseq) = tseq else { continue };
                 let rec = match pending.get(&tseq) {
                     Some(v) => Some(v.clone()),
-                    None => self.log.get(seq_key(tseq))?,
+                    None => self.engine.record_at(tseq)?,
                 };
                 if let Some(rec) = rec {
-                    let e = decode_log(&rec).ok_or_else(|| Error::corrupt("log record"))?;
+                    let e = record::decode_log(rec.as_ref())
+                        .ok_or_else(|| Error::corrupt("log record"))?;
                     if !takes_effect(item.org, e.org) {
                         ok = false;
                     }
                 }
             }
             if !ok {
-                refused.push(Refusal {
+                refuse(
                     index,
-                    reason: "may not withdraw or replace another organisation's message".into(),
-                });
+                    "may not withdraw or replace another organisation's message".into(),
+                    &mut outcomes,
+                );
                 continue;
             }
             let seq = next;
             next += 1;
             set_accepted_at(&mut item.record, now);
             bytes += item.record.len() as i128;
-            let record = Slice::from(item.record);
-            batch.insert(&self.log, seq_key(seq), record.clone());
+            // The record first, then what indexes it (see `crate::log`).
+            let record = L::record(item.record);
+            batch.put_record(seq, record.clone());
             pending.insert(seq, record);
-            let seen = Seen { seq, at }.encode();
-            batch.insert(&self.seen, item.uuid.as_bytes().to_vec(), seen.to_vec());
+            let seen = Seen { seq, at };
+            batch.put_seen(&item.uuid, seen);
             new_uuids.insert(item.uuid, seq);
             if let Some(ck) = item.content_key {
-                batch.insert(&self.content, ck.to_vec(), seen.to_vec());
+                batch.put_content(&ck, seen);
                 new_content.insert(ck, seq);
                 if let Some(f) = st.filter.as_mut() {
                     f.insert(&ck, now);
                 }
             }
-            let lv = link_value(seq, item.org);
             for (target, rel) in &item.links {
-                batch.insert(&self.links, link_key(*target, item.uuid, rel), lv.to_vec());
+                batch.put_link(*target, item.uuid, rel, seq, item.org);
             }
             for alt in &item.alternates {
-                if let Some(mut k) = alternate_prefix(alt) {
-                    k.extend_from_slice(item.uuid.as_bytes());
-                    batch.insert(&self.alternates, k, seq.to_le_bytes().to_vec());
-                }
+                batch.put_alternate(alt, item.uuid, seq);
             }
             wrote = true;
-            outcomes.push(Outcome::Accepted { seq });
+            outcomes.push(Ok(Outcome::Accepted { seq }));
         }
-        if !refused.is_empty() {
+        if !refused.is_empty() && on_refusal == OnRefusal::RefuseRequest {
             return Err(Error::Refused(refused));
         }
         if wrote {
             let log_bytes = u64::try_from(bytes.max(0)).unwrap_or(u64::MAX);
-            batch.insert(&self.meta, META_SEQ, (next - 1).to_le_bytes().to_vec());
-            batch.insert(&self.meta, META_LOG_BYTES, log_bytes.to_le_bytes().to_vec());
-            batch.commit()?;
+            batch.put_meta(META_SEQ, next - 1);
+            batch.put_meta(META_LOG_BYTES, log_bytes);
+            self.engine.commit(batch)?;
             st.next_seq = next;
             st.log_bytes = log_bytes;
         }
@@ -671,9 +643,60 @@ impl ExchangeStore {
         drop(st);
         Ok(Appended {
             outcomes,
+            refused: refused.len(),
             ticket,
             high,
         })
+    }
+
+    /// **The publish pipeline**, the one way into the log: appends `items` (prepared by
+    /// [`crate::ingest`]) on a blocking thread, applies `on_refusal`, waits until what was
+    /// written is durable, and returns one outcome per item. Nothing it reports as stored can
+    /// be lost by a crash (see the module docs). Append and wait run in a task of their own:
+    /// a caller that is dropped (a client hanging up) does not keep what was written from
+    /// becoming durable and visible.
+    ///
+    /// Who calls it, with which policy:
+    ///
+    /// | caller | policy | a refused message |
+    /// |---|---|---|
+    /// | HTTP `POST /iep04/messages` | [`OnRefusal::RefuseRequest`] | the whole request is refused (403, every refusal listed), nothing is written: a client fixes its request |
+    /// | IntelMQ transports (`sighthub_intelmq::Sink::accept`) | [`OnRefusal::SkipRefused`] | reported as rejected; the rest of the batch is stored and acknowledged, so one refused event never blocks the queue |
+    /// | relay pull (`sighthub_relay`) | [`OnRefusal::SkipRefused`] | counted and logged; the rest of the page is stored and the page acknowledged, so one refused message never wedges the pull |
+    ///
+    /// A refusal is about authority (updating, withdrawing or replacing another
+    /// organisation's message; a tag update over [`MAX_TAGS_PER_MESSAGE`]). With
+    /// `SkipRefused` the result is what appending the request without the refused messages
+    /// would give. `Err` means nothing can be said about the request (storage failure,
+    /// poisoned fsync, or `Error::Refused` under `RefuseRequest`).
+    pub async fn publish(
+        self: &Arc<Self>,
+        items: Vec<Prepared>,
+        on_refusal: OnRefusal,
+    ) -> Result<Published> {
+        if items.is_empty() {
+            return Ok(Published {
+                outcomes: Vec::new(),
+                refused: 0,
+            });
+        }
+        // Append and wait in a task of their own: a caller dropped at any point (a client
+        // hanging up) leaves nothing written but not yet marked durable.
+        let store = Arc::clone(self);
+        tokio::spawn(async move {
+            let writer = Arc::clone(&store);
+            let appended =
+                tokio::task::spawn_blocking(move || writer.append(items, now_secs(), on_refusal))
+                    .await
+                    .map_err(Error::join)??;
+            store.wait_durable(appended.ticket, appended.high).await?;
+            Ok(Published {
+                outcomes: appended.outcomes,
+                refused: appended.refused,
+            })
+        })
+        .await
+        .map_err(Error::join)?
     }
 
     /// Waits for `ticket` and publishes `high` as durable.
@@ -704,51 +727,57 @@ impl ExchangeStore {
             });
         }
         let mut examined = 0usize;
-        for kv in self.log.range(seq_key(start)..=seq_key(end)) {
-            let (k, v) = kv.into_inner()?;
-            let seq = key_seq(&k).ok_or_else(|| Error::corrupt("log key"))?;
-            let entry = decode_log(&v).ok_or_else(|| Error::corrupt("log record"))?;
+        let mut stopped = None;
+        self.engine.range(start, end, |seq, rec| {
+            let entry =
+                record::decode_log(rec.as_ref()).ok_or_else(|| Error::corrupt("log record"))?;
             examined += 1;
             if f(seq, &entry).is_break() || examined >= max_scan {
-                return Ok(ScanEnd {
-                    last: seq,
-                    at_end: seq >= end,
-                    truncated,
-                });
+                stopped = Some(seq);
+                return Ok(ControlFlow::Break(()));
             }
-        }
-        Ok(ScanEnd {
-            last: end,
-            at_end: true,
-            truncated,
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(match stopped {
+            Some(seq) => ScanEnd {
+                last: seq,
+                at_end: seq >= end,
+                truncated,
+            },
+            None => ScanEnd {
+                last: end,
+                at_end: true,
+                truncated,
+            },
         })
     }
 
-    /// The record at `seq`, if still in the log.
-    pub fn get_seq(&self, seq: u64) -> Result<Option<Slice>> {
+    /// The record at `seq`, if durable and still in the log.
+    pub fn get_seq(&self, seq: u64) -> Result<Option<Stored<L::Record>>> {
         if seq > self.durable() {
             return Ok(None);
         }
-        Ok(self.log.get(seq_key(seq))?)
+        self.engine.get(seq)
     }
 
     /// Where a uuid was accepted (if it is known and durable), and its record if still in
     /// the log.
-    pub fn lookup(&self, uuid: &Uuid) -> Result<Option<(u64, Option<Slice>)>> {
+    #[allow(clippy::type_complexity)]
+    pub fn lookup(&self, uuid: &Uuid) -> Result<Option<(u64, Option<Stored<L::Record>>)>> {
         let Some(seq) = self.seen_lookup(uuid, now_secs())? else {
             return Ok(None);
         };
         if seq > self.durable() {
             return Ok(None);
         }
-        Ok(Some((seq, self.log.get(seq_key(seq))?)))
+        Ok(Some((seq, self.engine.get(seq)?)))
     }
 
     /// The organisation of the durable message `uuid`, if this hub has it (still in the log)
     /// and it names one.
     pub fn org_of(&self, uuid: &Uuid) -> Result<Option<Uuid>> {
         Ok(match self.lookup(uuid)? {
-            Some((_, Some(rec))) => decode_log(&rec).and_then(|e| e.org),
+            Some((_, Some(rec))) => rec.entry().ok().and_then(|e| e.org),
             _ => None,
         })
     }
@@ -764,59 +793,37 @@ impl ExchangeStore {
     pub fn links_to(&self, target: &Uuid, max: usize) -> Result<Vec<IncomingLink>> {
         let durable = self.durable();
         let mut out = Vec::new();
-        for kv in self.links.prefix(target.as_bytes()) {
-            let (k, v) = kv.into_inner()?;
-            let (_, source, rel) = decode_link_key(&k).ok_or_else(|| Error::corrupt("link key"))?;
-            let (seq, org) = decode_link_value(&v).ok_or_else(|| Error::corrupt("link value"))?;
-            if seq > durable {
-                continue;
+        self.engine.links_to(target, |link| {
+            if link.seq <= durable {
+                out.push(link);
+                if out.len() >= max {
+                    return ControlFlow::Break(());
+                }
             }
-            out.push(IncomingLink {
-                source,
-                rel,
-                seq,
-                org,
-            });
-            if out.len() >= max {
-                break;
-            }
-        }
+            ControlFlow::Continue(())
+        })?;
         Ok(out)
     }
 
     /// Messages carrying the opaque alternate id `alt`: (uuid, seq), at most `max`.
     pub fn by_alternate(&self, alt: &str, max: usize) -> Result<Vec<(Uuid, u64)>> {
-        let Some(prefix) = alternate_prefix(alt) else {
-            return Ok(Vec::new());
-        };
         let durable = self.durable();
         let mut out = Vec::new();
-        for kv in self.alternates.prefix(&prefix) {
-            let (k, v) = kv.into_inner()?;
-            let uuid = k
-                .get(prefix.len()..)
-                .and_then(|b| Uuid::from_slice(b).ok())
-                .ok_or_else(|| Error::corrupt("alternate key"))?;
-            let seq = le_u64(&v).ok_or_else(|| Error::corrupt("alternate value"))?;
+        self.engine.alternates(alt, |uuid, seq| {
             if seq <= durable {
                 out.push((uuid, seq));
                 if out.len() >= max {
-                    break;
+                    return ControlFlow::Break(());
                 }
             }
-        }
+            ControlFlow::Continue(())
+        })?;
         Ok(out)
     }
 
     /// A named consumer's state.
     pub fn consumer(&self, org: Uuid, name: &str) -> Result<Option<ConsumerState>> {
-        Ok(self
-            .consumers
-            .get(consumer_key(org, name))?
-            .map(|v| ConsumerState {
-                acked: le_u64(&v).unwrap_or(0),
-                updated_at: v.get(8..16).and_then(le_u64).unwrap_or(0),
-            }))
+        self.engine.consumer(org, name)
     }
 
     /// Moves a named consumer's cursor forward to `seq` (never back: acknowledging an older
@@ -832,18 +839,14 @@ impl ExchangeStore {
             return Err(Error::BadRequest("That cursor is ahead of the log.".into()));
         }
         let _guard = lock(&self.consumer_lock);
-        let cur = self.consumer(org, name)?;
+        let cur = self.engine.consumer(org, name)?;
         match cur {
             Some(c) if c.acked >= seq => return Ok((c, Ticket::NONE)),
             Some(_) => {}
             None => {
                 // A new name: each is kept until deleted, so an organisation's key could
                 // otherwise fill the disk with names.
-                let held = self
-                    .consumers
-                    .prefix(org.as_bytes())
-                    .take(MAX_CONSUMERS_PER_ORG + 1)
-                    .count();
+                let held = self.engine.consumer_count(org, MAX_CONSUMERS_PER_ORG + 1)?;
                 if held >= MAX_CONSUMERS_PER_ORG {
                     return Err(Error::OverLimit {
                         limit: "MAX_CONSUMERS_PER_ORG",
@@ -860,20 +863,16 @@ impl ExchangeStore {
             acked: seq,
             updated_at: now,
         };
-        let mut v = seq.to_le_bytes().to_vec();
-        v.extend_from_slice(&now.to_le_bytes());
-        self.consumers.insert(consumer_key(org, name), v)?;
+        self.engine.consumer_put(org, name, state)?;
         Ok((state, self.commit.issue()?))
     }
 
     /// Forgets a named consumer; `true` when it existed.
     pub fn consumer_delete(&self, org: Uuid, name: &str) -> Result<(bool, Ticket)> {
         let _guard = lock(&self.consumer_lock);
-        let key = consumer_key(org, name);
-        if self.consumers.get(&key)?.is_none() {
+        if !self.engine.consumer_delete(org, name)? {
             return Ok((false, Ticket::NONE));
         }
-        self.consumers.remove(key)?;
         Ok((true, self.commit.issue()?))
     }
 
@@ -890,39 +889,36 @@ impl ExchangeStore {
             let mut st = lock(&self.writer);
             let durable = self.durable();
             let start = self.first_seq();
-            let mut batch = self.db.batch();
+            let mut batch = self.engine.batch();
             let mut removed = 0u64;
             let mut bytes = 0u64;
             let mut new_first = None;
-            for kv in self.log.range(seq_key(start)..=seq_key(durable)) {
-                let (k, v) = kv.into_inner()?;
-                let seq = key_seq(&k).ok_or_else(|| Error::corrupt("log key"))?;
-                let entry = decode_log(&v).ok_or_else(|| Error::corrupt("log record"))?;
+            let log_bytes = st.log_bytes;
+            self.engine.range(start, durable, |seq, rec| {
+                let rec = rec.as_ref();
+                let entry = record::decode_log(rec).ok_or_else(|| Error::corrupt("log record"))?;
                 let too_old = max_age > 0 && entry.accepted_at.saturating_add(max_age) <= now;
-                let too_big = max_bytes > 0 && st.log_bytes.saturating_sub(bytes) > max_bytes;
+                let too_big = max_bytes > 0 && log_bytes.saturating_sub(bytes) > max_bytes;
                 if !(too_old || too_big) || removed >= 1000 {
                     new_first = Some(seq);
-                    break;
+                    return Ok(ControlFlow::Break(()));
                 }
-                batch.remove(&self.log, k);
+                batch.remove_record(seq);
                 if entry.kind == EntryKind::Message && entry.flags & record::FLAG_LINKED != 0 {
-                    self.unindex(&mut batch, &entry)?;
+                    unindex(&mut batch, &entry);
                 }
                 removed += 1;
-                bytes += v.len() as u64;
-            }
+                bytes += rec.len() as u64;
+                Ok(ControlFlow::Continue(()))
+            })?;
             if removed == 0 {
                 return Ok(total);
             }
             let first = new_first.unwrap_or(durable + 1);
             st.log_bytes = st.log_bytes.saturating_sub(bytes);
-            batch.insert(
-                &self.meta,
-                META_LOG_BYTES,
-                st.log_bytes.to_le_bytes().to_vec(),
-            );
+            batch.put_meta(META_LOG_BYTES, st.log_bytes);
             // Losing this batch in a crash only keeps the records longer: no fsync wait.
-            batch.commit()?;
+            self.engine.commit(batch)?;
             self.first_seq.store(first, Ordering::Release);
             drop(st);
             total.removed += removed;
@@ -933,65 +929,34 @@ impl ExchangeStore {
         }
     }
 
-    /// Removes the link and alternate index entries of a dropped message.
-    fn unindex(&self, batch: &mut fjall::OwnedWriteBatch, entry: &LogEntry<'_>) -> Result<()> {
-        let Ok(msg) = Message::from_slice(entry.json) else {
-            return Ok(());
-        };
-        let (links, alternates) = index_entries(&msg);
-        for (target, rel) in links {
-            batch.remove(&self.links, link_key(target, entry.uuid, &rel));
-        }
-        for alt in alternates {
-            if let Some(mut k) = alternate_prefix(&alt) {
-                k.extend_from_slice(entry.uuid.as_bytes());
-                batch.remove(&self.alternates, k);
-            }
-        }
-        Ok(())
-    }
-
     /// Makes everything written so far durable.
     pub fn persist(&self) -> Result<()> {
-        self.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        self.engine.persist()
     }
 
-    /// Makes everything durable, flushes every memtable and seals the journal, so the next
-    /// start has nothing to replay (`sighthub_storage::journal::seal`). Clean shutdown only.
+    /// Makes everything durable and leaves the engine nothing to recover on the next start
+    /// (fjall: flushes every memtable and seals the journal). Clean shutdown only.
     pub fn close(&self) -> Result<()> {
-        sighthub_storage::journal::seal(
-            &self.db,
-            &self.dir,
-            &self.pad,
-            &[
-                &self.log,
-                &self.seen,
-                &self.content,
-                &self.links,
-                &self.alternates,
-                &self.consumers,
-                &self.meta,
-            ],
-        )?;
-        Ok(())
+        self.engine.close()
     }
 
     /// Approximate numbers for the status route: (log records, known uuids).
     pub fn approximate_counts(&self) -> (usize, usize) {
-        (self.log.approximate_len(), self.seen.approximate_len())
+        self.engine.approximate_counts()
     }
+}
 
-    /// Bytes on disk of the `seen` keyspace (tests and the status route).
-    pub fn seen_disk_space(&self) -> u64 {
-        self.seen.disk_space()
+/// Removes the link and alternate index entries of a dropped message.
+fn unindex<B: LogBatch>(batch: &mut B, entry: &LogEntry<'_>) {
+    let Ok(msg) = Message::from_slice(entry.json) else {
+        return;
+    };
+    let (links, alternates) = index_entries(&msg);
+    for (target, rel) in links {
+        batch.remove_link(target, entry.uuid, &rel);
     }
-
-    #[cfg(test)]
-    fn compact_seen(&self) -> Result<()> {
-        self.seen.rotate_memtable_and_wait()?;
-        self.seen.major_compact()?;
-        Ok(())
+    for alt in alternates {
+        batch.remove_alternate(&alt, entry.uuid);
     }
 }
 

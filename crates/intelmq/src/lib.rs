@@ -13,7 +13,7 @@
 //! Incoming bare events are wrapped as IEP04 messages (fresh UUIDv4, the configured
 //! organisation) and de-duplicated by content within the exchange's window, so the TCP
 //! output's resends cost nothing. It is **not** the exchange (`sighthub-exchange`): it only
-//! uses its public API (`prepare`, `append`, `wait_durable`, `scan`, `subscribe`, named
+//! uses its public API (`prepare`, `publish`, `scan`, `subscribe`, named
 //! consumers).
 //!
 //! ```
@@ -28,7 +28,7 @@
 //! ## Layout
 //! - [`config`]: the `[intelmq]` configuration section.
 //! - [`frame`]: the TCP frame decoder and encoder (fuzzed).
-//! - [`sink`]: into the exchange: decode, prepare, append, wait until durable.
+//! - [`sink`]: into the exchange: decode, prepare, publish (answers once durable).
 //! - [`tcp_in`]: the TCP listener.
 //! - [`redis_in`]: the Redis queue reader.
 //! - [`out`]: cursors and deliveries (TCP collector, API collector, Redis queue).

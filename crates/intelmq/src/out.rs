@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 use sighthub_exchange::record::EntryKind;
-use sighthub_exchange::{ExchangeStore, Feed, Grants};
+use sighthub_exchange::{ExchangeStore, Feed, Follower, Grants, StartAt};
 use sighthub_iep04::{Message, Tlp, FORMAT_INTELMQ};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -150,55 +150,9 @@ pub enum Target {
     Redis(String, String),
 }
 
-/// A feed's persisted position in the log.
-#[derive(Clone)]
-pub struct Cursor {
-    store: Arc<ExchangeStore>,
-    name: String,
-}
-
-impl Cursor {
-    /// The cursor named `intelmq-out/<name>` (created at `start` when new).
-    pub async fn open(store: Arc<ExchangeStore>, name: &str, start: Start) -> Result<Cursor> {
-        let c = Cursor {
-            store,
-            name: format!("intelmq-out/{name}"),
-        };
-        if c.store.consumer(c.store.org(), &c.name)?.is_none() && start == Start::End {
-            let end = c.store.durable();
-            c.advance(end).await?;
-        }
-        Ok(c)
-    }
-
-    /// Last delivered sequence number (0: nothing yet).
-    pub fn position(&self) -> Result<u64> {
-        Ok(self
-            .store
-            .consumer(self.store.org(), &self.name)?
-            .map_or(0, |c| c.acked))
-    }
-
-    /// Durably moves the cursor to `seq` (never back).
-    pub async fn advance(&self, seq: u64) -> Result<()> {
-        let (store, name) = (Arc::clone(&self.store), self.name.clone());
-        let (_, ticket) = tokio::task::spawn_blocking(move || {
-            store.consumer_ack(
-                store.org(),
-                &name,
-                seq,
-                sighthub_exchange::store::now_secs(),
-            )
-        })
-        .await??;
-        self.store
-            .group_commit()
-            .wait(ticket)
-            .await
-            .map_err(sighthub_store::Error::from)?;
-        Ok(())
-    }
-}
+/// A feed's persisted position in the log: the exchange's follower over the named consumer
+/// `intelmq-out/<name>` ([`Delivery::cursor`]).
+pub type Cursor = Follower;
 
 /// One page of the feed: events with their sequence numbers, and where the scan ended.
 #[derive(Debug, Default)]
@@ -216,25 +170,19 @@ pub struct Page {
     pub at_end: bool,
 }
 
-/// Reads up to `batch` deliverable events after `after` (blocking).
-pub fn read_page(
-    store: &ExchangeStore,
-    grants: &Grants,
-    default_tlp: Tlp,
-    after: u64,
-    batch: usize,
-) -> Result<Page> {
+/// Reads up to `batch` deliverable events after `after` (blocking): what the cursor's grants
+/// may read, in the IntelMQ format, with a payload.
+pub fn read_page(cursor: &Cursor, after: u64, batch: usize) -> Result<Page> {
     let mut events = Vec::new();
     let mut uuids = Vec::new();
     let mut unrenderable = Vec::new();
-    let end = store.scan(after, batch.saturating_mul(4).max(64), |seq, e| {
+    let end = cursor.page(after, batch.saturating_mul(4).max(64), |seq, e| {
         if e.kind != EntryKind::Message
             || !e.has_payload()
             || !e
                 .format_type
                 .strip_prefix(FORMAT_INTELMQ)
                 .is_some_and(|r| r.starts_with('/'))
-            || !grants.may_read(e.format_type, &e.tags, e.tlp, default_tlp)
         {
             return ControlFlow::Continue(());
         }
@@ -337,10 +285,28 @@ enum Conn {
 }
 
 impl Delivery {
+    /// The delivery's cursor, `intelmq-out/<name>` of the exchange's organisation, reading
+    /// what the delivery's grants may read (created at `start` when new).
+    pub async fn cursor(&self) -> Result<Cursor> {
+        let start = match self.start {
+            Start::Beginning => StartAt::Beginning,
+            Start::End => StartAt::End,
+        };
+        Ok(Follower::open(
+            Arc::clone(&self.store),
+            self.store.org(),
+            format!("intelmq-out/{}", self.name),
+            self.grants.clone(),
+            self.default_tlp,
+            start,
+        )
+        .await?)
+    }
+
     /// Delivers until `shutdown` flips to true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let cursor = loop {
-            match Cursor::open(Arc::clone(&self.store), &self.name, self.start).await {
+        let mut cursor = loop {
+            match self.cursor().await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(out = %self.name, error = %e, "intelmq out: cursor unavailable; retrying");
@@ -351,7 +317,6 @@ impl Delivery {
                 }
             }
         };
-        let mut durable = self.store.subscribe();
         let mut conn = Conn::None;
         let mut backoff = Duration::from_millis(200);
         let mut pace = Pace::new(self.batch);
@@ -363,8 +328,10 @@ impl Delivery {
             match step {
                 Ok(true) => {
                     backoff = Duration::from_millis(200);
+                    // At the end of the log: until something new is durable.
+                    let pos = cursor.position().unwrap_or(0);
                     tokio::select! {
-                        r = durable.changed() => if r.is_err() { return },
+                        more = cursor.wait_past(pos) => if !more { return },
                         _ = shutdown.changed() => return,
                     }
                 }
@@ -387,14 +354,8 @@ impl Delivery {
     /// counted and logged once with their seq and uuid; records without a bare form too.
     async fn step(&self, cursor: &Cursor, conn: &mut Conn, pace: &mut Pace) -> Result<bool> {
         let pos = cursor.position()?;
-        let (store, grants, tlp, batch) = (
-            Arc::clone(&self.store),
-            self.grants.clone(),
-            self.default_tlp,
-            pace.batch,
-        );
-        let page = tokio::task::spawn_blocking(move || read_page(&store, &grants, tlp, pos, batch))
-            .await??;
+        let (reader, batch) = (cursor.clone(), pace.batch);
+        let page = tokio::task::spawn_blocking(move || read_page(&reader, pos, batch)).await??;
         for (seq, uuid) in &page.unrenderable {
             pace.skipped = pace.skipped.saturating_add(1);
             tracing::warn!(out = %self.name, seq, %uuid, skipped_total = pace.skipped, "intelmq out: a record without a bare IntelMQ form is skipped");
@@ -647,11 +608,9 @@ mod tests {
             timeout: Duration::from_secs(5),
             target: Target::Api(url),
         };
+        let cursor = d.cursor().await.expect("cursor");
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(d.run(rx));
-        let cursor = Cursor::open(Arc::clone(&store), "t", Start::Beginning)
-            .await
-            .expect("cursor");
         for _ in 0..200 {
             if cursor.position().expect("pos") == 4 {
                 break;

@@ -1,5 +1,6 @@
 //! Taking IntelMQ messages into the exchange: decode (bare event → wrapped IEP04 message),
-//! prepare with the transport's [`Grants`], append, and wait until durable.
+//! prepare with the transport's [`Grants`], and publish through the exchange's one pipeline
+//! ([`ExchangeStore::publish`], refused messages skipped), which answers once durable.
 //!
 //! [`Sink::accept`] returns only once every accepted message of the batch is durable, so a
 //! transport acknowledges (`Ok`, `RPOP …-internal`) after it and never before. A duplicate
@@ -7,8 +8,8 @@
 //! counts as taken: it is already in the log.
 
 use sighthub_exchange::ingest::{prepare, ItemError};
-use sighthub_exchange::store::{now_secs, Outcome, Prepared};
-use sighthub_exchange::{ExchangeStore, Feed, Grants};
+use sighthub_exchange::store::{Outcome, Prepared};
+use sighthub_exchange::{ExchangeStore, Feed, Grants, OnRefusal};
 use sighthub_iep04::Receiver;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -123,61 +124,18 @@ impl Sink {
         if items.is_empty() {
             return Ok(taken);
         }
-        let outcomes = self.append(items).await?;
-        for (slot, outcome) in index.into_iter().zip(outcomes) {
+        // Through the exchange's publish pipeline: a refused message (e.g. withdrawing
+        // another organisation's message) is rejected, the rest stored and acknowledged.
+        let published = self.store.publish(items, OnRefusal::SkipRefused).await?;
+        for (slot, outcome) in index.into_iter().zip(published.outcomes) {
             if let Some(t) = taken.get_mut(slot) {
-                *t = outcome;
+                *t = match outcome {
+                    Ok(o) => Taken::Stored(o),
+                    Err(reason) => Taken::Rejected(reason),
+                };
             }
         }
         Ok(taken)
-    }
-
-    /// Appends prepared items; a refusal of some (e.g. withdrawing another organisation's
-    /// message) drops those and stores the rest.
-    async fn append(&self, mut items: Vec<Prepared>) -> Result<Vec<Taken>> {
-        let n = items.len();
-        let mut keep: Vec<usize> = (0..n).collect();
-        let mut out: Vec<Taken> = vec![Taken::Rejected(String::new()); n];
-        loop {
-            let store = Arc::clone(&self.store);
-            let batch = items.clone();
-            let r = tokio::task::spawn_blocking(move || store.append(batch, now_secs())).await?;
-            match r {
-                Ok(appended) => {
-                    self.store
-                        .wait_durable(appended.ticket, appended.high)
-                        .await?;
-                    for (slot, o) in keep.iter().zip(appended.outcomes) {
-                        if let Some(t) = out.get_mut(*slot) {
-                            *t = Taken::Stored(o);
-                        }
-                    }
-                    return Ok(out);
-                }
-                Err(sighthub_exchange::Error::Refused(refusals)) if !refusals.is_empty() => {
-                    let mut drop: Vec<usize> = refusals.iter().map(|r| r.index).collect();
-                    drop.sort_unstable();
-                    drop.dedup();
-                    for r in &refusals {
-                        if let Some(slot) = keep.get(r.index) {
-                            if let Some(t) = out.get_mut(*slot) {
-                                *t = Taken::Rejected(r.reason.clone());
-                            }
-                        }
-                    }
-                    for i in drop.into_iter().rev() {
-                        if i < items.len() {
-                            items.remove(i);
-                            keep.remove(i);
-                        }
-                    }
-                    if items.is_empty() {
-                        return Ok(out);
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
     }
 }
 
@@ -222,6 +180,47 @@ mod tests {
             })
             .expect("scan");
         assert_eq!(seen, vec![1]);
+    }
+
+    /// The exchange refuses a withdrawal of another organisation's message: that one is
+    /// rejected, the rest of the batch stored (OnRefusal::SkipRefused).
+    #[tokio::test]
+    async fn a_refused_message_is_rejected_and_the_rest_stored() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(
+            ExchangeStore::open(dir.path(), StoreOptions::default(), None, None).expect("open"),
+        );
+        let x = "03c51929-eeab-4d47-9dc0-c667f94c7d2c";
+        let w = "13c51929-eeab-4d47-9dc0-c667f94c7d2c";
+        let envelope = |uuid: &str, meta: &str| {
+            format!(
+                r#"{{"format":"intelmq","version":1,"type":"event","meta":{{"uuid":"{uuid}"{meta}}},"payload":{{"raw":"eA=="}}}}"#
+            )
+            .into_bytes()
+        };
+        let theirs = Sink::new(Arc::clone(&store), Some(Uuid::from_u128(9)), &[]);
+        let taken = theirs.accept(vec![envelope(x, "")]).await.expect("accept");
+        assert_eq!(taken, vec![Taken::Stored(Outcome::Accepted { seq: 1 })]);
+        let mine = Sink::new(Arc::clone(&store), Some(Uuid::from_u128(7)), &[]);
+        let withdrawal = format!(
+            r#","intelmq:links":[{{"left_side":"{w}","type":"withdraws","right_side":"{x}"}}]"#
+        );
+        let taken = mine
+            .accept(vec![
+                EVENT.to_vec(),
+                envelope(w, &withdrawal),
+                envelope("23c51929-eeab-4d47-9dc0-c667f94c7d2c", ""),
+            ])
+            .await
+            .expect("accept");
+        assert_eq!(taken[0], Taken::Stored(Outcome::Accepted { seq: 2 }));
+        assert!(
+            matches!(&taken[1], Taken::Rejected(r) if r.contains("withdraw")),
+            "{:?}",
+            taken[1]
+        );
+        assert_eq!(taken[2], Taken::Stored(Outcome::Accepted { seq: 3 }));
+        assert_eq!(store.durable(), 3, "durable before accept returns");
     }
 
     #[tokio::test]

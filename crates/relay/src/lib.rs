@@ -17,7 +17,7 @@
 //!   answers `duplicate` for a uuid it holds. `max_hops` is a last resort only.
 //!
 //! It is **not** the exchange (it uses [`sighthub_exchange::ExchangeStore`]'s public API:
-//! `scan`, `subscribe`, `append`, `wait_durable`) nor the HTTP server; the binary starts it
+//! `scan`, `subscribe`, `publish`) nor the HTTP server; the binary starts it
 //! ([`Relay::start`]), reloads it on `SIGHUP` ([`Relay::reload`]) and stops it
 //! ([`Relay::stop`]).
 //!

@@ -6,9 +6,9 @@
 //! (`own`). A crash between the local append and the acknowledgement re-reads the page: its
 //! messages are then `duplicate` locally, and nothing is lost.
 
-use sighthub_exchange::ingest::{BodyKind, Collector, Slot};
-use sighthub_exchange::store::{now_secs, Outcome};
-use sighthub_exchange::Grants;
+use sighthub_exchange::ingest::{Collector, Slot};
+use sighthub_exchange::store::Outcome;
+use sighthub_exchange::{Grants, OnRefusal};
 use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -31,75 +31,45 @@ pub(crate) struct Ingested {
     pub(crate) refused: Vec<(Uuid, String)>,
 }
 
-/// Appends one page to the local log. Messages the local exchange refuses are left out
-/// (and reported), never the end of the page: a refused message must not wedge the pull.
+/// Appends one page to the local log through the exchange's publish pipeline with
+/// [`OnRefusal::SkipRefused`]: messages the local exchange refuses are left out (and
+/// reported), never the end of the page: a refused message must not wedge the pull. The
+/// page's messages are prepared from the parsed JSON, never serialised again.
 pub(crate) async fn ingest(sh: &Arc<Shared>, lines: Vec<serde_json::Value>) -> Result<Ingested> {
     if lines.is_empty() {
         return Ok(Ingested::default());
     }
-    let body = serde_json::to_vec(&lines).map_err(|e| Error::Answer {
-        peer: "local".into(),
-        reason: e.to_string(),
-    })?;
     let s = Arc::clone(sh);
-    let appended = tokio::task::spawn_blocking(move || {
+    let (items, invalid) = tokio::task::spawn_blocking(move || {
         let store = &s.store;
         let mut col = Collector::new(Arc::new(Grants::admin(store.org())), store.instance());
-        col.decode_buffered(BodyKind::Json, &body, s.local.max_line_bytes);
+        for line in lines {
+            col.add_value(line, s.local.max_line_bytes);
+        }
         let invalid = col
             .slots
             .iter()
             .filter(|s| matches!(s, Slot::Invalid(_)))
             .count() as u64;
-        let mut items = std::mem::take(&mut col.items);
-        let mut refused = Vec::new();
-        loop {
-            if items.is_empty() {
-                return Ok::<_, Error>((None, invalid, refused));
-            }
-            match store.append(items.clone(), now_secs()) {
-                Ok(a) => return Ok((Some(a), invalid, refused)),
-                Err(sighthub_exchange::Error::Refused(list)) if !list.is_empty() => {
-                    let mut drop: Vec<usize> = list.iter().map(|r| r.index).collect();
-                    drop.sort_unstable();
-                    drop.dedup();
-                    for r in &list {
-                        if let Some(item) = items.get(r.index) {
-                            refused.push((item.uuid, r.reason.clone()));
-                        }
-                    }
-                    for i in drop.into_iter().rev() {
-                        if i < items.len() {
-                            items.remove(i);
-                        }
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        (col.items, invalid)
     })
     .await
     .map_err(|e| Error::Answer {
         peer: "local".into(),
         reason: e.to_string(),
-    })??;
-    let (appended, invalid, refused) = appended;
+    })?;
     let mut out = Ingested {
         errors: invalid,
-        refused,
         ..Ingested::default()
     };
-    let Some(appended) = appended else {
-        return Ok(out);
-    };
-    sh.store
-        .wait_durable(appended.ticket, appended.high)
-        .await?;
-    for o in &appended.outcomes {
+    let uuids: Vec<Uuid> = items.iter().map(|p| p.uuid).collect();
+    let published = sh.store.publish(items, OnRefusal::SkipRefused).await?;
+    for (o, uuid) in published.outcomes.into_iter().zip(uuids) {
         match o {
-            Outcome::Accepted { .. } | Outcome::Updated { .. } => out.accepted += 1,
-            Outcome::Duplicate { .. } => out.duplicate += 1,
-            Outcome::UnknownTarget | Outcome::Gone { .. } => out.errors += 1,
+            Ok(Outcome::Accepted { .. } | Outcome::Updated { .. }) => out.accepted += 1,
+            Ok(Outcome::Duplicate { .. }) => out.duplicate += 1,
+            Ok(Outcome::UnknownTarget | Outcome::Gone { .. }) => out.errors += 1,
+            Err(reason) => out.refused.push((uuid, reason)),
         }
     }
     Ok(out)

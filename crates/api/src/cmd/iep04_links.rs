@@ -6,9 +6,9 @@ use super::{blocking, Resp};
 use crate::error::{json_response, ApiError};
 use hyper::StatusCode;
 use serde_json::{json, Value};
-use sighthub_exchange::record::{decode_log, LinkRel};
+use sighthub_exchange::record::LinkRel;
 use sighthub_exchange::store::IncomingLink;
-use sighthub_exchange::{Error as ExError, Grants, Inner};
+use sighthub_exchange::{Grants, Inner};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -115,14 +115,14 @@ async fn links(inner: &Arc<Inner>, grants: Arc<Grants>, uuid: Uuid) -> Result<Re
         let mut out = Vec::new();
         for l in store.links_to(&uuid, MAX_LINKS)? {
             if let Some(rec) = store.get_seq(l.seq)? {
-                let e = decode_log(&rec).ok_or_else(|| ExError::corrupt("log record"))?;
+                let e = rec.entry()?;
                 if g.may_read(e.format_type, &e.tags, e.tlp, default_tlp) {
                     out.push(l);
                 }
             }
         }
         let target_org = match store.lookup(&uuid)? {
-            Some((_, Some(rec))) => decode_log(&rec).and_then(|e| e.org),
+            Some((_, Some(rec))) => rec.entry().ok().and_then(|e| e.org),
             _ => None,
         };
         Ok((out, target_org))
@@ -163,7 +163,7 @@ async fn by_alternate(
         let mut out = Vec::new();
         for (uuid, seq) in store.by_alternate(&a, MAX_LINKS)? {
             if let Some(rec) = store.get_seq(seq)? {
-                let e = decode_log(&rec).ok_or_else(|| ExError::corrupt("log record"))?;
+                let e = rec.entry()?;
                 if grants.may_read(e.format_type, &e.tags, e.tlp, default_tlp) {
                     out.push(json!({"uuid": uuid.to_string(), "seq": seq}));
                 }

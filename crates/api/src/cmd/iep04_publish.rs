@@ -14,7 +14,7 @@ use hyper::body::Body;
 use hyper::{header, Request, StatusCode};
 use serde_json::{json, Value};
 use sighthub_exchange::ingest::{BodyKind, Collector, Slot};
-use sighthub_exchange::store::{now_secs, Outcome};
+use sighthub_exchange::store::{OnRefusal, Outcome};
 use sighthub_exchange::{Grants, Inner};
 use sighthub_iep04::NdjsonReader;
 use std::collections::HashMap;
@@ -207,27 +207,18 @@ where
     }
     let uuids: Vec<Uuid> = col.items.iter().map(|p| p.uuid).collect();
     let Collector { items, slots, .. } = col;
-    let outcomes = if items.is_empty() {
-        Vec::new()
-    } else {
-        let store = Arc::clone(&inner.store);
-        let appended = blocking(move || Ok(store.append(items, now_secs())?)).await?;
-        let store = Arc::clone(&inner.store);
-        let (ticket, high) = (appended.ticket, appended.high);
-        // Waited for in its own task: a client hanging up must not keep what was written
-        // from becoming visible.
-        tokio::spawn(async move { store.wait_durable(ticket, high).await })
-            .await
-            .map_err(join_error)??;
-        appended.outcomes
-    };
+    let outcomes = inner
+        .store
+        .publish(items, OnRefusal::RefuseRequest)
+        .await?
+        .outcomes;
     let (mut accepted, mut duplicate, mut errors) = (0u64, 0u64, 0u64);
     let mut list = Vec::new();
     for (index, slot) in slots.iter().enumerate() {
         let item = match slot {
             Slot::Prepared(i) => {
                 let uuid = uuids.get(*i).map(Uuid::to_string);
-                match outcomes.get(*i) {
+                match outcomes.get(*i).and_then(|o| o.as_ref().ok()) {
                     Some(Outcome::Accepted { seq }) => {
                         accepted += 1;
                         json!({"index": index, "status": "accepted", "uuid": uuid, "seq": seq})

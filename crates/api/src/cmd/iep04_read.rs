@@ -11,7 +11,7 @@ use crate::error::{bytes_response, json_response, ApiError};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use sighthub_exchange::export::{json_page, Framing, Renderer};
-use sighthub_exchange::record::{decode_log, encode_cursor};
+use sighthub_exchange::record::encode_cursor;
 use sighthub_exchange::store::ScanEnd;
 use sighthub_exchange::{Error as ExError, Grants, Inner};
 use sighthub_iep04::Message;
@@ -172,7 +172,7 @@ async fn get_message(
             "Message {uuid} (seq {seq}) was dropped from the log by retention."
         )));
     };
-    let entry = decode_log(&rec).ok_or_else(|| ExError::corrupt("log record"))?;
+    let entry = rec.entry()?;
     if !grants.may_read(entry.format_type, &entry.tags, entry.tlp, inner.default_tlp) {
         return Err(unknown());
     }

@@ -4,14 +4,68 @@
 use super::*;
 use crate::access::Grants;
 use crate::ingest::{BodyKind, Collector};
+use crate::log::{ExchangeLog, FjallLog, MemoryLog};
 use std::ops::ControlFlow;
 
 const ORG: Uuid = Uuid::from_u128(0x28bc3db3_16da_461c_b20b_b944f4058708);
 const OTHER: Uuid = Uuid::from_u128(0x99);
 const NOW: u64 = 1_800_000_000;
 
-fn open(dir: &Path, opts: StoreOptions) -> ExchangeStore {
-    ExchangeStore::open(dir, opts, Some(ORG), None).expect("open")
+/// The engines the suite runs against.
+trait Backend: ExchangeLog + Sized {
+    /// A store of this engine in `dir` (the in-memory one ignores it).
+    fn store(dir: &Path, opts: StoreOptions) -> ExchangeStore<Self>;
+}
+
+impl Backend for FjallLog {
+    fn store(dir: &Path, opts: StoreOptions) -> ExchangeStore<Self> {
+        ExchangeStore::open(dir, opts, Some(ORG), None).expect("open")
+    }
+}
+
+impl Backend for MemoryLog {
+    fn store(_dir: &Path, opts: StoreOptions) -> ExchangeStore<Self> {
+        ExchangeStore::in_memory(opts, Some(ORG), None).expect("open")
+    }
+}
+
+/// Runs each generic test (`name::<B>()`) against both engines: `fjall::name` and
+/// `memory::name`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod fjall {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name::<crate::log::FjallLog>().await
+            })*
+        }
+        mod memory {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name::<crate::log::MemoryLog>().await
+            })*
+        }
+    };
+}
+
+on_both_engines!(
+    dedup_by_uuid_and_content_across_and_within_batches,
+    nothing_is_visible_before_it_is_durable,
+    tag_updates_merge_once_and_only_by_the_owner,
+    withdrawals_are_indexed_and_checked_against_the_owner,
+    retention_by_size_and_age_drops_the_oldest_and_their_links,
+    consumer_cursors_only_move_forward,
+    seen_uuids_expire_when_configured,
+    tag_updates_stop_at_the_tag_limit_of_a_message,
+    an_organisation_holds_a_bounded_number_of_consumers,
+    publish_refuse_request_writes_nothing,
+    publish_skip_refused_stores_the_rest,
+    publish_answers_once_durable,
+    a_dropped_publish_still_becomes_durable,
+);
+
+fn open<B: Backend>(dir: &Path, opts: StoreOptions) -> ExchangeStore<B> {
+    B::store(dir, opts)
 }
 
 /// Prepares the messages of a JSON body as `org` (a relaying admin when `org` is None).
@@ -36,13 +90,25 @@ fn env(uuid: Uuid, payload: &str, extra_meta: &str) -> String {
     )
 }
 
-async fn commit(store: &ExchangeStore, items: Vec<Prepared>, now: u64) -> Vec<Outcome> {
-    let a = store.append(items, now).expect("append");
+async fn commit<B: ExchangeLog>(
+    store: &ExchangeStore<B>,
+    items: Vec<Prepared>,
+    now: u64,
+) -> Vec<Outcome> {
+    let a = store
+        .append(items, now, OnRefusal::RefuseRequest)
+        .expect("append");
     store.wait_durable(a.ticket, a.high).await.expect("durable");
     a.outcomes
+        .into_iter()
+        .map(|o| o.expect("not refused"))
+        .collect()
 }
 
-fn all(store: &ExchangeStore, after: u64) -> Vec<(u64, Uuid, EntryKind, Vec<String>)> {
+fn all<B: ExchangeLog>(
+    store: &ExchangeStore<B>,
+    after: u64,
+) -> Vec<(u64, Uuid, EntryKind, Vec<String>)> {
     let mut out = Vec::new();
     store
         .scan(after, usize::MAX, |seq, e| {
@@ -58,10 +124,9 @@ fn all(store: &ExchangeStore, after: u64) -> Vec<(u64, Uuid, EntryKind, Vec<Stri
     out
 }
 
-#[tokio::test]
-async fn dedup_by_uuid_and_content_across_and_within_batches() {
+async fn dedup_by_uuid_and_content_across_and_within_batches<B: Backend>() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = open(dir.path(), StoreOptions::default());
+    let store = open::<B>(dir.path(), StoreOptions::default());
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let body = format!(
         "[{}, {}, {}, {{\"source.ip\":\"198.51.100.1\"}}, {{\"source.ip\":\"198.51.100.1\",\"__type\":\"Event\"}}]",
@@ -108,12 +173,15 @@ async fn dedup_by_uuid_and_content_across_and_within_batches() {
     assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
 }
 
-#[tokio::test]
-async fn nothing_is_visible_before_it_is_durable() {
+async fn nothing_is_visible_before_it_is_durable<B: Backend>() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = open(dir.path(), StoreOptions::default());
+    let store = open::<B>(dir.path(), StoreOptions::default());
     let a = store
-        .append(prep(&env(Uuid::new_v4(), "{\"raw\":\"\"}", "")), NOW)
+        .append(
+            prep(&env(Uuid::new_v4(), "{\"raw\":\"\"}", "")),
+            NOW,
+            OnRefusal::RefuseRequest,
+        )
         .expect("append");
     assert_eq!(a.high, 1);
     assert!(all(&store, 0).is_empty(), "visible before its fsync");
@@ -123,10 +191,18 @@ async fn nothing_is_visible_before_it_is_durable() {
     // A duplicate of a message not yet durable gets a ticket of its own.
     let u = Uuid::new_v4();
     let first = store
-        .append(prep(&env(u, "{\"raw\":\"\"}", "")), NOW)
+        .append(
+            prep(&env(u, "{\"raw\":\"\"}", "")),
+            NOW,
+            OnRefusal::RefuseRequest,
+        )
         .expect("a");
     let dup = store
-        .append(prep(&env(u, "{\"raw\":\"\"}", "")), NOW)
+        .append(
+            prep(&env(u, "{\"raw\":\"\"}", "")),
+            NOW,
+            OnRefusal::RefuseRequest,
+        )
         .expect("b");
     assert_ne!(dup.ticket, Ticket::NONE);
     store
@@ -144,10 +220,9 @@ async fn nothing_is_visible_before_it_is_durable() {
         .expect("ok");
 }
 
-#[tokio::test]
-async fn tag_updates_merge_once_and_only_by_the_owner() {
+async fn tag_updates_merge_once_and_only_by_the_owner<B: Backend>() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = open(dir.path(), StoreOptions::default());
+    let store = open::<B>(dir.path(), StoreOptions::default());
     let u = Uuid::new_v4();
     commit(
         &store,
@@ -163,7 +238,7 @@ async fn tag_updates_merge_once_and_only_by_the_owner() {
     assert_eq!(rows[1].2, EntryKind::TagUpdate);
     let rec = store.get_seq(1).expect("get").expect("there");
     assert_eq!(
-        decode_log(&rec).expect("decodes").tlp,
+        rec.entry().expect("decodes").tlp,
         Some(sighthub_iep04::Tlp::Red),
         "TLP follows the new tags"
     );
@@ -185,7 +260,7 @@ async fn tag_updates_merge_once_and_only_by_the_owner() {
     c.decode_buffered(BodyKind::Json, foreign.as_bytes(), 1 << 20);
     let before = store.durable();
     let err = store
-        .append(c.items, NOW)
+        .append(c.items, NOW, OnRefusal::RefuseRequest)
         .expect_err("foreign update refused");
     assert!(
         matches!(err, Error::Refused(ref r) if r[0].index == 0),
@@ -201,10 +276,9 @@ async fn tag_updates_merge_once_and_only_by_the_owner() {
     assert!(matches!(out[0], Outcome::Accepted { .. }));
 }
 
-#[tokio::test]
-async fn withdrawals_are_indexed_and_checked_against_the_owner() {
+async fn withdrawals_are_indexed_and_checked_against_the_owner<B: Backend>() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = open(dir.path(), StoreOptions::default());
+    let store = open::<B>(dir.path(), StoreOptions::default());
     let (x, w, foreign_w) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     commit(&store, prep(&env(x, r#"{"raw":"eA=="}"#, "")), NOW).await;
     let withdrawal = env(
@@ -239,7 +313,7 @@ async fn withdrawals_are_indexed_and_checked_against_the_owner() {
         )
     );
     let err = store
-        .append(prep_as(OTHER, &foreign), NOW)
+        .append(prep_as(OTHER, &foreign), NOW, OnRefusal::RefuseRequest)
         .expect_err("refused");
     assert!(matches!(err, Error::Refused(ref r) if r.len() == 1 && r[0].index == 1));
     assert_eq!(store.links_to(&x, 100).expect("links").len(), 2);
@@ -285,15 +359,35 @@ async fn reopen_keeps_sequence_dedup_epoch_and_identity() {
     assert_eq!(out, vec![Outcome::Accepted { seq: 3 }]);
 }
 
-#[tokio::test]
-async fn retention_by_size_and_age_drops_the_oldest_and_their_links() {
+async fn retention_by_size_and_age_drops_the_oldest_and_their_links<B: Backend>() {
     let dir = tempfile::tempdir().expect("tmp");
+    let store = retention_drops::<B>(dir.path()).await;
+    let out = commit(&store, prep(&env(Uuid::new_v4(), r#"{"raw":""}"#, "")), NOW).await;
+    assert_eq!(out, vec![Outcome::Accepted { seq: 61 }]);
+    assert_eq!(store.log_bytes(), all_bytes(&store));
+}
+
+/// The fjall part of the retention test: after everything was dropped, the next sequence
+/// number still moves on after a reopen.
+#[tokio::test]
+async fn retention_then_reopen_keeps_the_sequence() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = retention_drops::<FjallLog>(dir.path()).await;
+    drop(store);
+    let store = open::<FjallLog>(dir.path(), StoreOptions::default());
+    let out = commit(&store, prep(&env(Uuid::new_v4(), r#"{"raw":""}"#, "")), NOW).await;
+    assert_eq!(out, vec![Outcome::Accepted { seq: 61 }]);
+    assert_eq!(store.log_bytes(), all_bytes(&store));
+}
+
+/// 60 linked messages, swept by size, then by age, then all.
+async fn retention_drops<B: Backend>(dir: &Path) -> ExchangeStore<B> {
     let opts = StoreOptions {
         log_max_bytes: 10_000,
         log_max_age: 100,
         ..StoreOptions::default()
     };
-    let store = open(dir.path(), opts);
+    let store = open::<B>(dir, opts);
     let target = Uuid::new_v4();
     let mut first = None;
     for i in 0..60u64 {
@@ -335,17 +429,14 @@ async fn retention_by_size_and_age_drops_the_oldest_and_their_links() {
     // By age: everything accepted before NOW+30 goes.
     store.sweep(NOW + 130).expect("sweep");
     assert!(all(&store, 0).iter().all(|r| r.0 > 30));
-    // Everything goes; the next sequence number still moves on, after a reopen too.
+    // Everything goes; the next sequence number still moves on (after a reopen too:
+    // `retention_then_reopen_keeps_the_sequence`).
     store.sweep(NOW + 1000).expect("sweep");
     assert!(all(&store, 0).is_empty());
-    drop(store);
-    let store = open(dir.path(), StoreOptions::default());
-    let out = commit(&store, prep(&env(Uuid::new_v4(), r#"{"raw":""}"#, "")), NOW).await;
-    assert_eq!(out, vec![Outcome::Accepted { seq: 61 }]);
-    assert_eq!(store.log_bytes(), all_bytes(&store));
+    store
 }
 
-fn all_bytes(store: &ExchangeStore) -> u64 {
+fn all_bytes<B: ExchangeLog>(store: &ExchangeStore<B>) -> u64 {
     let mut n = 0;
     for seq in 1..=store.durable() {
         n += store
@@ -356,10 +447,9 @@ fn all_bytes(store: &ExchangeStore) -> u64 {
     n
 }
 
-#[tokio::test]
-async fn consumer_cursors_only_move_forward() {
+async fn consumer_cursors_only_move_forward<B: Backend>() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = open(dir.path(), StoreOptions::default());
+    let store = open::<B>(dir.path(), StoreOptions::default());
     for _ in 0..3 {
         commit(&store, prep(&env(Uuid::new_v4(), r#"{"raw":""}"#, "")), NOW).await;
     }
@@ -383,14 +473,13 @@ async fn consumer_cursors_only_move_forward() {
     assert_eq!(store.consumer(ORG, "c").expect("get"), None);
 }
 
-#[tokio::test]
-async fn seen_uuids_expire_when_configured() {
+async fn seen_uuids_expire_when_configured<B: Backend>() {
     let dir = tempfile::tempdir().expect("tmp");
     let opts = StoreOptions {
         seen_max_age: 50,
         ..StoreOptions::default()
     };
-    let store = open(dir.path(), opts);
+    let store = open::<B>(dir.path(), opts);
     let u = Uuid::new_v4();
     let body = env(u, r#"{"raw":""}"#, "");
     commit(&store, prep(&body), NOW).await;
@@ -404,22 +493,18 @@ async fn seen_uuids_expire_when_configured() {
 #[test]
 fn seen_set_is_compact() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = open(dir.path(), StoreOptions::default());
+    let store = open::<FjallLog>(dir.path(), StoreOptions::default());
     let n = 200_000u64;
-    let mut batch = store.db.batch();
+    let mut batch = store.engine().batch();
     for seq in 1..=n {
         let s = Seen {
             seq,
             at: secs32(NOW),
         };
-        batch.insert(
-            &store.seen,
-            Uuid::new_v4().as_bytes().to_vec(),
-            s.encode().to_vec(),
-        );
+        batch.put_seen(&Uuid::new_v4(), s);
     }
-    batch.commit().expect("commit");
-    store.compact_seen().expect("compact");
+    store.engine().commit(batch).expect("commit");
+    store.engine().compact_seen().expect("compact");
     let per_uuid = store.seen_disk_space() as f64 / n as f64;
     assert!(per_uuid < 48.0, "{per_uuid:.1} bytes per uuid");
 }
@@ -435,7 +520,7 @@ async fn close_seals_the_journal_and_reopen_keeps_everything() {
     let filler = "x".repeat(900);
     let n = 6_000u64;
     {
-        let store = open(dir.path(), StoreOptions::default());
+        let store = open::<FjallLog>(dir.path(), StoreOptions::default());
         for chunk in 0..n / 500 {
             let body: Vec<String> = (0..500)
                 .map(|i| {
@@ -458,7 +543,7 @@ async fn close_seals_the_journal_and_reopen_keeps_everything() {
         let after = journal_bytes(dir.path());
         assert!(after < 64 * 1024, "journal still holds {after} bytes");
     }
-    let store = open(dir.path(), StoreOptions::default());
+    let store = open::<FjallLog>(dir.path(), StoreOptions::default());
     assert_eq!(store.durable(), n);
     assert_eq!(all(&store, 0).len() as u64, n);
     let first = format!(r#"{{"source.ip":"10.0.0.0","extra.pad":"{filler}"}}"#);
@@ -479,10 +564,9 @@ async fn close_seals_the_journal_and_reopen_keeps_everything() {
     assert_eq!(new, vec![Outcome::Accepted { seq: n + 1 }]);
 }
 
-#[tokio::test]
-async fn tag_updates_stop_at_the_tag_limit_of_a_message() {
+async fn tag_updates_stop_at_the_tag_limit_of_a_message<B: Backend>() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = open(dir.path(), StoreOptions::default());
+    let store = open::<B>(dir.path(), StoreOptions::default());
     let u = Uuid::new_v4();
     commit(&store, prep(&env(u, r#"{"raw":"eA=="}"#, "")), NOW).await;
     let tags = |from: usize, n: usize| {
@@ -505,7 +589,11 @@ async fn tag_updates_stop_at_the_tag_limit_of_a_message() {
     // One more tag is refused with the limit's name, nothing written.
     let before = store.durable();
     let err = store
-        .append(prep(&env(u, "{}", &tags(MAX_TAGS_PER_MESSAGE, 1))), NOW)
+        .append(
+            prep(&env(u, "{}", &tags(MAX_TAGS_PER_MESSAGE, 1))),
+            NOW,
+            OnRefusal::RefuseRequest,
+        )
         .expect_err("over the limit");
     assert!(
         matches!(err, Error::Refused(ref r) if r[0].reason.contains("MAX_TAGS_PER_MESSAGE")),
@@ -520,10 +608,9 @@ async fn tag_updates_stop_at_the_tag_limit_of_a_message() {
     ));
 }
 
-#[tokio::test]
-async fn an_organisation_holds_a_bounded_number_of_consumers() {
+async fn an_organisation_holds_a_bounded_number_of_consumers<B: Backend>() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = open(dir.path(), StoreOptions::default());
+    let store = open::<B>(dir.path(), StoreOptions::default());
     commit(
         &store,
         prep(&env(Uuid::new_v4(), r#"{"raw":"eA=="}"#, "")),
@@ -558,4 +645,154 @@ async fn an_organisation_holds_a_bounded_number_of_consumers() {
     let _ticket = store
         .consumer_ack(ORG, "one-more", 1, NOW)
         .expect("room again");
+}
+
+/// A request of three: a new message, another organisation's withdrawal of `x` (refused),
+/// and a tag update of the withdrawal (whose target then does not exist).
+fn refused_in_the_middle(x: Uuid) -> (Vec<Prepared>, Uuid) {
+    let w = Uuid::new_v4();
+    let body = format!(
+        "[{}, {}, {}]",
+        env(Uuid::new_v4(), r#"{"raw":"ok"}"#, ""),
+        env(
+            w,
+            r#"{"raw":"w"}"#,
+            &format!(
+                r#","intelmq:links":[{{"left_side":"{w}","type":"withdraws","right_side":"{x}"}}]"#
+            )
+        ),
+        env(w, "{}", r#","tags":["t"]"#),
+    );
+    (prep_as(OTHER, &body), w)
+}
+
+async fn publish_refuse_request_writes_nothing<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(open::<B>(dir.path(), StoreOptions::default()));
+    let x = Uuid::new_v4();
+    let first = store
+        .publish(
+            prep(&env(x, r#"{"raw":"x"}"#, "")),
+            OnRefusal::RefuseRequest,
+        )
+        .await
+        .expect("publish");
+    assert_eq!(first.outcomes, vec![Ok(Outcome::Accepted { seq: 1 })]);
+    let (items, _) = refused_in_the_middle(x);
+    let err = store
+        .publish(items, OnRefusal::RefuseRequest)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, Error::Refused(ref r) if r.len() == 1 && r[0].index == 1),
+        "{err:?}"
+    );
+    assert_eq!(store.durable(), 1);
+    assert_eq!(all(&store, 0).len(), 1, "nothing of the request written");
+    assert_eq!(store.links_to(&x, 10).expect("links"), Vec::new());
+}
+
+async fn publish_skip_refused_stores_the_rest<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(open::<B>(dir.path(), StoreOptions::default()));
+    let x = Uuid::new_v4();
+    commit(&store, prep(&env(x, r#"{"raw":"x"}"#, "")), NOW).await;
+    let (items, w) = refused_in_the_middle(x);
+    let published = store
+        .publish(items, OnRefusal::SkipRefused)
+        .await
+        .expect("publish");
+    assert_eq!(published.refused, 1);
+    assert_eq!(published.outcomes.len(), 3, "one outcome per item");
+    assert_eq!(published.outcomes[0], Ok(Outcome::Accepted { seq: 2 }));
+    assert!(
+        matches!(&published.outcomes[1], Err(r) if r.contains("withdraw")),
+        "{:?}",
+        published.outcomes[1]
+    );
+    // As if the refused message had not been in the request: nothing to update.
+    assert_eq!(published.outcomes[2], Ok(Outcome::UnknownTarget));
+    assert_eq!(store.durable(), 2);
+    assert_eq!(all(&store, 0).len(), 2);
+    assert_eq!(store.lookup(&w).expect("lookup").map(|(s, _)| s), None);
+    assert_eq!(store.links_to(&x, 10).expect("links"), Vec::new());
+    // Without a refusal both policies give the same outcomes.
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let p = store
+        .publish(prep(&env(a, r#"{"raw":"a"}"#, "")), OnRefusal::SkipRefused)
+        .await
+        .expect("publish");
+    let q = store
+        .publish(
+            prep(&env(b, r#"{"raw":"b"}"#, "")),
+            OnRefusal::RefuseRequest,
+        )
+        .await
+        .expect("publish");
+    assert_eq!(p.outcomes, vec![Ok(Outcome::Accepted { seq: 3 })]);
+    assert_eq!(q.outcomes, vec![Ok(Outcome::Accepted { seq: 4 })]);
+    assert_eq!((p.refused, q.refused), (0, 0));
+}
+
+async fn publish_answers_once_durable<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(open::<B>(dir.path(), StoreOptions::default()));
+    let empty = store
+        .publish(Vec::new(), OnRefusal::RefuseRequest)
+        .await
+        .expect("publish");
+    assert_eq!(empty.outcomes, Vec::new());
+    let u = Uuid::new_v4();
+    let body = format!(
+        "[{}, {}]",
+        env(u, r#"{"raw":"u"}"#, ""),
+        env(u, r#"{"raw":"u"}"#, "")
+    );
+    let published = store
+        .publish(prep(&body), OnRefusal::SkipRefused)
+        .await
+        .expect("publish");
+    assert_eq!(
+        published.outcomes,
+        vec![
+            Ok(Outcome::Accepted { seq: 1 }),
+            Ok(Outcome::Duplicate {
+                seq: 1,
+                by_content: false
+            })
+        ]
+    );
+    assert_eq!(store.durable(), 1, "durable before publish returns");
+    assert_eq!(
+        store
+            .get_seq(1)
+            .expect("get")
+            .map(|r| r.entry().expect("decodes").uuid),
+        Some(u)
+    );
+}
+
+async fn a_dropped_publish_still_becomes_durable<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(open::<B>(dir.path(), StoreOptions::default()));
+    let items = prep(&env(Uuid::new_v4(), r#"{"raw":"x"}"#, ""));
+    // Polled exactly once (it starts), then dropped: the caller went away.
+    {
+        let publish = store.publish(items, OnRefusal::RefuseRequest);
+        tokio::pin!(publish);
+        let finished = tokio::select! {
+            biased;
+            _ = &mut publish => true,
+            () = async {} => false,
+        };
+        assert!(!finished, "not finished in one poll");
+    }
+    for _ in 0..400 {
+        if store.durable() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.durable(), 1, "written, then made durable and visible");
+    assert_eq!(all(&store, 0).len(), 1);
 }
