@@ -231,4 +231,4 @@ mod test;
 #[cfg(test)]
 mod test_iep04;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;

@@ -157,28 +157,10 @@ mod test {
     use super::*;
     use crate::deadline::DeadlineBody;
     use hyper::body::Frame;
-    use std::collections::VecDeque;
     use std::task::{Context, Poll};
     use std::time::Duration;
 
-    /// A body delivered in the given chunks.
-    struct Chunks(VecDeque<Bytes>);
-
-    impl Body for Chunks {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-        }
-    }
-
-    fn chunks(parts: &[&'static [u8]]) -> Chunks {
-        Chunks(parts.iter().map(|p| Bytes::from_static(p)).collect())
-    }
+    use crate::app::testkit::chunks;
 
     /// A body whose bytes never come.
     struct Never;

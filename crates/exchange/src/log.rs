@@ -75,6 +75,31 @@ pub struct IncomingLink {
     pub org: Option<Uuid>,
 }
 
+impl IncomingLink {
+    /// Decodes a stored link index entry (`links` key and value; one encoding for every
+    /// adapter, `crate::record`).
+    pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<IncomingLink> {
+        let (_, source, rel) =
+            crate::record::decode_link_key(key).ok_or_else(|| Error::corrupt("link key"))?;
+        let (seq, org) =
+            crate::record::decode_link_value(value).ok_or_else(|| Error::corrupt("link value"))?;
+        Ok(IncomingLink {
+            source,
+            rel,
+            seq,
+            org,
+        })
+    }
+}
+
+/// The message uuid at the end of an `alternates` key that starts with `prefix_len` bytes of
+/// `record::alternate_prefix` (one encoding for every adapter).
+pub(crate) fn alternate_source(key: &[u8], prefix_len: usize) -> Result<Uuid> {
+    key.get(prefix_len..)
+        .and_then(|b| Uuid::from_slice(b).ok())
+        .ok_or_else(|| Error::corrupt("alternate key"))
+}
+
 /// A named consumer's server-side cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerState {

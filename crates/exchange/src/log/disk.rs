@@ -26,8 +26,7 @@ use uuid::Uuid;
 use super::{ConsumerState, ExchangeLog, IncomingLink, LogBatch};
 use crate::error::{Error, Result};
 use crate::record::{
-    alternate_prefix, consumer_key, decode_link_key, decode_link_value, key_seq, le_u64, link_key,
-    link_value, seq_key, LinkRel, Seen,
+    alternate_prefix, consumer_key, key_seq, le_u64, link_key, link_value, seq_key, LinkRel, Seen,
 };
 use crate::store::{now_secs, StoreOptions};
 
@@ -288,16 +287,7 @@ impl ExchangeLog for FjallLog {
     ) -> Result<()> {
         for kv in self.links.prefix(target.as_bytes()) {
             let (k, v) = kv.into_inner()?;
-            let (_, source, rel) = decode_link_key(&k).ok_or_else(|| Error::corrupt("link key"))?;
-            let (seq, org) = decode_link_value(&v).ok_or_else(|| Error::corrupt("link value"))?;
-            if f(IncomingLink {
-                source,
-                rel,
-                seq,
-                org,
-            })
-            .is_break()
-            {
+            if f(IncomingLink::decode(&k, &v)?).is_break() {
                 break;
             }
         }
@@ -310,10 +300,7 @@ impl ExchangeLog for FjallLog {
         };
         for kv in self.alternates.prefix(&prefix) {
             let (k, v) = kv.into_inner()?;
-            let uuid = k
-                .get(prefix.len()..)
-                .and_then(|b| Uuid::from_slice(b).ok())
-                .ok_or_else(|| Error::corrupt("alternate key"))?;
+            let uuid = super::alternate_source(&k, prefix.len())?;
             let seq = le_u64(&v).ok_or_else(|| Error::corrupt("alternate value"))?;
             if f(uuid, seq).is_break() {
                 break;
