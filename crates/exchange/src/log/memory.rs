@@ -218,7 +218,7 @@ impl ExchangeLog for MemoryLog {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let uuid = super::alternate_source(&k, prefix.len())?;
+            let uuid = super::alternate_source(k, prefix.len())?;
             if f(uuid, *seq).is_break() {
                 break;
             }
