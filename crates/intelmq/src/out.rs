@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 use sighthub_exchange::record::EntryKind;
-use sighthub_exchange::{ExchangeStore, Feed, Follower, Grants, StartAt};
+use sighthub_exchange::{Cut, ExchangeStore, Feed, Follower, Grants, StartAt};
 use sighthub_iep04::{Message, Tlp, FORMAT_INTELMQ};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -194,7 +194,7 @@ pub fn read_page(cursor: &Cursor, after: u64, batch: usize) -> Result<Page> {
             Err(_) => unrenderable.push((seq, e.uuid)),
         }
         if events.len() >= batch {
-            ControlFlow::Break(())
+            ControlFlow::Break(Cut::After)
         } else {
             ControlFlow::Continue(())
         }
