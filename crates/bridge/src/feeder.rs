@@ -646,4 +646,57 @@ mod tests {
             );
         }
     }
+
+    /// The running feeder follows the log through the exchange's reader: it applies what is
+    /// durable, waits at the end, wakes for what becomes durable next, and stops on request.
+    #[tokio::test]
+    async fn the_running_feeder_waits_for_the_durable_end_and_stops() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ex = Arc::new(
+            ExchangeStore::open(
+                &dir.path().join("ex"),
+                ExchangeOptions::default(),
+                Some(ORG),
+                None,
+            )
+            .expect("exchange"),
+        );
+        let store: Arc<dyn SightingStore> = Arc::new(
+            FjallStore::open(&dir.path().join("db"), StoreOptions::default()).expect("store"),
+        );
+        publish(&ex, &[event("source.ip", "192.0.2.1")]);
+        let feeder = Arc::new(Feeder::new(
+            Arc::clone(&ex),
+            Arc::clone(&store),
+            BridgeConfig::default(),
+        ));
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(Arc::clone(&feeder).run(shutdown));
+        let reaches = |n: u64| {
+            let feeder = Arc::clone(&feeder);
+            async move {
+                for _ in 0..500 {
+                    if feeder.position().expect("pos") == n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        assert!(reaches(1).await, "caught up");
+        // At the end now: what becomes durable next wakes it.
+        publish(&ex, &[event("source.ip", "192.0.2.2")]);
+        assert!(reaches(2).await, "woke for the new message");
+        let ns = Namespace::parse(&format!("iep04/{ORG}/f/source.ip")).expect("ns");
+        assert!(matches!(
+            store.read(&ns, "192.0.2.2", 0).expect("read"),
+            ReadOutcome::Found(_)
+        ));
+        stop.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .expect("task");
+    }
 }
