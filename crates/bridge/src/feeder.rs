@@ -1,5 +1,8 @@
 //! The feeder: a consumer of the exchange log that records sightings.
 //!
+//! It reads the log through the exchange's one reader ([`Reader::whole_log`]: scan, page,
+//! wait for the durable end); only where its position lives is its own.
+//!
 //! Its position is a marker in the sighting store, written in the same atomic batch as the
 //! sightings of the messages up to it. So each accepted message is applied exactly once:
 //! the exchange refuses a second copy of a uuid whatever path it took, and the feeder never
@@ -14,9 +17,10 @@
 use crate::config::BridgeConfig;
 use crate::mapping::{self, Sighting};
 use sighthub_exchange::record::EntryKind;
-use sighthub_exchange::ExchangeStore;
+use sighthub_exchange::{Cut, ExchangeStore, Reader};
 use sighthub_iep04::Message;
 use sighthub_store::{Limits, Namespace, SightingStore, Ticket, ValueFormat, WriteOp};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +105,9 @@ pub struct Step {
 /// Feeds the exchange log into the sighting store.
 pub struct Feeder {
     exchange: Arc<ExchangeStore>,
+    /// The exchange's one reader of the log, over the whole log (no read grants: the
+    /// bridge records every organisation's sightings).
+    reader: Reader,
     store: Arc<dyn SightingStore>,
     cfg: BridgeConfig,
 }
@@ -149,6 +156,7 @@ impl Feeder {
         cfg: BridgeConfig,
     ) -> Self {
         Self {
+            reader: Reader::whole_log(Arc::clone(&exchange)),
             exchange,
             store,
             cfg,
@@ -208,11 +216,11 @@ impl Feeder {
         let position = self.position()?;
         let generation = read_u64(self.store.marker(GENERATION)?);
         let mut records: Vec<(u64, i64, Vec<u8>)> = Vec::new();
-        let end = self.exchange.scan(position, max, |seq, entry| {
+        let end = self.reader.page(position, max, |seq, entry| {
             if entry.kind == EntryKind::Message {
                 records.push((seq, entry.accepted_at as i64, entry.json.to_vec()));
             }
-            std::ops::ControlFlow::Continue(())
+            ControlFlow::Continue(())
         })?;
         let mut step = Step {
             position: end.last.max(position),
@@ -329,9 +337,9 @@ impl Feeder {
     fn skip_next(&self) -> Result<(Step, Ticket), Error> {
         let position = self.position()?;
         let mut skipped = None;
-        let end = self.exchange.scan(position, 1, |seq, entry| {
+        let end = self.reader.page(position, 1, |seq, entry| {
             skipped = Some((seq, entry.uuid));
-            std::ops::ControlFlow::Break(())
+            ControlFlow::Break(Cut::After)
         })?;
         let Some((seq, uuid)) = skipped else {
             return Ok((
@@ -406,7 +414,7 @@ impl Feeder {
 
     /// Follows the log until `shutdown` flips to true.
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut durable = self.exchange.subscribe();
+        let mut waiter = self.reader.clone();
         loop {
             if *shutdown.borrow() {
                 return;
@@ -418,12 +426,12 @@ impl Feeder {
                     if let Err(e) = self.store.durability().wait(ticket).await {
                         tracing::warn!(error = %e, "bridge: sightings not durable");
                     }
-                    step.at_end
+                    step.at_end.then_some(step.position)
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "bridge: step failed; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    false
+                    None
                 }
                 Err(e) => {
                     // step_or_skip catches panics: this is a cancelled runtime (shutdown).
@@ -431,9 +439,9 @@ impl Feeder {
                     return;
                 }
             };
-            if at_end {
+            if let Some(position) = at_end {
                 tokio::select! {
-                    r = durable.changed() => if r.is_err() { return },
+                    more = waiter.wait_past(position) => if !more { return },
                     _ = shutdown.changed() => {},
                 }
             }
@@ -637,5 +645,58 @@ mod tests {
                 "{ip} recorded"
             );
         }
+    }
+
+    /// The running feeder follows the log through the exchange's reader: it applies what is
+    /// durable, waits at the end, wakes for what becomes durable next, and stops on request.
+    #[tokio::test]
+    async fn the_running_feeder_waits_for_the_durable_end_and_stops() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ex = Arc::new(
+            ExchangeStore::open(
+                &dir.path().join("ex"),
+                ExchangeOptions::default(),
+                Some(ORG),
+                None,
+            )
+            .expect("exchange"),
+        );
+        let store: Arc<dyn SightingStore> = Arc::new(
+            FjallStore::open(&dir.path().join("db"), StoreOptions::default()).expect("store"),
+        );
+        publish(&ex, &[event("source.ip", "192.0.2.1")]);
+        let feeder = Arc::new(Feeder::new(
+            Arc::clone(&ex),
+            Arc::clone(&store),
+            BridgeConfig::default(),
+        ));
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(Arc::clone(&feeder).run(shutdown));
+        let reaches = |n: u64| {
+            let feeder = Arc::clone(&feeder);
+            async move {
+                for _ in 0..500 {
+                    if feeder.position().expect("pos") == n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        assert!(reaches(1).await, "caught up");
+        // At the end now: what becomes durable next wakes it.
+        publish(&ex, &[event("source.ip", "192.0.2.2")]);
+        assert!(reaches(2).await, "woke for the new message");
+        let ns = Namespace::parse(&format!("iep04/{ORG}/f/source.ip")).expect("ns");
+        assert!(matches!(
+            store.read(&ns, "192.0.2.2", 0).expect("read"),
+            ReadOutcome::Found(_)
+        ));
+        stop.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .expect("task");
     }
 }

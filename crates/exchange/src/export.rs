@@ -90,6 +90,12 @@ impl<'a> Renderer<'a> {
         if !self.visible(entry) {
             return ControlFlow::Continue(());
         }
+        self.render(entry)
+    }
+
+    /// Renders `entry`, already known to be visible (a [`crate::Reader`] filtered it);
+    /// breaks when the page is full ([`Renderer::overflow`]: without it).
+    pub fn render(&mut self, entry: &LogEntry<'_>) -> ControlFlow<()> {
         let start = self.out.len();
         if self.count > 0 && self.framing == Framing::Json {
             self.out.push(b',');

@@ -32,7 +32,8 @@
 //!   prepared messages.
 //! - [`store`]: the rules over the storage: the publish pipeline ([`ExchangeStore::publish`]),
 //!   de-duplication, authority, retention, consumers, and the durability contract.
-//! - [`follow`]: one follower of the log over a named, durable cursor.
+//! - [`follow`]: the one reader of the log (scan, filter by read grants, page, wait) and
+//!   the follower over a named, durable cursor.
 //! - [`log`]: the storage seam ([`ExchangeLog`]) and its adapters, fjall and in-memory.
 //! - [`record`]: on-disk encodings and the cursor.
 //! - [`emit`]: envelope JSON and content hash without copies (same bytes as the library).
@@ -57,7 +58,7 @@ pub mod store;
 pub use access::{AdminKey, Feed, Grants, Keys};
 pub use config::{ExchangeConfig, KeyConfig};
 pub use error::{Error, Result};
-pub use follow::{Follower, StartAt};
+pub use follow::{Cut, Follower, PageEnd, Reader, StartAt};
 pub use log::{ExchangeLog, FjallLog, MemoryLog};
 pub use store::{ExchangeStore, OnRefusal, Published, StoreOptions};
 

@@ -1,6 +1,8 @@
 //! Delivering the exchange log to IntelMQ: a feed is a persisted cursor into the local log
 //! (a named consumer of the exchange, `intelmq-out/<name>`), advanced only after the
 //! receiver confirmed what was sent, so a crash redelivers (at least once) and never skips.
+//! Reading, filtering by the feed's grants and waiting are the exchange's [`Follower`]'s;
+//! this module renders, sends and confirms.
 //!
 //! Events go out **bare** (no envelope): IntelMQ 3.5 rejects the envelope's keys. Targets:
 //! - [`Target::Tcp`]: IntelMQ's TCP collector, one connection, a length-prefixed frame per
@@ -13,7 +15,7 @@
 
 use serde_json::{Map, Value};
 use sighthub_exchange::record::EntryKind;
-use sighthub_exchange::{ExchangeStore, Feed, Follower, Grants, StartAt};
+use sighthub_exchange::{Cut, ExchangeStore, Feed, Follower, Grants, StartAt};
 use sighthub_iep04::{Message, Tlp, FORMAT_INTELMQ};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -194,7 +196,7 @@ pub fn read_page(cursor: &Cursor, after: u64, batch: usize) -> Result<Page> {
             Err(_) => unrenderable.push((seq, e.uuid)),
         }
         if events.len() >= batch {
-            ControlFlow::Break(())
+            ControlFlow::Break(Cut::After)
         } else {
             ControlFlow::Continue(())
         }

@@ -4,8 +4,9 @@
 //! exchange log is **pushed** to configured peers, and hubs' logs are **pulled** into it
 //! through a named consumer, without loops and without losing or repeating anything.
 //!
-//! - **Push** ([`push`]): each peer is a cursor into the local log, persisted in
-//!   `<data_dir>/relay/push-<name>.json` and moved only after the peer answered
+//! - **Push** ([`push`]): each peer is a cursor into the local log, the exchange's named
+//!   consumer `relay/push/<name>` of the local organisation, read through the exchange's
+//!   [`sighthub_exchange::Follower`] and moved only after the peer answered
 //!   `accepted`/`duplicate`/`error` for every message of a batch (ND-JSON `POST
 //!   /iep04/messages`). A peer that is down, slow or restarting is retried with exponential
 //!   backoff and gets everything, in log order, when it is back.
@@ -16,8 +17,8 @@
 //!   instance on its path (which includes where it came from), and the receiving exchange
 //!   answers `duplicate` for a uuid it holds. `max_hops` is a last resort only.
 //!
-//! It is **not** the exchange (it uses [`sighthub_exchange::ExchangeStore`]'s public API:
-//! `scan`, `subscribe`, `publish`) nor the HTTP server; the binary starts it
+//! It is **not** the exchange (it uses its public API: the [`sighthub_exchange::Follower`],
+//! named consumers, `publish`) nor the HTTP server; the binary starts it
 //! ([`Relay::start`]), reloads it on `SIGHUP` ([`Relay::reload`]) and stops it
 //! ([`Relay::stop`]).
 //!
@@ -39,7 +40,7 @@
 //! - [`path`]: the `sighthub:path` meta field.
 //! - [`push`]: one task per peer: scan, filter, send, advance.
 //! - [`pull`]: one task per hub: long-poll, ingest, acknowledge.
-//! - [`state`]: the durable per-peer cursor and counters.
+//! - [`state`]: the per-peer and per-pull counters (the cursors are the exchange's).
 //! - [`error`]: the error type, tagged with its source and whether it is retryable.
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
@@ -318,16 +319,23 @@ impl Relay {
     }
 
     /// The persisted state of every configured peer and pull (`push:<name>` /
-    /// `pull:<name>`), read from the state files.
+    /// `pull:<name>`): the counters of the state files, and a push's cursor from its named
+    /// consumer.
     pub fn status(&self) -> Result<Vec<(String, PeerState)>> {
         let cfg = match self.running.try_lock() {
             Ok(r) => r.cfg.clone(),
             Err(_) => return Ok(Vec::new()),
         };
         let mut out = Vec::new();
+        let store = &self.shared.store;
         for p in &cfg.peers {
             let f = state::file(&self.shared.dir, "push", &p.name);
-            out.push((format!("push:{}", p.name), state::load(&f)?));
+            let mut st = state::load(&f)?;
+            st.epoch = store.epoch();
+            st.cursor = store
+                .consumer(store.org(), &push::consumer_name(&p.name))?
+                .map_or(0, |c| c.acked);
+            out.push((format!("push:{}", p.name), st));
         }
         for p in &cfg.pulls {
             let f = state::file(&self.shared.dir, "pull", &p.name);

@@ -1,6 +1,15 @@
 //! One task per peer: read the local log after the peer's cursor, keep what the peer may
 //! have, send it as one ND-JSON request, and move the cursor once the peer answered.
 //!
+//! The reading is the exchange's ([`Follower`]: scan, filter by the peer's read grants,
+//! page, wait for the durable end), and so is the cursor: the named consumer
+//! `relay/push/<peer>` of the local organisation (a name with `/`, out of reach of the
+//! `/iep04/consumers/{name}` routes), moved durably once the peer answered. The state file
+//! `<data_dir>/relay/push-<peer>.json` keeps only the counters ([`PeerState`]), which are
+//! not a cursor. **Upgrade:** a state file written before still holds the cursor; on the
+//! first start without the consumer, the consumer is created there (same log epoch only:
+//! a recreated log starts over), so nothing is sent again and nothing is skipped.
+//!
 //! A log entry goes to the peer unless:
 //! - the peer's instance is on its `sighthub:path` (it crossed that instance, or came from it);
 //! - it came from an instance configured with `forward_received = false`;
@@ -19,7 +28,7 @@
 //! read within `max_answer_bytes` and checked (counts that add up, without overflow).
 
 use sighthub_exchange::record::EntryKind;
-use sighthub_exchange::{Feed, Grants};
+use sighthub_exchange::{Cut, Feed, Follower, Grants, Reader, StartAt};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,11 +112,12 @@ pub(crate) fn route(
     Ok(r.with_hop_covering(me, &covered))
 }
 
-/// Reads the next batch for `peer` after `after` (blocking: runs a log scan).
+/// Reads the next batch for `peer` after `after` through `reader` (the peer's read grants)
+/// (blocking: runs a log scan).
 pub(crate) fn next_batch(
     sh: &Shared,
     settings: &Settings,
-    grants: &Grants,
+    reader: &Reader,
     peer: Uuid,
     after: u64,
     limit: usize,
@@ -124,52 +134,43 @@ pub(crate) fn next_batch(
         Vec::new()
     };
     let mut others = Vec::with_capacity(known.len());
-    let mut full = false;
-    let mut end = sh
-        .store
-        .scan(after, limit.saturating_mul(8).max(64), |seq, e| {
-            let visible = matches!(e.kind, EntryKind::Message | EntryKind::TagUpdate)
-                && grants.may_read(e.format_type, &e.tags, e.tlp, sh.local.default_tlp);
-            let line = if visible {
-                others.clear();
-                others.extend(known.iter().filter_map(|(q, g)| {
-                    g.may_read(e.format_type, &e.tags, e.tlp, sh.local.default_tlp)
-                        .then_some(*q)
-                }));
-                route(e.json, me, peer, settings, &others)
-            } else {
-                Err(Skip::Filtered)
-            };
-            match line {
-                // The byte budget: this line waits for the next batch.
-                Ok(line)
-                    if b.count > 0
-                        && b.body.len().saturating_add(line.len()) >= settings.max_batch_bytes =>
-                {
-                    full = true;
-                    return ControlFlow::Break(());
-                }
-                Ok(line) => {
-                    b.body.extend_from_slice(&line);
-                    b.body.push(b'\n');
-                    b.count += 1;
-                    if b.first.is_none() {
-                        b.first = Some((seq, e.uuid));
-                    }
-                }
-                Err(_) => b.skipped += 1,
+    let end = reader.page(after, limit.saturating_mul(8).max(64), |seq, e| {
+        let line = if matches!(e.kind, EntryKind::Message | EntryKind::TagUpdate) {
+            others.clear();
+            others.extend(known.iter().filter_map(|(q, g)| {
+                g.may_read(e.format_type, &e.tags, e.tlp, sh.local.default_tlp)
+                    .then_some(*q)
+            }));
+            route(e.json, me, peer, settings, &others)
+        } else {
+            Err(Skip::Filtered)
+        };
+        match line {
+            // The byte budget: this line waits for the next batch.
+            Ok(line)
+                if b.count > 0
+                    && b.body.len().saturating_add(line.len()) >= settings.max_batch_bytes =>
+            {
+                return ControlFlow::Break(Cut::Before);
             }
-            if b.count as usize >= limit {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+            Ok(line) => {
+                b.body.extend_from_slice(&line);
+                b.body.push(b'\n');
+                b.count += 1;
+                if b.first.is_none() {
+                    b.first = Some((seq, e.uuid));
+                }
             }
-        })?;
-    if full {
-        // The entry that did not fit is the first of the next batch.
-        end.last = end.last.saturating_sub(1);
-        end.at_end = false;
-    }
+            Err(_) => b.skipped += 1,
+        }
+        if b.count as usize >= limit {
+            ControlFlow::Break(Cut::After)
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    // Entries the peer's grants hide are skipped too.
+    b.skipped = b.skipped.saturating_add(end.hidden);
     b.last = end.last;
     b.at_end = end.at_end;
     if end.truncated {
@@ -219,23 +220,56 @@ pub fn answer_counts(v: &serde_json::Value, count: u64) -> Option<(u64, u64, u64
     (a.checked_add(d)?.checked_add(e)? == count).then_some((a, d, e))
 }
 
-fn load_state(sh: &Shared, path: &std::path::Path) -> Result<PeerState> {
-    let mut st = state::load(path)?;
-    let epoch = sh.store.epoch();
-    if st.epoch != epoch {
-        if st.epoch != 0 {
-            tracing::warn!(file = %path.display(), "relay: the local log was recreated; the peer gets it from the start");
-        }
-        st.epoch = epoch;
-        st.cursor = 0;
-    }
-    Ok(st)
+/// The named consumer that holds the cursor of the push to `peer` (of the local
+/// organisation).
+pub fn consumer_name(peer: &str) -> String {
+    format!("relay/push/{peer}")
 }
 
-fn persist(path: &std::path::Path, st: &PeerState) {
-    if let Err(e) = state::store(path, st) {
-        // Kept in memory; a crash before the next successful write resends one batch.
+/// Where a push cursor that does not exist yet starts: at the cursor of a state file
+/// written before the cursor moved into the exchange (the upgrade path), if it belongs to
+/// this log (`epoch`), else at the beginning.
+pub(crate) fn carried_over(st: &PeerState, epoch: u64, file: &std::path::Path) -> StartAt {
+    if st.cursor == 0 {
+        return StartAt::Beginning;
+    }
+    if st.epoch != epoch {
+        tracing::warn!(file = %file.display(), "relay: the local log was recreated; the peer gets it from the start");
+        return StartAt::Beginning;
+    }
+    StartAt::After(st.cursor)
+}
+
+/// The cursor of the push to `peer`, reading what `grants` allow: the consumer
+/// [`consumer_name`], created at the state file's cursor when it does not exist yet (see the
+/// module docs).
+pub(crate) async fn open_cursor(
+    sh: &Shared,
+    peer: &str,
+    grants: Grants,
+    st: &PeerState,
+    file: &std::path::Path,
+) -> Result<Follower> {
+    let start = carried_over(st, sh.store.epoch(), file);
+    Ok(Follower::open(
+        Arc::clone(&sh.store),
+        sh.store.org(),
+        consumer_name(peer),
+        grants,
+        sh.local.default_tlp,
+        start,
+    )
+    .await?)
+}
+
+/// Moves the cursor to `to` and writes the counters. A failure is logged, and the cursor
+/// kept in memory: a crash before the next successful move resends one batch.
+async fn save(cursor: &Follower, to: u64, path: &std::path::Path, st: &PeerState) {
+    if let Err(e) = cursor.advance(to).await {
         tracing::warn!(error = %e, "relay: cursor not persisted");
+    }
+    if let Err(e) = state::store(path, st) {
+        tracing::warn!(error = %e, "relay: counters not persisted");
     }
 }
 
@@ -275,7 +309,7 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let file = state::file(&sh.dir, "push", &peer.name);
-    let mut st = match load_state(&sh, &file) {
+    let mut st = match state::load(&file) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(peer = %peer.name, error = %e, "relay: peer not started");
@@ -304,6 +338,21 @@ pub(crate) async fn run(
         bare_tags: Vec::new(),
     };
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
+    let (mut cursor, mut at) = loop {
+        let opened = match open_cursor(&sh, &peer.name, grants.clone(), &st, &file).await {
+            Ok(c) => c.position().map(|at| (c, at)).map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(peer = %peer.name, error = %e, "relay: cursor unavailable, retrying");
+                if !sleep_or_stop(backoff.next(), &mut stop).await {
+                    return;
+                }
+            }
+        }
+    };
     let mut instance = peer.instance;
     let registration = Registration {
         sh: Arc::clone(&sh),
@@ -315,8 +364,7 @@ pub(crate) async fn run(
     let mut limit = settings.batch;
     // While a refused batch is searched for its refused message: the end of that batch.
     let mut isolating: Option<u64> = None;
-    let mut durable = sh.store.subscribe();
-    tracing::info!(peer = %peer.name, cursor = st.cursor, "relay: pushing");
+    tracing::info!(peer = %peer.name, cursor = at, "relay: pushing");
     loop {
         if *stop.borrow() {
             return;
@@ -346,15 +394,14 @@ pub(crate) async fn run(
                 }
             },
         };
-        durable.borrow_and_update();
-        let (s, set, g, after) = (
+        let (s, set, r, after) = (
             Arc::clone(&sh),
             Arc::clone(&settings),
-            grants.clone(),
-            st.cursor,
+            cursor.reader().clone(),
+            at,
         );
         let batch = tokio::task::spawn_blocking(move || {
-            next_batch(&s, &set, &g, peer_instance, after, limit)
+            next_batch(&s, &set, &r, peer_instance, after, limit)
         })
         .await;
         let batch = match batch {
@@ -372,14 +419,14 @@ pub(crate) async fn run(
             }
         };
         if batch.count == 0 {
-            if batch.last > st.cursor {
-                st.cursor = batch.last;
+            if batch.last > at {
+                at = batch.last;
                 st.skipped = st.skipped.saturating_add(batch.skipped);
-                persist(&file, &st);
+                save(&cursor, at, &file, &st).await;
             }
             if batch.at_end {
                 tokio::select! {
-                    r = durable.changed() => if r.is_err() { return },
+                    more = cursor.wait_past(at) => if !more { return },
                     _ = stop.changed() => {},
                     // A safety net: look again now and then even without a signal.
                     _ = tokio::time::sleep(Duration::from_secs(30)) => {},
@@ -390,19 +437,19 @@ pub(crate) async fn run(
         st.attempted = st.attempted.saturating_add(batch.count);
         match send(&http, &peer, batch.body, batch.count, &settings).await {
             Ok((a, d, e)) => {
-                st.cursor = batch.last;
+                at = batch.last;
                 st.sent = st.sent.saturating_add(batch.count);
                 st.accepted = st.accepted.saturating_add(a);
                 st.duplicate = st.duplicate.saturating_add(d);
                 st.errors = st.errors.saturating_add(e);
                 st.skipped = st.skipped.saturating_add(batch.skipped);
                 st.batches = st.batches.saturating_add(1);
-                persist(&file, &st);
+                save(&cursor, at, &file, &st).await;
                 if e > 0 {
                     tracing::warn!(peer = %peer.name, errors = e, "relay: the peer refused some messages as invalid");
                 }
                 backoff.reset();
-                if isolating.is_none_or(|end| st.cursor >= end) {
+                if isolating.is_none_or(|end| at >= end) {
                     isolating = None;
                     limit = settings.batch;
                 }
@@ -418,15 +465,15 @@ pub(crate) async fn run(
                 let (seq, uuid) = batch.first.unwrap_or((batch.last, Uuid::nil()));
                 let reason = e.to_string();
                 tracing::warn!(peer = %peer.name, seq, %uuid, error = %reason, "relay: the peer refused this message for good; skipped, the link goes on");
-                st.cursor = batch.last;
+                at = batch.last;
                 st.refused = st.refused.saturating_add(1);
                 st.last_refused_seq = Some(seq);
                 st.last_refused_uuid = Some(uuid.to_string());
                 st.last_refused_reason = Some(reason.chars().take(300).collect());
                 st.skipped = st.skipped.saturating_add(batch.skipped);
-                persist(&file, &st);
+                save(&cursor, at, &file, &st).await;
                 backoff.reset();
-                if isolating.is_none_or(|end| st.cursor >= end) {
+                if isolating.is_none_or(|end| at >= end) {
                     isolating = None;
                     limit = settings.batch;
                 }

@@ -1,11 +1,14 @@
-//! Durable per-peer state: the cursor into the local log and the counters.
+//! Per-peer and per-pull counters, in one JSON file each (`<data_dir>/relay/push-<name>.json`,
+//! `pull-<name>.json`), replaced atomically: written to a temporary file, fsynced, renamed
+//! over the old one, and the directory fsynced.
 //!
-//! One JSON file per peer (`<data_dir>/relay/push-<name>.json`) or pull
-//! (`pull-<name>.json`), replaced atomically: written to a temporary file, fsynced, renamed
-//! over the old one, and the directory fsynced. A push cursor moves only after the peer
-//! answered for the whole batch, and is written before the next batch is read, so a restart
-//! resends at most the batch that was in flight when the process died (SIGKILL), and nothing
-//! after a clean stop.
+//! The files hold **counters only** (sent, accepted, duplicate, refused, the last refusal…),
+//! which are not a cursor: a crash may lose the last update of a counter, never a message.
+//! The cursors live in the exchange's one store of durable cursors, its named consumers: a
+//! push's is `relay/push/<peer>` ([`crate::push`]), and a pull's is kept by the hub (its
+//! named consumer there), so a pull holds no local cursor. Files written before still carry
+//! `epoch` and `cursor`: they are read (the upgrade path creates the consumer there) and never
+//! written again.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -17,9 +20,15 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PeerState {
-    /// Epoch of the local log the cursor belongs to (a recreated log starts over).
+    /// Epoch of the local log. Read from files written before the cursor moved into the
+    /// exchange (a cursor of another epoch is not carried over), never written; in
+    /// [`crate::Relay::status`], the current epoch.
+    #[serde(skip_serializing)]
     pub epoch: u64,
-    /// Last local sequence number handled (sent or skipped); pushes only.
+    /// Last local sequence number handled (sent or skipped); pushes only. Read from files
+    /// written before (the upgrade path), never written; in [`crate::Relay::status`], the
+    /// position of the push's named consumer.
+    #[serde(skip_serializing)]
     pub cursor: u64,
     /// Messages put on the wire, including requests that failed (no answer, or an error
     /// status) and were retried: `attempted > sent` means some may have crossed twice.
@@ -104,8 +113,6 @@ mod test {
         let p = file(dir.path(), "push", "b");
         assert_eq!(load(&p).expect("missing is default"), PeerState::default());
         let mut s = PeerState {
-            epoch: 7,
-            cursor: 42,
             sent: 40,
             accepted: 39,
             duplicate: 1,
@@ -113,11 +120,41 @@ mod test {
         };
         store(&p, &s).expect("store");
         assert_eq!(load(&p).expect("load"), s);
-        s.cursor = 43;
+        s.sent = 43;
         store(&p, &s).expect("replace");
-        assert_eq!(load(&p).expect("load").cursor, 43);
+        assert_eq!(load(&p).expect("load").sent, 43);
         assert!(!p.with_extension("json.tmp").exists());
         std::fs::write(&p, b"{garbage").expect("write");
         assert!(load(&p).is_err());
+    }
+
+    #[test]
+    fn an_old_cursor_is_read_and_never_written_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = file(dir.path(), "push", "b");
+        std::fs::write(
+            &p,
+            br#"{"epoch":7,"cursor":42,"attempted":40,"sent":40,"accepted":39,"duplicate":1}"#,
+        )
+        .expect("old file");
+        let old = load(&p).expect("load");
+        assert_eq!((old.epoch, old.cursor, old.sent), (7, 42, 40));
+        store(&p, &old).expect("store");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(
+            !text.contains("cursor") && !text.contains("epoch"),
+            "{text}"
+        );
+        let again = load(&p).expect("load");
+        assert_eq!((again.epoch, again.cursor), (0, 0));
+        assert_eq!(
+            PeerState {
+                epoch: 7,
+                cursor: 42,
+                ..again
+            },
+            old,
+            "the counters are kept"
+        );
     }
 }

@@ -1,7 +1,8 @@
 use super::*;
 use crate::path::Routed;
 use serde_json::json;
-use sighthub_exchange::Grants;
+use sighthub_exchange::{Grants, Reader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 fn open(dir: &Path) -> Arc<ExchangeStore> {
     Arc::new(
@@ -17,6 +18,15 @@ fn shared(dir: &Path, store: &Arc<ExchangeStore>) -> Arc<Shared> {
         local: LocalOptions::default(),
         peers: Default::default(),
     })
+}
+
+/// A reader of everything, as an admin key reads.
+fn admin_reader(store: &Arc<ExchangeStore>) -> Reader {
+    Reader::new(
+        Arc::clone(store),
+        Arc::new(Grants::admin(store.org())),
+        Tlp::Amber,
+    )
 }
 
 fn peer(name: &str) -> PeerConfig {
@@ -115,7 +125,8 @@ async fn batches_follow_the_log_and_skip_by_path_and_feed() {
         admin: false,
         bare_tags: vec![],
     };
-    let b = push::next_batch(&sh, &settings, &grants, peer_i, 0, 2).expect("batch");
+    let reader = Reader::new(Arc::clone(&store), Arc::new(grants), sh.local.default_tlp);
+    let b = push::next_batch(&sh, &settings, &reader, peer_i, 0, 2).expect("batch");
     assert_eq!((b.count, b.skipped, b.last, b.at_end), (2, 1, 3, false));
     let lines: Vec<Routed> = b
         .body
@@ -126,10 +137,10 @@ async fn batches_follow_the_log_and_skip_by_path_and_feed() {
     let me = store.instance();
     assert_eq!(lines[0].path, vec![me]);
     assert_eq!(lines[1].path, vec![other, me]);
-    let b = push::next_batch(&sh, &settings, &grants, peer_i, b.last, 10).expect("batch");
+    let b = push::next_batch(&sh, &settings, &reader, peer_i, b.last, 10).expect("batch");
     // 4: other feed; 5: crossed the peer; 6: sent.
     assert_eq!((b.count, b.skipped, b.last, b.at_end), (1, 2, 6, true));
-    let b = push::next_batch(&sh, &settings, &grants, peer_i, 6, 10).expect("batch");
+    let b = push::next_batch(&sh, &settings, &reader, peer_i, 6, 10).expect("batch");
     assert_eq!((b.count, b.last, b.at_end), (0, 6, true));
 }
 
@@ -188,15 +199,8 @@ async fn a_batch_keeps_to_its_byte_budget_and_misses_nothing() {
     let page: Vec<serde_json::Value> = (1..=7).map(|n| msg(n, &[], &[])).collect();
     pull::ingest(&sh, page).await.expect("ingest");
     let mut settings = Settings::of(&RelayConfig::default());
-    let one = push::next_batch(
-        &sh,
-        &settings,
-        &Grants::admin(store.org()),
-        Uuid::new_v4(),
-        0,
-        10,
-    )
-    .expect("batch");
+    let one = push::next_batch(&sh, &settings, &admin_reader(&store), Uuid::new_v4(), 0, 10)
+        .expect("batch");
     // Room for about two and a half messages.
     settings.max_batch_bytes = one.body.len() * 5 / 14;
     let (mut after, mut sent, mut batches) = (0, 0, 0);
@@ -204,7 +208,7 @@ async fn a_batch_keeps_to_its_byte_budget_and_misses_nothing() {
         let b = push::next_batch(
             &sh,
             &settings,
-            &Grants::admin(store.org()),
+            &admin_reader(&store),
             Uuid::new_v4(),
             after,
             10,
@@ -224,4 +228,195 @@ async fn a_batch_keeps_to_its_byte_budget_and_misses_nothing() {
     }
     assert_eq!((sent, after), (7, 7));
     assert!(batches >= 3, "{batches}");
+}
+
+/// A peer that answers every batch `accepted`, and reports the uuids of each batch.
+async fn accepting_peer() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<String>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut conn = tokio::io::BufReader::new(conn);
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end().to_ascii_lowercase();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if conn.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let uuids: Vec<String> = body
+                        .split(|c| *c == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+                        .map(|v| v["meta"]["uuid"].as_str().unwrap_or_default().to_owned())
+                        .collect();
+                    let answer =
+                        json!({"accepted": uuids.len(), "duplicate": 0, "errors": 0}).to_string();
+                    let _ = tx.send(uuids);
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if conn.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// The uuids of the log's messages, in order.
+fn logged(store: &ExchangeStore) -> Vec<String> {
+    let mut out = Vec::new();
+    store
+        .scan(0, usize::MAX, |_, e| {
+            out.push(e.uuid.to_string());
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("scan");
+    out
+}
+
+/// Upgrade path: a state file written when the push cursor lived there is honoured once:
+/// the named consumer is created at its cursor, nothing before it is sent again, nothing
+/// after it is skipped, and the counters go on from the file's.
+#[tokio::test]
+async fn an_old_state_file_cursor_becomes_the_consumer_nothing_resent_nothing_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let sh = shared(&dir.path().join("relay"), &store);
+    std::fs::create_dir_all(&sh.dir).expect("relay dir");
+    let page: Vec<serde_json::Value> = (1..=6).map(|n| msg(n, &[], &[])).collect();
+    pull::ingest(&sh, page).await.expect("ingest");
+    let uuids = logged(&store);
+    assert_eq!(uuids.len(), 6);
+    // The old format: the cursor (4 sent) and its log epoch next to the counters.
+    let file = state::file(&sh.dir, "push", "p");
+    std::fs::write(
+        &file,
+        json!({"epoch": store.epoch(), "cursor": 4, "attempted": 4, "sent": 4,
+               "accepted": 4, "duplicate": 0, "errors": 0, "skipped": 0, "batches": 1})
+        .to_string(),
+    )
+    .expect("old state file");
+    let (url, mut batches) = accepting_peer().await;
+    let cfg = RelayConfig {
+        retry_min_ms: 5,
+        retry_max_ms: 20,
+        peers: vec![PeerConfig {
+            url,
+            instance: Some(Uuid::new_v4()),
+            ..peer("p")
+        }],
+        ..RelayConfig::default()
+    };
+    let relay =
+        Relay::new(cfg, Arc::clone(&store), dir.path(), LocalOptions::default()).expect("relay");
+    relay.start().await;
+    let got = tokio::time::timeout(Duration::from_secs(10), batches.recv())
+        .await
+        .expect("a batch")
+        .expect("peer");
+    assert_eq!(
+        got,
+        uuids[4..].to_vec(),
+        "5 and 6 only: none resent, none skipped"
+    );
+    // The cursor is the exchange's now, and the file keeps the counters only.
+    let consumer = push::consumer_name("p");
+    for _ in 0..200 {
+        if store
+            .consumer(store.org(), &consumer)
+            .expect("consumer")
+            .is_some_and(|c| c.acked == 6)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.stop().await;
+    assert_eq!(
+        store
+            .consumer(store.org(), &consumer)
+            .expect("consumer")
+            .map(|c| c.acked),
+        Some(6)
+    );
+    let text = std::fs::read_to_string(&file).expect("state file");
+    assert!(!text.contains("cursor"), "{text}");
+    let st = state::load(&file).expect("state");
+    assert_eq!((st.sent, st.accepted, st.batches), (6, 6, 2));
+    let status = relay.status().expect("status");
+    assert_eq!(status[0].1.cursor, 6, "status reads the consumer");
+    // A restart goes on from the consumer (the file has no cursor any more): nothing resent.
+    pull::ingest(&sh, vec![msg(7, &[], &[])])
+        .await
+        .expect("ingest");
+    relay.start().await;
+    let got = tokio::time::timeout(Duration::from_secs(10), batches.recv())
+        .await
+        .expect("a batch")
+        .expect("peer");
+    assert_eq!(got, logged(&store)[6..].to_vec());
+    relay.stop().await;
+    assert!(batches.try_recv().is_err(), "nothing else was sent");
+}
+
+/// A state file of another log (recreated since: another epoch) does not move a new cursor.
+#[tokio::test]
+async fn an_old_cursor_of_another_log_is_not_carried_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let sh = shared(dir.path(), &store);
+    pull::ingest(&sh, (1..=3).map(|n| msg(n, &[], &[])).collect())
+        .await
+        .expect("ingest");
+    let file = state::file(&sh.dir, "push", "q");
+    let old = PeerState {
+        epoch: store.epoch().wrapping_add(1),
+        cursor: 2,
+        ..PeerState::default()
+    };
+    let f = push::open_cursor(&sh, "q", Grants::admin(store.org()), &old, &file)
+        .await
+        .expect("cursor");
+    assert_eq!(f.position().expect("pos"), 0);
+    assert_eq!(f.name(), "relay/push/q");
+    let same = PeerState {
+        epoch: store.epoch(),
+        ..old
+    };
+    let f = push::open_cursor(&sh, "r", Grants::admin(store.org()), &same, &file)
+        .await
+        .expect("cursor");
+    assert_eq!(f.position().expect("pos"), 2);
+    let b = push::next_batch(
+        &sh,
+        &Settings::of(&RelayConfig::default()),
+        f.reader(),
+        Uuid::new_v4(),
+        2,
+        10,
+    )
+    .expect("batch");
+    assert_eq!((b.count, b.first.map(|(s, _)| s), b.last), (1, Some(3), 3));
 }

@@ -1,5 +1,9 @@
 //! `GET /iep04/messages` (read the log after a cursor, long-poll with `wait`) and
 //! `GET /iep04/messages/{uuid}` (one message, with its withdrawal/replacement status).
+//!
+//! The read goes through the exchange's one reader of the log
+//! ([`sighthub_exchange::Reader`]: scan, filter by the key's grants, page, wait); only the
+//! rendering and the cursor in the request are this handler's.
 
 use super::iep04::{
     cursor_seq, flag, parse_uuid, query, read_params, require_read, with_header, ReadParams,
@@ -12,10 +16,10 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 use sighthub_exchange::export::{json_page, Framing, Renderer};
 use sighthub_exchange::record::encode_cursor;
-use sighthub_exchange::store::ScanEnd;
-use sighthub_exchange::{Error as ExError, Grants, Inner};
+use sighthub_exchange::{Cut, Error as ExError, Grants, Inner, PageEnd, Reader};
 use sighthub_iep04::Message;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -61,35 +65,35 @@ pub(crate) async fn read(
         return Ok(page_response(p.framing, &c, 0, false, false, Vec::new()));
     }
     let deadline = tokio::time::Instant::now() + p.wait;
-    let mut rx = store.subscribe();
+    // The one reader of the log (scan, filter by these grants, page, wait); the cursor
+    // comes with the request.
+    let mut reader = Reader::new(Arc::clone(store), Arc::clone(&grants), inner.default_tlp);
     let mut cursor = after;
     let mut truncated = false;
     loop {
-        rx.borrow_and_update();
-        let (s, g) = (Arc::clone(store), Arc::clone(&grants));
+        let (r, g) = (reader.clone(), Arc::clone(&grants));
         let (default_tlp, export, framing, limit) =
             (inner.default_tlp, p.export, p.framing, p.limit);
         let max_bytes = inner.cfg.max_page_bytes;
         let max_scan = limit.saturating_mul(16).clamp(10_000, 200_000);
-        let (out, count, mut end, overflow): (Vec<u8>, usize, ScanEnd, bool) =
-            blocking(move || {
-                let mut r = Renderer::new(&g, default_tlp, export, framing, limit)
-                    .with_max_bytes(max_bytes);
-                let end = s.scan(cursor, max_scan, |_, e| r.visit(e))?;
-                Ok((r.out, r.count, end, r.overflow))
-            })
-            .await?;
-        if overflow {
-            // The last entry examined did not fit: the next page starts with it.
-            end.last = end.last.saturating_sub(1);
-            end.at_end = false;
-        }
+        let (out, count, end): (Vec<u8>, usize, PageEnd) = blocking(move || {
+            let mut page =
+                Renderer::new(&g, default_tlp, export, framing, limit).with_max_bytes(max_bytes);
+            let end = r.page(cursor, max_scan, |_, e| match page.render(e) {
+                ControlFlow::Continue(()) => ControlFlow::Continue(()),
+                // The last entry examined did not fit: the next page starts with it.
+                ControlFlow::Break(()) if page.overflow => ControlFlow::Break(Cut::Before),
+                ControlFlow::Break(()) => ControlFlow::Break(Cut::After),
+            })?;
+            Ok((page.out, page.count, end))
+        })
+        .await?;
         truncated |= end.truncated;
         cursor = end.last;
         let done = count > 0 || !end.at_end || p.wait.is_zero();
         if !done {
-            let waited = tokio::time::timeout_at(deadline, rx.wait_for(|d| *d > cursor)).await;
-            if matches!(waited, Ok(Ok(_))) {
+            let waited = tokio::time::timeout_at(deadline, reader.wait_past(cursor)).await;
+            if matches!(waited, Ok(true)) {
                 continue;
             }
         }
