@@ -143,7 +143,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         Some(ex) if cfg.intelmq.enabled => Some(Arc::new(sighthub_intelmq::Intelmq::new(
             &cfg.intelmq,
             Arc::clone(ex),
-            &cfg.exchange.default_tlp,
+            cfg.exchange.default_tlp,
         )?)),
         _ => None,
     };
@@ -152,7 +152,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
             cfg.relay.clone(),
             Arc::clone(ex),
             &cfg.data_dir,
-            sighthub_relay::LocalOptions::from_exchange(&cfg.exchange)?,
+            sighthub_relay::LocalOptions::from_exchange(&cfg.exchange),
         )?)),
         None => None,
     };

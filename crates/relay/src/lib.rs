@@ -84,14 +84,11 @@ impl Default for LocalOptions {
 
 impl LocalOptions {
     /// From the `[exchange]` section.
-    pub fn from_exchange(cfg: &sighthub_exchange::ExchangeConfig) -> Result<Self> {
-        Ok(Self {
-            default_tlp: cfg
-                .default_tlp
-                .parse()
-                .map_err(|e| Error::Config(format!("exchange.default_tlp: {e}")))?,
+    pub fn from_exchange(cfg: &sighthub_exchange::ExchangeConfig) -> Self {
+        Self {
+            default_tlp: cfg.default_tlp,
             max_line_bytes: cfg.max_line_bytes,
-        })
+        }
     }
 }
 

@@ -19,7 +19,7 @@
 //! read within `max_answer_bytes` and checked (counts that add up, without overflow).
 
 use sighthub_exchange::record::EntryKind;
-use sighthub_exchange::{Feed, Grants};
+use sighthub_exchange::Grants;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -293,16 +293,7 @@ pub(crate) async fn run(
             return;
         }
     };
-    // Validated with the configuration.
-    let grants = Grants {
-        org: sh.store.org(),
-        publish: Vec::new(),
-        read: peer.parsed_feeds().unwrap_or_else(|_| vec![Feed::All]),
-        tlp_max: peer.parsed_tlp().unwrap_or(sighthub_iep04::Tlp::Clear),
-        relay: false,
-        admin: false,
-        bare_tags: Vec::new(),
-    };
+    let grants = peer.grants(sh.store.org());
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
     let mut instance = peer.instance;
     let registration = Registration {

@@ -68,7 +68,7 @@ pub(crate) async fn read(
         rx.borrow_and_update();
         let (s, g) = (Arc::clone(store), Arc::clone(&grants));
         let (default_tlp, export, framing, limit) =
-            (inner.default_tlp, p.export, p.framing, p.limit);
+            (inner.cfg.default_tlp, p.export, p.framing, p.limit);
         let max_bytes = inner.cfg.max_page_bytes;
         let max_scan = limit.saturating_mul(16).clamp(10_000, 200_000);
         let (out, count, mut end, overflow): (Vec<u8>, usize, ScanEnd, bool) =
@@ -173,7 +173,12 @@ async fn get_message(
         )));
     };
     let entry = rec.entry()?;
-    if !grants.may_read(entry.format_type, &entry.tags, entry.tlp, inner.default_tlp) {
+    if !grants.may_read(
+        entry.format_type,
+        &entry.tags,
+        entry.tlp,
+        inner.cfg.default_tlp,
+    ) {
         return Err(unknown());
     }
     let message: Value = if bare {
