@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use super::{ConsumerState, ExchangeLog, IncomingLink, LogBatch};
+use super::{alternate_uuid, ConsumerState, ExchangeLog, IncomingLink, LogBatch};
 use crate::error::{Error, Result};
 use crate::record::{
-    alternate_prefix, consumer_key, decode_link_key, decode_link_value, key_seq, le_u64, link_key,
-    link_value, seq_key, LinkRel, Seen,
+    alternate_key, alternate_prefix, consumer_key, key_seq, le_u64, link_key, link_value, seq_key,
+    LinkRel, Seen,
 };
 use crate::store::{now_secs, StoreOptions};
 
@@ -199,16 +199,14 @@ impl LogBatch for FjallBatch {
     }
 
     fn put_alternate(&mut self, alt: &str, uuid: Uuid, seq: u64) {
-        if let Some(mut k) = alternate_prefix(alt) {
-            k.extend_from_slice(uuid.as_bytes());
+        if let Some(k) = alternate_key(alt, uuid) {
             self.batch
                 .insert(&self.alternates, k, seq.to_le_bytes().to_vec());
         }
     }
 
     fn remove_alternate(&mut self, alt: &str, uuid: Uuid) {
-        if let Some(mut k) = alternate_prefix(alt) {
-            k.extend_from_slice(uuid.as_bytes());
+        if let Some(k) = alternate_key(alt, uuid) {
             self.batch.remove(&self.alternates, k);
         }
     }
@@ -288,16 +286,7 @@ impl ExchangeLog for FjallLog {
     ) -> Result<()> {
         for kv in self.links.prefix(target.as_bytes()) {
             let (k, v) = kv.into_inner()?;
-            let (_, source, rel) = decode_link_key(&k).ok_or_else(|| Error::corrupt("link key"))?;
-            let (seq, org) = decode_link_value(&v).ok_or_else(|| Error::corrupt("link value"))?;
-            if f(IncomingLink {
-                source,
-                rel,
-                seq,
-                org,
-            })
-            .is_break()
-            {
+            if f(IncomingLink::decode(&k, &v)?).is_break() {
                 break;
             }
         }
@@ -310,10 +299,7 @@ impl ExchangeLog for FjallLog {
         };
         for kv in self.alternates.prefix(&prefix) {
             let (k, v) = kv.into_inner()?;
-            let uuid = k
-                .get(prefix.len()..)
-                .and_then(|b| Uuid::from_slice(b).ok())
-                .ok_or_else(|| Error::corrupt("alternate key"))?;
+            let uuid = alternate_uuid(&k, &prefix)?;
             let seq = le_u64(&v).ok_or_else(|| Error::corrupt("alternate value"))?;
             if f(uuid, seq).is_break() {
                 break;

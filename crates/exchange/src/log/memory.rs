@@ -12,11 +12,9 @@ use std::ops::ControlFlow;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
 
-use super::{ConsumerState, ExchangeLog, IncomingLink, LogBatch};
-use crate::error::{Error, Result};
-use crate::record::{
-    alternate_prefix, decode_link_key, decode_link_value, link_key, link_value, LinkRel, Seen,
-};
+use super::{alternate_uuid, ConsumerState, ExchangeLog, IncomingLink, LogBatch};
+use crate::error::Result;
+use crate::record::{alternate_key, alternate_prefix, link_key, link_value, LinkRel, Seen};
 
 #[derive(Default)]
 struct Maps {
@@ -71,12 +69,6 @@ enum Op {
 #[derive(Default)]
 pub struct MemoryBatch {
     ops: Vec<Op>,
-}
-
-fn alternate_key(alt: &str, uuid: Uuid) -> Option<Vec<u8>> {
-    let mut k = alternate_prefix(alt)?;
-    k.extend_from_slice(uuid.as_bytes());
-    Some(k)
 }
 
 impl LogBatch for MemoryBatch {
@@ -204,16 +196,7 @@ impl ExchangeLog for MemoryLog {
             if !k.starts_with(prefix) {
                 break;
             }
-            let (_, source, rel) = decode_link_key(k).ok_or_else(|| Error::corrupt("link key"))?;
-            let (seq, org) = decode_link_value(v).ok_or_else(|| Error::corrupt("link value"))?;
-            if f(IncomingLink {
-                source,
-                rel,
-                seq,
-                org,
-            })
-            .is_break()
-            {
+            if f(IncomingLink::decode(k, v)?).is_break() {
                 break;
             }
         }
@@ -229,10 +212,7 @@ impl ExchangeLog for MemoryLog {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let uuid = k
-                .get(prefix.len()..)
-                .and_then(|b| Uuid::from_slice(b).ok())
-                .ok_or_else(|| Error::corrupt("alternate key"))?;
+            let uuid = alternate_uuid(k, &prefix)?;
             if f(uuid, *seq).is_break() {
                 break;
             }
