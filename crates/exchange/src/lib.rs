@@ -60,6 +60,8 @@ pub use error::{Error, Result};
 pub use follow::{Follower, StartAt};
 pub use log::{ExchangeLog, FjallLog, MemoryLog};
 pub use store::{ExchangeStore, OnRefusal, Published, StoreOptions};
+/// What a write of the store hands out: durable once its group commit has synced it.
+pub use sighthub_storage::Ticket;
 
 use std::path::Path;
 use std::sync::Arc;
