@@ -59,9 +59,9 @@ pub use config::{ExchangeConfig, KeyConfig};
 pub use error::{Error, Result};
 pub use follow::{Follower, StartAt};
 pub use log::{ExchangeLog, FjallLog, MemoryLog};
-pub use store::{ExchangeStore, OnRefusal, Published, StoreOptions};
 /// What a write of the store hands out: durable once its group commit has synced it.
 pub use sighthub_storage::Ticket;
+pub use store::{ExchangeStore, OnRefusal, Published, StoreOptions};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -191,19 +191,13 @@ async fn send(
 ) -> Result<(u64, u64, u64)> {
     let mut url = crate::endpoint(&peer.url, &["iep04", "messages"])?;
     url.set_query(Some("results=errors"));
-    let resp = http
+    let req = http
         .post(url)
         .header("authorization", &peer.key)
         .header("content-type", "application/x-ndjson")
         .timeout(settings.timeout)
-        .body(body)
-        .send()
-        .await
-        .map_err(|source| Error::Network {
-            peer: peer.name.clone(),
-            source,
-        })?;
-    let v = crate::answer_with(resp, &peer.name, true, settings.max_answer_bytes).await?;
+        .body(body);
+    let v = crate::call(req, &peer.name, true, settings.max_answer_bytes).await?;
     answer_counts(&v, count).ok_or_else(|| Error::Answer {
         peer: peer.name.clone(),
         reason: format!("{count} messages sent, answer {v:.300}"),
