@@ -81,10 +81,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     let auth = if cfg.authenticate {
         let mut auth = Auth::enabled();
         for (key, grants) in &cfg.acl {
-            // Validated above.
-            if let Ok(g) = KeyGrants::parse(grants) {
-                auth.add_key(key, g);
-            }
+            auth.add_key(key, grants.clone());
         }
         let admin = KeyGrants {
             admin: true,
