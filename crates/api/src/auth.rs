@@ -99,6 +99,15 @@ impl KeyGrants {
     }
 }
 
+/// An `[acl]` entry of the configuration file (`"rw:feeds/misp, r"`): read by
+/// [`KeyGrants::parse`] when the file is read, so a bad grant is refused there, once.
+impl<'de> serde::Deserialize<'de> for KeyGrants {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = <String as serde::Deserialize>::deserialize(d)?;
+        KeyGrants::parse(&spec).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The namespace whose grant decides access: `_shadow/x`, `_expired/x` → `x`; other private
 /// namespaces → `None` (only unscoped grants reach them).
 fn acl_target(ns: &Namespace) -> Option<Namespace> {
@@ -266,6 +275,19 @@ mod test {
         assert!(g.allows(Access::Read, &ns("anything")));
         assert!(KeyGrants::parse("rw, admin").expect("parses").admin);
         assert!(KeyGrants::parse("x").is_err());
+    }
+
+    /// A configured `[acl]` entry goes through the same parser.
+    #[test]
+    fn configured_grants_are_parsed_once_when_read() {
+        let g: KeyGrants = serde_json::from_str(r#"" rw:feeds/misp/ , r ""#).expect("grants");
+        assert_eq!(g, KeyGrants::parse("rw:feeds/misp, r").expect("parses"));
+        let e = serde_json::from_str::<KeyGrants>(r#""rwx""#).expect_err("not a grant");
+        assert!(
+            e.to_string()
+                .contains("unknown grant 'rwx' (use r, w, rw or admin)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -212,6 +212,12 @@ impl Endpoint {
             Endpoint::Iep04Status => ("GET", "/iep04/status"),
         }
     }
+
+    /// A route of the IEP04 exchange: its pattern is under `/iep04/`. (Who may call it is
+    /// `app::route_access`'s decision, tested to agree.)
+    pub fn is_iep04(&self) -> bool {
+        self.pattern().1.starts_with("/iep04/")
+    }
 }
 
 fn decode_path(raw: &str) -> Result<String, ApiError> {

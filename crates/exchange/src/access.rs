@@ -14,6 +14,13 @@
 //! of its feeds is granted `read` **and** its TLP (most restrictive of `payload.tlp` and
 //! `tlp:` tags; `default_tlp` when it has none) is at most the key's `tlp_max`.
 //!
+//! [`Feed::parse`] is the one parser of a feed grant: every configured list of feeds (an
+//! exchange key's `publish` and `read`, a relay peer's `feeds`, an IntelMQ delivery's `read`)
+//! is a `Vec<Feed>` deserialised through it, so a bad feed is refused when the configuration
+//! is read, with the same message wherever it stands. A TLP ceiling is a [`Tlp`], read by its
+//! own one parser. [`Grants::reader`] is the one constructor of the grants of a reader
+//! configured that way (relay peers, IntelMQ deliveries).
+//!
 //! Keys are kept as SHA-256 digests. The credential is the raw `Authorization` header
 //! value, or what follows `Bearer ` / `Token `, or the password of HTTP Basic (what
 //! IntelMQ's REST API output bot sends). The server's admin key may do everything, as any
@@ -31,7 +38,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use crate::config::ExchangeConfig;
+use crate::config::{ExchangeConfig, KeyConfig};
 use crate::error::{Error, Result};
 
 /// One feed grant; see the [module docs](self).
@@ -83,6 +90,14 @@ impl Feed {
     }
 }
 
+/// A feed in a configuration file: a string read by [`Feed::parse`].
+impl<'de> serde::Deserialize<'de> for Feed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Feed::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 fn tag_matches(prefix: &str, tag: &str) -> bool {
     if tag == prefix {
         return true;
@@ -123,6 +138,33 @@ impl Grants {
             relay: true,
             admin: true,
             bare_tags: Vec::new(),
+        }
+    }
+
+    /// Grants that only read `read` up to `tlp_max`, for `org`: what a relay peer is sent or
+    /// an IntelMQ delivery delivers.
+    pub fn reader(org: Uuid, read: Vec<Feed>, tlp_max: Tlp) -> Grants {
+        Grants {
+            org,
+            publish: Vec::new(),
+            read,
+            tlp_max,
+            relay: false,
+            admin: false,
+            bare_tags: Vec::new(),
+        }
+    }
+
+    /// The grants of a configured exchange key.
+    pub fn of_key(kc: &KeyConfig) -> Grants {
+        Grants {
+            org: kc.org,
+            publish: kc.publish.clone(),
+            read: kc.read.clone(),
+            tlp_max: kc.tlp_max,
+            relay: kc.relay,
+            admin: false,
+            bare_tags: kc.tags.clone(),
         }
     }
 
@@ -206,23 +248,7 @@ impl Keys {
             AdminKey::None => {}
         }
         for (key, kc) in &cfg.keys {
-            let parse = |list: &[String]| -> Result<Vec<Feed>> {
-                list.iter()
-                    .map(|f| Feed::parse(f).map_err(Error::Config))
-                    .collect()
-            };
-            let grants = Grants {
-                org: kc.org,
-                publish: parse(&kc.publish)?,
-                read: parse(&kc.read)?,
-                tlp_max: kc
-                    .tlp_max
-                    .parse()
-                    .map_err(|e| Error::Config(format!("tlp_max: {e}")))?,
-                relay: kc.relay,
-                admin: false,
-                bare_tags: kc.tags.clone(),
-            };
+            let grants = Grants::of_key(kc);
             let d = digest(key);
             if keys.contains_key(&d) {
                 return Err(Error::Config(
@@ -347,15 +373,62 @@ mod tests {
         assert!(Feed::parse("").is_err());
     }
 
+    /// The one parser, as every configuration list reaches it: each accepted spelling, each
+    /// refusal with its message.
+    #[test]
+    fn configured_feeds_go_through_the_one_parser() {
+        let read = |json: &str| serde_json::from_str::<Vec<Feed>>(json);
+        assert_eq!(
+            read(r#"["*", " intelmq ", "/intelmq/event/", "tag:feed:x", "tag:a b"]"#)
+                .expect("accepted"),
+            vec![
+                Feed::All,
+                Feed::Type("intelmq".into()),
+                Feed::Type("intelmq/event".into()),
+                Feed::Tag("feed:x".into()),
+                Feed::Tag("a b".into()),
+            ]
+        );
+        for (bad, says) in [
+            (r#"["tag:"]"#, "'tag:' needs a tag prefix"),
+            (
+                r#"["a//b"]"#,
+                "'a//b' is not a feed (use *, format[/type] or tag:<prefix>)",
+            ),
+            (r#"[""]"#, "'' is not a feed"),
+            (r#"["/"]"#, "'/' is not a feed"),
+            (r#"["*", "x", "tag:"]"#, "'tag:' needs a tag prefix"),
+        ] {
+            let e = read(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(read(r#"[1]"#).is_err(), "a feed is a string");
+    }
+
+    #[test]
+    fn a_reader_reads_only() {
+        let g = Grants::reader(
+            Uuid::from_u128(3),
+            vec![Feed::Tag("feed".into())],
+            Tlp::Green,
+        );
+        assert_eq!(g.org, Uuid::from_u128(3));
+        assert!(!g.publishes_anything() && !g.relay && !g.admin);
+        assert!(g.may_read("x/y", &["feed:a"], Some(Tlp::Green), Tlp::Amber));
+        assert!(!g.may_read("x/y", &["feed:a"], None, Tlp::Amber));
+        assert!(!g.may_read("x/y", &["other"], Some(Tlp::Clear), Tlp::Amber));
+        assert!(!g.reads_everything());
+    }
+
     fn cfg_with_key() -> ExchangeConfig {
         let mut cfg = ExchangeConfig::default();
         cfg.keys.insert(
             "pub-key".into(),
             KeyConfig {
                 org: Uuid::from_u128(7),
-                publish: vec!["intelmq/event".into()],
-                read: vec!["tag:feed".into()],
-                tlp_max: "GREEN".into(),
+                publish: vec![Feed::Type("intelmq/event".into())],
+                read: vec![Feed::Tag("feed".into())],
+                tlp_max: Tlp::Green,
                 relay: false,
                 tags: vec![],
             },

@@ -58,8 +58,9 @@ pub struct ExchangeConfig {
     /// Seconds between retention sweeps.
     pub retention_interval_seconds: u64,
     /// TLP assumed for a message that carries none (`tlp` in the payload or a `tlp:` tag),
-    /// when a key's `tlp_max` is compared with it.
-    pub default_tlp: String,
+    /// when a key's `tlp_max` is compared with it. Read once, here, for every reader of the
+    /// exchange (its keys, relay peers, IntelMQ deliveries).
+    pub default_tlp: Tlp,
     /// Page size when a read names no `limit`.
     pub default_limit: usize,
     /// Largest `limit` a read may ask for.
@@ -83,14 +84,14 @@ pub struct KeyConfig {
     /// Feeds the key may publish to (see [`Feed`]): `"*"`, `"intelmq"`, `"intelmq/event"`,
     /// `"tag:feed:shadowserver"`…
     #[serde(default)]
-    pub publish: Vec<String>,
+    pub publish: Vec<Feed>,
     /// Feeds the key may read.
     #[serde(default)]
-    pub read: Vec<String>,
+    pub read: Vec<Feed>,
     /// Most restrictive TLP the key may read (`CLEAR`/`WHITE`, `GREEN`, `AMBER`,
     /// `AMBER+STRICT`, `RED`). Default `AMBER`: `RED` must be granted explicitly.
     #[serde(default = "default_tlp_max")]
-    pub tlp_max: String,
+    pub tlp_max: Tlp,
     /// May publish messages of other organisations as they are (an instance relaying what
     /// it received). Messages keep their own `meta.uuid_org`.
     #[serde(default)]
@@ -101,8 +102,8 @@ pub struct KeyConfig {
     pub tags: Vec<String>,
 }
 
-fn default_tlp_max() -> String {
-    "AMBER".into()
+fn default_tlp_max() -> Tlp {
+    Tlp::Amber
 }
 
 impl Default for ExchangeConfig {
@@ -121,7 +122,7 @@ impl Default for ExchangeConfig {
             log_max_age_seconds: 0,
             log_max_bytes: 0,
             retention_interval_seconds: 60,
-            default_tlp: "AMBER".into(),
+            default_tlp: Tlp::Amber,
             default_limit: 1000,
             max_limit: 10_000,
             max_wait_seconds: 300,
@@ -158,9 +159,6 @@ impl ExchangeConfig {
         if self.retention_interval_seconds == 0 {
             return bad("exchange.retention_interval_seconds must be at least 1".into());
         }
-        self.default_tlp
-            .parse::<Tlp>()
-            .map_err(|e| Error::Config(format!("exchange.default_tlp: {e}")))?;
         for (org, name) in [(self.org, "org"), (self.instance, "instance")] {
             if org.is_some_and(|u| u.is_nil()) {
                 return bad(format!("exchange.{name} must not be the nil UUID"));
@@ -172,12 +170,6 @@ impl ExchangeConfig {
             }
             if kc.org.is_nil() {
                 return bad("[exchange.keys] org must not be the nil UUID".into());
-            }
-            kc.tlp_max
-                .parse::<Tlp>()
-                .map_err(|e| Error::Config(format!("[exchange.keys] tlp_max: {e}")))?;
-            for f in kc.publish.iter().chain(&kc.read) {
-                Feed::parse(f).map_err(|e| Error::Config(format!("[exchange.keys] feed: {e}")))?;
             }
         }
         Ok(())
@@ -245,16 +237,34 @@ mod tests {
         .expect("parses");
         cfg.validate().expect("valid");
         let k = &cfg.keys["k1"];
-        assert_eq!(k.tlp_max, "GREEN");
+        assert_eq!(k.tlp_max, Tlp::Green);
+        assert_eq!(k.publish, vec![Feed::Type("intelmq/event".into())]);
+        assert_eq!(k.read, vec![Feed::All, Feed::Tag("feed:x".into())]);
         assert!(!k.relay);
+        assert_eq!(cfg.default_tlp, Tlp::Amber);
 
         assert!(toml::from_str::<ExchangeConfig>("nope = 1").is_err());
-        let mut c = cfg.clone();
-        c.keys.get_mut("k1").expect("k1").tlp_max = "PURPLE".into();
-        assert!(c.validate().is_err());
-        let mut c = cfg.clone();
-        c.keys.get_mut("k1").expect("k1").read = vec!["tag:".into()];
-        assert!(c.validate().is_err());
+        // Feeds and TLP levels are refused when the file is read, naming the field.
+        let key = |line: &str| {
+            toml::from_str::<ExchangeConfig>(&format!(
+                "[keys.\"k1\"]\norg = \"03c51929-eeab-4d47-9dc0-c667f94c7d2c\"\n{line}\n"
+            ))
+        };
+        key("tlp_max = \"amber+strict\"").expect("a level");
+        let e = key("tlp_max = \"PURPLE\"").expect_err("not a level");
+        assert!(e.to_string().contains("not a TLP level"), "{e}");
+        assert!(e.to_string().contains("tlp_max"), "{e}");
+        let e = key("read = [\"tag:\"]").expect_err("not a feed");
+        assert!(e.to_string().contains("'tag:' needs a tag prefix"), "{e}");
+        assert!(key("publish = [\"a//b\"]").is_err());
+        let e = toml::from_str::<ExchangeConfig>("default_tlp = \"PURPLE\"").expect_err("tlp");
+        assert!(e.to_string().contains("default_tlp"), "{e}");
+        assert_eq!(
+            toml::from_str::<ExchangeConfig>("default_tlp = \"white\"")
+                .expect("a level")
+                .default_tlp,
+            Tlp::Clear
+        );
         let mut c = cfg;
         c.default_limit = c.max_limit + 1;
         assert!(c.validate().is_err());

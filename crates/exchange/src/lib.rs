@@ -60,9 +60,10 @@ pub use config::{ExchangeConfig, KeyConfig};
 pub use error::{Error, Result};
 pub use follow::{Cut, Follower, PageEnd, Reader, StartAt};
 pub use log::{ExchangeLog, FjallLog, MemoryLog};
+/// What a write of the store hands out: durable once its group commit has synced it.
+pub use sighthub_storage::Ticket;
 pub use store::{ExchangeStore, OnRefusal, Published, StoreOptions};
 
-use sighthub_iep04::Tlp;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -78,10 +79,9 @@ pub struct Inner {
     pub store: Arc<ExchangeStore>,
     /// The exchange's keys.
     pub keys: Keys,
-    /// The `[exchange]` configuration it was opened with.
+    /// The `[exchange]` configuration it was opened with (`cfg.default_tlp`: the TLP of a
+    /// message without one).
     pub cfg: ExchangeConfig,
-    /// `default_tlp`, parsed.
-    pub default_tlp: Tlp,
 }
 
 impl Exchange {
@@ -93,10 +93,6 @@ impl Exchange {
         if !cfg.enabled {
             return Ok(Exchange::disabled());
         }
-        let default_tlp = cfg
-            .default_tlp
-            .parse()
-            .map_err(|e| Error::Config(format!("exchange.default_tlp: {e}")))?;
         let store = Arc::new(ExchangeStore::open(
             &data_dir.join("exchange"),
             StoreOptions {
@@ -118,7 +114,6 @@ impl Exchange {
                 store,
                 keys,
                 cfg: cfg.clone(),
-                default_tlp,
             })),
         })
     }

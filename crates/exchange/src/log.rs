@@ -46,7 +46,7 @@ use std::ops::ControlFlow;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::record::{decode_log, LinkRel, LogEntry, Seen};
+use crate::record::{decode_link_key, decode_link_value, decode_log, LinkRel, LogEntry, Seen};
 
 pub use disk::FjallLog;
 pub use memory::MemoryLog;
@@ -76,13 +76,12 @@ pub struct IncomingLink {
 }
 
 impl IncomingLink {
-    /// Decodes a stored link index entry (`links` key and value; one encoding for every
-    /// adapter, `crate::record`).
-    pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<IncomingLink> {
-        let (_, source, rel) =
-            crate::record::decode_link_key(key).ok_or_else(|| Error::corrupt("link key"))?;
-        let (seq, org) =
-            crate::record::decode_link_value(value).ok_or_else(|| Error::corrupt("link value"))?;
+    /// Decodes one entry of the `links` index (a key of [`crate::record::link_key`], a value
+    /// of [`crate::record::link_value`]); a corrupt one is an error. Every adapter reads the
+    /// index through it.
+    pub(crate) fn decode(k: &[u8], v: &[u8]) -> Result<IncomingLink> {
+        let (_, source, rel) = decode_link_key(k).ok_or_else(|| Error::corrupt("link key"))?;
+        let (seq, org) = decode_link_value(v).ok_or_else(|| Error::corrupt("link value"))?;
         Ok(IncomingLink {
             source,
             rel,
@@ -92,10 +91,11 @@ impl IncomingLink {
     }
 }
 
-/// The message uuid at the end of an `alternates` key that starts with `prefix_len` bytes of
-/// `record::alternate_prefix` (one encoding for every adapter).
-pub(crate) fn alternate_source(key: &[u8], prefix_len: usize) -> Result<Uuid> {
-    key.get(prefix_len..)
+/// The message uuid of an `alternates` key that starts with `prefix` (of
+/// [`crate::record::alternate_prefix`]); a corrupt key is an error. Every adapter reads the
+/// index through it.
+pub(crate) fn alternate_uuid(k: &[u8], prefix: &[u8]) -> Result<Uuid> {
+    k.get(prefix.len()..)
         .and_then(|b| Uuid::from_slice(b).ok())
         .ok_or_else(|| Error::corrupt("alternate key"))
 }
@@ -239,4 +239,34 @@ pub trait ExchangeLog: Send + Sync + 'static {
 
     /// Approximate numbers: (log records, known uuids).
     fn approximate_counts(&self) -> (usize, usize);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{alternate_key, alternate_prefix, link_key, link_value};
+
+    #[test]
+    fn index_entries_decode_once_for_every_adapter() {
+        let (target, source, org) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let k = link_key(target, source, &LinkRel::Group);
+        let link = IncomingLink::decode(&k, &link_value(7, Some(org))).expect("a link");
+        assert_eq!(
+            link,
+            IncomingLink {
+                source,
+                rel: LinkRel::Group,
+                seq: 7,
+                org: Some(org),
+            }
+        );
+        assert!(IncomingLink::decode(&k[..20], &link_value(7, None)).is_err());
+        assert!(IncomingLink::decode(&k, &[0; 8]).is_err());
+
+        let prefix = alternate_prefix("alt-1").expect("fits");
+        let key = alternate_key("alt-1", source).expect("fits");
+        assert_eq!(alternate_uuid(&key, &prefix).expect("uuid"), source);
+        assert!(alternate_uuid(&key[..key.len() - 1], &prefix).is_err());
+        assert!(alternate_key(&"x".repeat(crate::record::MAX_ALTERNATE_LEN + 1), source).is_none());
+    }
 }

@@ -327,6 +327,14 @@ pub fn alternate_prefix(alt: &str) -> Option<Vec<u8>> {
     Some(k)
 }
 
+/// Key of one `alternates` entry: [`alternate_prefix`] ‖ the message's uuid; `None` when the
+/// id is over [`MAX_ALTERNATE_LEN`] bytes.
+pub fn alternate_key(alt: &str, uuid: Uuid) -> Option<Vec<u8>> {
+    let mut k = alternate_prefix(alt)?;
+    k.extend_from_slice(uuid.as_bytes());
+    Some(k)
+}
+
 /// Key of the `consumers` keyspace.
 pub fn consumer_key(org: Uuid, name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(16 + name.len());

@@ -70,6 +70,15 @@ impl FromStr for Tlp {
     }
 }
 
+/// A TLP level in a configuration file: the same parser as [`Tlp::from_str`], so every
+/// `tlp_max` and `default_tlp` accepts the same spellings and is checked when the file is read.
+impl<'de> serde::Deserialize<'de> for Tlp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Message {
     /// The message's TLP: the most restrictive of `payload.tlp` and every `tlp:` tag in
     /// `meta.tags`; `None` when neither is there. A value that is there but not a
@@ -123,6 +132,13 @@ mod tests {
             "non-ASCII must not panic on slicing"
         );
         assert_eq!(Tlp::AmberStrict.to_string(), "AMBER+STRICT");
+        assert_eq!(
+            serde_json::from_str::<Tlp>(r#"" tlp:white""#).ok(),
+            Some(Tlp::Clear),
+            "a configured level goes through the same parser"
+        );
+        let e = serde_json::from_str::<Tlp>(r#""purple""#).expect_err("not a level");
+        assert!(e.to_string().contains("not a TLP level"), "{e}");
         assert!(
             Tlp::Clear < Tlp::Green && Tlp::Amber < Tlp::AmberStrict && Tlp::AmberStrict < Tlp::Red
         );

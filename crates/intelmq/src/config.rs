@@ -141,11 +141,11 @@ pub struct OutConfig {
     pub timeout_seconds: u64,
     /// Feeds delivered (`*`, `format[/type]`, `tag:<prefix>`).
     #[serde(default = "default_read")]
-    pub read: Vec<String>,
+    pub read: Vec<Feed>,
     /// Most restrictive TLP delivered (messages without TLP count as the exchange's
     /// `default_tlp`).
     #[serde(default = "default_tlp_max")]
-    pub tlp_max: String,
+    pub tlp_max: Tlp,
     /// A new cursor starts at the `beginning` of the log (default) or at its `end`.
     #[serde(default)]
     pub start: Start,
@@ -190,11 +190,11 @@ pub struct RedisOutConfig {
     pub queue: String,
     /// Feeds delivered (`*`, `format[/type]`, `tag:<prefix>`).
     #[serde(default = "default_read")]
-    pub read: Vec<String>,
+    pub read: Vec<Feed>,
     /// Most restrictive TLP delivered (messages without TLP count as the exchange's
     /// `default_tlp`).
     #[serde(default = "default_tlp_max")]
-    pub tlp_max: String,
+    pub tlp_max: Tlp,
     /// A new cursor starts at the `beginning` of the log (default) or at its `end`.
     #[serde(default)]
     pub start: Start,
@@ -221,29 +221,17 @@ fn default_max_connections_per_address() -> usize {
 fn default_idle_timeout() -> u64 {
     300
 }
-fn default_read() -> Vec<String> {
-    vec!["intelmq/event".into()]
+fn default_read() -> Vec<Feed> {
+    vec![Feed::Type("intelmq/event".into())]
 }
-fn default_tlp_max() -> String {
-    "AMBER".into()
+fn default_tlp_max() -> Tlp {
+    Tlp::Amber
 }
 fn default_batch() -> usize {
     500
 }
 fn default_timeout() -> u64 {
     15
-}
-
-/// Parses a delivery's feeds and TLP ceiling.
-pub fn parse_selection(read: &[String], tlp_max: &str) -> Result<(Vec<Feed>, Tlp), String> {
-    let feeds = read
-        .iter()
-        .map(|f| Feed::parse(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tlp = tlp_max
-        .parse::<Tlp>()
-        .map_err(|e| format!("tlp_max: {e}"))?;
-    Ok((feeds, tlp))
 }
 
 impl IntelmqConfig {
@@ -277,7 +265,6 @@ impl IntelmqConfig {
         for o in &self.out {
             name("out", &o.name)?;
             let bad = |r: String| format!("[[intelmq.out]] '{}': {r}", o.name);
-            parse_selection(&o.read, &o.tlp_max).map_err(bad)?;
             if o.batch == 0 || o.timeout_seconds == 0 {
                 return Err(bad("batch and timeout_seconds must be > 0".into()));
             }
@@ -314,7 +301,6 @@ impl IntelmqConfig {
         for r in &self.redis_out {
             name("redis_out", &r.name)?;
             let bad = |m: String| format!("[[intelmq.redis_out]] '{}': {m}", r.name);
-            parse_selection(&r.read, &r.tlp_max).map_err(bad)?;
             if !r.url.starts_with("redis://") || r.queue.is_empty() || r.batch == 0 {
                 return Err(bad("needs a redis:// url, a queue and batch > 0".into()));
             }
@@ -346,6 +332,42 @@ mod tests {
             r#"{"tcp_in": [{"name": "a", "listen": "127.0.0.1:1"}, {"name": "a", "listen": "127.0.0.1:2"}]}"#,
         );
         assert!(dup.validate().expect_err("dup").contains("repeated"));
+    }
+
+    /// A delivery's feeds and TLP ceiling are read by the exchange's one parser, when the
+    /// configuration is read; the defaults are `intelmq/event` up to `AMBER`.
+    #[test]
+    fn deliveries_read_feeds_and_tlp_once() {
+        let cfg: IntelmqConfig = toml_like(
+            r#"{"out": [{"name": "b", "kind": "tcp", "address": "127.0.0.1:1",
+                         "read": ["tag:feed:x", "*"], "tlp_max": "tlp:green"}],
+                "redis_out": [{"name": "r", "url": "redis://127.0.0.1/2", "queue": "q"}]}"#,
+        );
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.out[0].read, vec![Feed::Tag("feed:x".into()), Feed::All]);
+        assert_eq!(cfg.out[0].tlp_max, Tlp::Green);
+        assert_eq!(
+            cfg.redis_out[0].read,
+            vec![Feed::Type("intelmq/event".into())]
+        );
+        assert_eq!(cfg.redis_out[0].tlp_max, Tlp::Amber);
+        for (bad, says) in [
+            (
+                r#"{"out": [{"name": "b", "kind": "tcp", "read": ["a//b"]}]}"#,
+                "'a//b' is not a feed",
+            ),
+            (
+                r#"{"out": [{"name": "b", "kind": "tcp", "tlp_max": "PURPLE"}]}"#,
+                "not a TLP level",
+            ),
+            (
+                r#"{"redis_out": [{"name": "r", "url": "redis://x", "queue": "q", "read": ["tag:"]}]}"#,
+                "'tag:' needs a tag prefix",
+            ),
+        ] {
+            let e = serde_json::from_str::<IntelmqConfig>(bad).expect_err(bad);
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     fn toml_like(json: &str) -> IntelmqConfig {

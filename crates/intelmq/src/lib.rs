@@ -47,7 +47,7 @@ pub mod tcp_in;
 pub use config::IntelmqConfig;
 pub use error::{Error, Result};
 
-use sighthub_exchange::ExchangeStore;
+use sighthub_exchange::{ExchangeStore, Feed, Grants};
 use sighthub_iep04::Tlp;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,12 +77,10 @@ impl Running {
 }
 
 impl Intelmq {
-    /// Checks `cfg` against the exchange `store`; `default_tlp` is the exchange's.
-    pub fn new(cfg: &IntelmqConfig, store: Arc<ExchangeStore>, default_tlp: &str) -> Result<Self> {
+    /// Checks `cfg` against the exchange `store`; `default_tlp` is the exchange's
+    /// (`ExchangeConfig::default_tlp`).
+    pub fn new(cfg: &IntelmqConfig, store: Arc<ExchangeStore>, default_tlp: Tlp) -> Result<Self> {
         cfg.validate().map_err(Error::Config)?;
-        let default_tlp = default_tlp
-            .parse()
-            .map_err(|e| Error::Config(format!("exchange.default_tlp: {e}")))?;
         Ok(Intelmq {
             cfg: cfg.clone(),
             store,
@@ -116,12 +114,12 @@ impl Intelmq {
             let d = self.delivery(
                 &o.name,
                 &o.read,
-                &o.tlp_max,
+                o.tlp_max,
                 o.start,
                 o.batch,
                 o.timeout_seconds,
                 target,
-            )?;
+            );
             tasks.spawn(d.run(shutdown.clone()));
         }
         for r in &self.cfg.redis_out {
@@ -129,12 +127,12 @@ impl Intelmq {
             let d = self.delivery(
                 &format!("redis/{}", r.name),
                 &r.read,
-                &r.tlp_max,
+                r.tlp_max,
                 r.start,
                 r.batch,
                 15,
                 target,
-            )?;
+            );
             tasks.spawn(d.run(shutdown.clone()));
         }
         Ok(Running {
@@ -147,23 +145,22 @@ impl Intelmq {
     fn delivery(
         &self,
         name: &str,
-        read: &[String],
-        tlp_max: &str,
+        read: &[Feed],
+        tlp_max: Tlp,
         start: config::Start,
         batch: usize,
         timeout: u64,
         target: out::Target,
-    ) -> Result<out::Delivery> {
-        let (feeds, tlp) = config::parse_selection(read, tlp_max).map_err(Error::Config)?;
-        Ok(out::Delivery {
+    ) -> out::Delivery {
+        out::Delivery {
             name: name.to_owned(),
             store: Arc::clone(&self.store),
-            grants: out::reader_grants(self.store.org(), feeds, tlp),
+            grants: Grants::reader(self.store.org(), read.to_vec(), tlp_max),
             default_tlp: self.default_tlp,
             start,
             batch,
             timeout: Duration::from_secs(timeout),
             target,
-        })
+        }
     }
 }

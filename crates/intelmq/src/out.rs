@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value};
 use sighthub_exchange::record::EntryKind;
-use sighthub_exchange::{Cut, ExchangeStore, Feed, Follower, Grants, StartAt};
+use sighthub_exchange::{Cut, ExchangeStore, Follower, Grants, StartAt};
 use sighthub_iep04::{Message, Tlp, FORMAT_INTELMQ};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -208,19 +208,6 @@ pub fn read_page(cursor: &Cursor, after: u64, batch: usize) -> Result<Page> {
         last: end.last,
         at_end: end.at_end,
     })
-}
-
-/// Grants that read the configured feeds up to `tlp_max`.
-pub fn reader_grants(org: uuid::Uuid, read: Vec<Feed>, tlp_max: Tlp) -> Grants {
-    Grants {
-        org,
-        publish: Vec::new(),
-        read,
-        tlp_max,
-        relay: false,
-        admin: false,
-        bare_tags: Vec::new(),
-    }
 }
 
 /// A running delivery: cursor, selection and target.
@@ -603,7 +590,7 @@ mod tests {
         let d = Delivery {
             name: "t".into(),
             store: Arc::clone(&store),
-            grants: reader_grants(store.org(), vec![Feed::All], Tlp::Red),
+            grants: Grants::reader(store.org(), vec![sighthub_exchange::Feed::All], Tlp::Red),
             default_tlp: Tlp::Amber,
             start: Start::Beginning,
             batch: 10,

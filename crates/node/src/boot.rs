@@ -81,10 +81,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     let auth = if cfg.authenticate {
         let mut auth = Auth::enabled();
         for (key, grants) in &cfg.acl {
-            // Validated above.
-            if let Ok(g) = KeyGrants::parse(grants) {
-                auth.add_key(key, g);
-            }
+            auth.add_key(key, grants.clone());
         }
         let admin = KeyGrants {
             admin: true,
@@ -143,7 +140,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         Some(ex) if cfg.intelmq.enabled => Some(Arc::new(sighthub_intelmq::Intelmq::new(
             &cfg.intelmq,
             Arc::clone(ex),
-            &cfg.exchange.default_tlp,
+            cfg.exchange.default_tlp,
         )?)),
         _ => None,
     };
@@ -152,7 +149,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
             cfg.relay.clone(),
             Arc::clone(ex),
             &cfg.data_dir,
-            sighthub_relay::LocalOptions::from_exchange(&cfg.exchange)?,
+            sighthub_relay::LocalOptions::from_exchange(&cfg.exchange),
         )?)),
         None => None,
     };

@@ -36,8 +36,9 @@ pub struct Config {
     pub limits: sighthub_api::limits::LimitsConfig,
     /// TLS certificate and key (PEM). Absent: a self-signed pair in `data_dir/tls`.
     pub tls: TlsConfig,
-    /// API keys and their grants, SightingDB's syntax: `"key" = "rw:feeds/misp, r"`.
-    pub acl: BTreeMap<String, String>,
+    /// API keys and their grants, SightingDB's syntax: `"key" = "rw:feeds/misp, r"` (a bad
+    /// grant is refused when the file is read).
+    pub acl: BTreeMap<String, sighthub_api::auth::KeyGrants>,
     /// Per-namespace settings: `[namespaces."org/ipv4"] value_format = "SHA256"`.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
     /// Shadow sightings.
@@ -257,12 +258,8 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key go together".into());
         }
-        for (key, grants) in &self.acl {
-            if key.trim().is_empty() {
-                return bad("an [acl] key is empty".into());
-            }
-            sighthub_api::auth::KeyGrants::parse(grants)
-                .map_err(|e| ConfigError::Invalid(format!("[acl] grant '{grants}': {e}")))?;
+        if self.acl.keys().any(|key| key.trim().is_empty()) {
+            return bad("an [acl] key is empty".into());
         }
         for (ns, nc) in &self.namespaces {
             let parsed = sighthub_store::Namespace::parse(ns)
@@ -315,7 +312,8 @@ mod test {
         use std::os::unix::fs::PermissionsExt;
         assert!(!Config::default().holds_keys());
         let mut cfg = Config::default();
-        cfg.acl.insert("k".into(), "r".into());
+        cfg.acl
+            .insert("k".into(), sighthub_api::auth::KeyGrants::default());
         assert!(cfg.holds_keys());
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("sighthub.toml");
@@ -329,9 +327,12 @@ mod test {
     #[test]
     fn refuses_mistakes() {
         assert!(toml::from_str::<Config>("lisen = '127.0.0.1:1'").is_err());
-        let mut cfg = Config::default();
-        cfg.acl.insert("k".into(), "rwx".into());
-        assert!(cfg.validate().is_err());
+        let e = toml::from_str::<Config>("[acl]\nk = 'rwx'").expect_err("not a grant");
+        assert!(e.to_string().contains("unknown grant 'rwx'"), "{e}");
+        let cfg: Config = toml::from_str("[acl]\nk = 'rw:feeds, admin'").expect("grants");
+        assert!(cfg.acl["k"].admin);
+        let cfg: Config = toml::from_str("[acl]\n' ' = 'r'").expect("parses");
+        assert!(cfg.validate().is_err(), "an empty key");
         let mut cfg = Config::default();
         cfg.namespaces.insert(
             "_all".into(),

@@ -5,8 +5,9 @@
 //! its persisted cursor (nothing is lost or sent twice).
 
 use serde::Deserialize;
-use sighthub_exchange::Feed;
+use sighthub_exchange::{Feed, Grants};
 use sighthub_iep04::Tlp;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -72,12 +73,13 @@ pub struct PeerConfig {
     /// The key this instance authenticates with at the peer (a `relay = true` key there, so
     /// it may publish other organisations' messages).
     pub key: String,
-    /// Feeds sent (same syntax as exchange keys: `"*"`, `"intelmq/event"`, `"tag:feed:x"`).
+    /// Feeds sent (same syntax and parser as exchange keys: `"*"`, `"intelmq/event"`,
+    /// `"tag:feed:x"`).
     #[serde(default = "all_feeds")]
-    pub feeds: Vec<String>,
+    pub feeds: Vec<Feed>,
     /// Most restrictive TLP sent (messages without one count as `[exchange] default_tlp`).
     #[serde(default = "default_tlp_max")]
-    pub tlp_max: String,
+    pub tlp_max: Tlp,
     /// Messages received from this peer may be relayed to other peers. `false` needs
     /// `instance` (the path names instances, not peers).
     #[serde(default = "yes")]
@@ -123,11 +125,11 @@ pub struct PullConfig {
     pub accept_invalid_certs: bool,
 }
 
-fn all_feeds() -> Vec<String> {
-    vec!["*".into()]
+fn all_feeds() -> Vec<Feed> {
+    vec![Feed::All]
 }
-fn default_tlp_max() -> String {
-    "AMBER".into()
+fn default_tlp_max() -> Tlp {
+    Tlp::Amber
 }
 fn yes() -> bool {
     true
@@ -150,24 +152,46 @@ fn valid_url(u: &str) -> bool {
 }
 
 impl PeerConfig {
-    /// The peer's feeds, parsed.
-    pub fn parsed_feeds(&self) -> Result<Vec<Feed>, String> {
-        self.feeds
-            .iter()
-            .map(|f| Feed::parse(f).map_err(|e| format!("relay peer '{}': feed: {e}", self.name)))
-            .collect()
-    }
-
-    /// The peer's TLP ceiling, parsed.
-    pub fn parsed_tlp(&self) -> Result<Tlp, String> {
-        self.tlp_max
-            .parse()
-            .map_err(|e| format!("relay peer '{}': tlp_max: {e}", self.name))
+    /// What the peer may be sent: its feeds up to its TLP ceiling, read as `org` (the local
+    /// organisation).
+    pub fn grants(&self, org: Uuid) -> Grants {
+        Grants::reader(org, self.feeds.clone(), self.tlp_max)
     }
 }
 
+/// The checks a peer and a pull share, in this order: a unique name usable in a file name,
+/// an http(s) URL, no blank credential (`blank`: which one is, when one is), and an instance
+/// uuid when `forward_received` is off (`needs_instance`). `kind` is `peer` or `pull`.
+fn check_remote<'a>(
+    kind: &str,
+    names: &mut HashSet<&'a str>,
+    name: &'a str,
+    url: &str,
+    blank: Option<&str>,
+    needs_instance: bool,
+) -> Result<(), String> {
+    if !valid_name(name) || !names.insert(name) {
+        return Err(format!(
+            "relay {kind} name '{name}': empty, repeated, or not [A-Za-z0-9._-]"
+        ));
+    }
+    if !valid_url(url) {
+        return Err(format!("relay {kind} '{name}': url '{url}' is not http(s)"));
+    }
+    if let Some(blank) = blank {
+        return Err(format!("relay {kind} '{name}': {blank} is empty"));
+    }
+    if needs_instance {
+        return Err(format!(
+            "relay {kind} '{name}': forward_received = false needs its instance uuid"
+        ));
+    }
+    Ok(())
+}
+
 impl RelayConfig {
-    /// Checks names, URLs, feeds and TLPs; the message says which entry is wrong.
+    /// Checks names, URLs and credentials (feeds and TLP levels were checked when the
+    /// configuration was read); the message says which entry is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_batch_bytes < 64 * 1024 {
             return Err("relay.max_batch_bytes must be at least 65536".into());
@@ -187,55 +211,18 @@ impl RelayConfig {
         if self.timeout_seconds == 0 {
             return Err("relay.timeout_seconds must be at least 1".into());
         }
-        let mut names = std::collections::HashSet::new();
+        let mut names = HashSet::new();
         for p in &self.peers {
-            if !valid_name(&p.name) || !names.insert(p.name.as_str()) {
-                return Err(format!(
-                    "relay peer name '{}': empty, repeated, or not [A-Za-z0-9._-]",
-                    p.name
-                ));
-            }
-            if !valid_url(&p.url) {
-                return Err(format!(
-                    "relay peer '{}': url '{}' is not http(s)",
-                    p.name, p.url
-                ));
-            }
-            if p.key.trim().is_empty() {
-                return Err(format!("relay peer '{}': key is empty", p.name));
-            }
-            p.parsed_feeds()?;
-            p.parsed_tlp()?;
-            if !p.forward_received && p.instance.is_none() {
-                return Err(format!(
-                    "relay peer '{}': forward_received = false needs its instance uuid",
-                    p.name
-                ));
-            }
+            let blank = p.key.trim().is_empty().then_some("key");
+            let needs_instance = !p.forward_received && p.instance.is_none();
+            check_remote("peer", &mut names, &p.name, &p.url, blank, needs_instance)?;
         }
-        let mut names = std::collections::HashSet::new();
+        let mut names = HashSet::new();
         for p in &self.pulls {
-            if !valid_name(&p.name) || !names.insert(p.name.as_str()) {
-                return Err(format!(
-                    "relay pull name '{}': empty, repeated, or not [A-Za-z0-9._-]",
-                    p.name
-                ));
-            }
-            if !valid_url(&p.url) {
-                return Err(format!(
-                    "relay pull '{}': url '{}' is not http(s)",
-                    p.name, p.url
-                ));
-            }
-            if p.key.trim().is_empty() || p.consumer.trim().is_empty() {
-                return Err(format!("relay pull '{}': key or consumer is empty", p.name));
-            }
-            if !p.forward_received && p.instance.is_none() {
-                return Err(format!(
-                    "relay pull '{}': forward_received = false needs its instance uuid",
-                    p.name
-                ));
-            }
+            let blank = (p.key.trim().is_empty() || p.consumer.trim().is_empty())
+                .then_some("key or consumer");
+            let needs_instance = !p.forward_received && p.instance.is_none();
+            check_remote("pull", &mut names, &p.name, &p.url, blank, needs_instance)?;
         }
         Ok(())
     }
@@ -265,20 +252,75 @@ mod test {
                 "pulls":[{"name":"h","url":"https://hub:9999","key":"k","consumer":"me"}]}"#,
         );
         ok.validate().expect("valid");
-        assert_eq!(ok.peers[0].feeds, vec!["*"]);
+        assert_eq!(ok.peers[0].feeds, vec![Feed::All]);
+        assert_eq!(ok.peers[0].tlp_max, Tlp::Amber);
         assert!(ok.peers[0].forward_received);
-        for bad in [
-            r#"{"peers":[{"name":"","url":"http://x","key":"k"}]}"#,
-            r#"{"peers":[{"name":"a/b","url":"http://x","key":"k"}]}"#,
-            r#"{"peers":[{"name":"a","url":"ftp://x","key":"k"}]}"#,
-            r#"{"peers":[{"name":"a","url":"http://x","key":" "}]}"#,
-            r#"{"peers":[{"name":"a","url":"http://x","key":"k","tlp_max":"PURPLE"}]}"#,
-            r#"{"peers":[{"name":"a","url":"http://x","key":"k","feeds":["tag:"]}]}"#,
-            r#"{"peers":[{"name":"a","url":"http://x","key":"k","forward_received":false}]}"#,
-            r#"{"peers":[{"name":"a","url":"http://x","key":"k"},{"name":"a","url":"http://y","key":"k"}]}"#,
-            r#"{"batch":0}"#,
+        for (bad, says) in [
+            (
+                r#"{"peers":[{"name":"","url":"http://x","key":"k"}]}"#,
+                "relay peer name '': empty, repeated, or not [A-Za-z0-9._-]",
+            ),
+            (
+                r#"{"peers":[{"name":"a/b","url":"http://x","key":"k"}]}"#,
+                "relay peer name 'a/b': empty, repeated",
+            ),
+            (
+                r#"{"peers":[{"name":"a","url":"ftp://x","key":"k"}]}"#,
+                "relay peer 'a': url 'ftp://x' is not http(s)",
+            ),
+            (
+                r#"{"peers":[{"name":"a","url":"http://x","key":" "}]}"#,
+                "relay peer 'a': key is empty",
+            ),
+            (
+                r#"{"peers":[{"name":"a","url":"http://x","key":"k","forward_received":false}]}"#,
+                "relay peer 'a': forward_received = false needs its instance uuid",
+            ),
+            (
+                r#"{"peers":[{"name":"a","url":"http://x","key":"k"},{"name":"a","url":"http://y","key":"k"}]}"#,
+                "relay peer name 'a': empty, repeated",
+            ),
+            (
+                r#"{"pulls":[{"name":"h","url":"https://hub","key":"k","consumer":" "}]}"#,
+                "relay pull 'h': key or consumer is empty",
+            ),
+            (
+                r#"{"pulls":[{"name":"h","url":"hub","key":"k","consumer":"c"}]}"#,
+                "relay pull 'h': url 'hub' is not http(s)",
+            ),
+            (
+                r#"{"pulls":[{"name":"h","url":"http://hub","key":"k","consumer":"c","forward_received":false}]}"#,
+                "relay pull 'h': forward_received = false needs its instance uuid",
+            ),
+            (
+                r#"{"pulls":[{"name":"h","url":"http://a","key":"k","consumer":"c"},{"name":"h","url":"http://b","key":"k","consumer":"c"}]}"#,
+                "relay pull name 'h': empty, repeated",
+            ),
+            (r#"{"batch":0}"#, "relay.batch must be 1..=10000"),
         ] {
-            assert!(parse(bad).validate().is_err(), "{bad}");
+            let e = parse(bad).validate().expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        // A peer and a pull may share a name: each has its own state file.
+        parse(
+            r#"{"peers":[{"name":"x","url":"http://a","key":"k"}],
+                "pulls":[{"name":"x","url":"http://b","key":"k","consumer":"c"}]}"#,
+        )
+        .validate()
+        .expect("names are per kind");
+        // Feeds and TLP levels are refused when the configuration is read.
+        for (bad, says) in [
+            (
+                r#"{"peers":[{"name":"a","url":"http://x","key":"k","tlp_max":"PURPLE"}]}"#,
+                "not a TLP level",
+            ),
+            (
+                r#"{"peers":[{"name":"a","url":"http://x","key":"k","feeds":["tag:"]}]}"#,
+                "'tag:' needs a tag prefix",
+            ),
+        ] {
+            let e = serde_json::from_str::<RelayConfig>(bad).expect_err(bad);
+            assert!(e.to_string().contains(says), "{bad}: {e}");
         }
         assert!(serde_json::from_str::<RelayConfig>(r#"{"peer":[]}"#).is_err());
     }

@@ -85,14 +85,11 @@ impl Default for LocalOptions {
 
 impl LocalOptions {
     /// From the `[exchange]` section.
-    pub fn from_exchange(cfg: &sighthub_exchange::ExchangeConfig) -> Result<Self> {
-        Ok(Self {
-            default_tlp: cfg
-                .default_tlp
-                .parse()
-                .map_err(|e| Error::Config(format!("exchange.default_tlp: {e}")))?,
+    pub fn from_exchange(cfg: &sighthub_exchange::ExchangeConfig) -> Self {
+        Self {
+            default_tlp: cfg.default_tlp,
             max_line_bytes: cfg.max_line_bytes,
-        })
+        }
     }
 }
 
@@ -457,17 +454,8 @@ pub(crate) async fn fetch_instance(
     timeout: Duration,
 ) -> Result<Uuid> {
     let url = endpoint(base, &["iep04", "status"])?;
-    let resp = http
-        .get(url)
-        .header("authorization", key)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|source| Error::Network {
-            peer: name.to_owned(),
-            source,
-        })?;
-    let body = answer(resp, name, 64 * 1024).await?;
+    let req = http.get(url).header("authorization", key).timeout(timeout);
+    let body = call(req, name, false, 64 * 1024).await?;
     body.get("instance")
         .and_then(serde_json::Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok())
@@ -477,22 +465,20 @@ pub(crate) async fn fetch_instance(
         })
 }
 
-/// The JSON body of a 2xx answer (or a 400 that still carries per-item results, when
-/// `allow_400`), else an error. At most `max` bytes are read ([`read_bounded`]).
-pub(crate) async fn answer(
-    resp: reqwest::Response,
-    name: &str,
-    max: usize,
-) -> Result<serde_json::Value> {
-    answer_with(resp, name, false, max).await
-}
-
-pub(crate) async fn answer_with(
-    resp: reqwest::Response,
+/// Sends one request to the peer or hub `name` and reads its answer: the JSON body of a 2xx
+/// (or of a 400 that still carries per-item results, when `allow_400`), else an error. A
+/// failure to send is [`Error::Network`]; at most `max` bytes are read ([`read_bounded`]).
+/// Every request of the relay to another instance goes through it.
+pub(crate) async fn call(
+    req: reqwest::RequestBuilder,
     name: &str,
     allow_400: bool,
     max: usize,
 ) -> Result<serde_json::Value> {
+    let resp = req.send().await.map_err(|source| Error::Network {
+        peer: name.to_owned(),
+        source,
+    })?;
     let status = resp.status().as_u16();
     let bytes = read_bounded(resp, name, max).await?;
     answer_of(status, &bytes, name, allow_400)

@@ -84,17 +84,11 @@ async fn fetch(
 ) -> Result<(String, Vec<serde_json::Value>)> {
     let mut url = crate::endpoint(&p.url, &["iep04", "consumers", &p.consumer, "messages"])?;
     url.set_query(Some(&format!("limit={limit}&wait={}", p.wait_seconds)));
-    let resp = http
+    let req = http
         .get(url)
         .header("authorization", &p.key)
-        .timeout(settings.timeout + std::time::Duration::from_secs(p.wait_seconds))
-        .send()
-        .await
-        .map_err(|source| Error::Network {
-            peer: p.name.clone(),
-            source,
-        })?;
-    let v = crate::answer(resp, &p.name, settings.max_answer_bytes).await?;
+        .timeout(settings.timeout + std::time::Duration::from_secs(p.wait_seconds));
+    let v = crate::call(req, &p.name, false, settings.max_answer_bytes).await?;
     page_of(v).ok_or_else(|| Error::Answer {
         peer: p.name.clone(),
         reason: "a page without cursor or messages".into(),
@@ -121,19 +115,15 @@ async fn ack(
     settings: &Settings,
 ) -> Result<()> {
     let url = crate::endpoint(&p.url, &["iep04", "consumers", &p.consumer, "ack"])?;
-    let resp = http
+    let req = http
         .post(url)
         .header("authorization", &p.key)
         .header("content-type", "application/json")
         .timeout(settings.timeout)
-        .body(serde_json::json!({ "cursor": cursor }).to_string())
-        .send()
+        .body(serde_json::json!({ "cursor": cursor }).to_string());
+    crate::call(req, &p.name, false, 64 * 1024)
         .await
-        .map_err(|source| Error::Network {
-            peer: p.name.clone(),
-            source,
-        })?;
-    crate::answer(resp, &p.name, 64 * 1024).await.map(|_| ())
+        .map(|_| ())
 }
 
 /// Splits a page into what to ingest (path extended with `hub`) and the count of messages

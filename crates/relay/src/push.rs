@@ -28,7 +28,7 @@
 //! read within `max_answer_bytes` and checked (counts that add up, without overflow).
 
 use sighthub_exchange::record::EntryKind;
-use sighthub_exchange::{Cut, Feed, Follower, Grants, Reader, StartAt};
+use sighthub_exchange::{Cut, Follower, Grants, Reader, StartAt};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,19 +192,13 @@ async fn send(
 ) -> Result<(u64, u64, u64)> {
     let mut url = crate::endpoint(&peer.url, &["iep04", "messages"])?;
     url.set_query(Some("results=errors"));
-    let resp = http
+    let req = http
         .post(url)
         .header("authorization", &peer.key)
         .header("content-type", "application/x-ndjson")
         .timeout(settings.timeout)
-        .body(body)
-        .send()
-        .await
-        .map_err(|source| Error::Network {
-            peer: peer.name.clone(),
-            source,
-        })?;
-    let v = crate::answer_with(resp, &peer.name, true, settings.max_answer_bytes).await?;
+        .body(body);
+    let v = crate::call(req, &peer.name, true, settings.max_answer_bytes).await?;
     answer_counts(&v, count).ok_or_else(|| Error::Answer {
         peer: peer.name.clone(),
         reason: format!("{count} messages sent, answer {v:.300}"),
@@ -327,16 +321,7 @@ pub(crate) async fn run(
             return;
         }
     };
-    // Validated with the configuration.
-    let grants = Grants {
-        org: sh.store.org(),
-        publish: Vec::new(),
-        read: peer.parsed_feeds().unwrap_or_else(|_| vec![Feed::All]),
-        tlp_max: peer.parsed_tlp().unwrap_or(sighthub_iep04::Tlp::Clear),
-        relay: false,
-        admin: false,
-        bare_tags: Vec::new(),
-    };
+    let grants = peer.grants(sh.store.org());
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
     let (mut cursor, mut at) = loop {
         let opened = match open_cursor(&sh, &peer.name, grants.clone(), &st, &file).await {

@@ -35,8 +35,8 @@ fn peer(name: &str) -> PeerConfig {
         // Nothing listens there: the task keeps backing off.
         url: "http://127.0.0.1:9".into(),
         key: "k".into(),
-        feeds: vec!["*".into()],
-        tlp_max: "RED".into(),
+        feeds: vec![sighthub_exchange::Feed::All],
+        tlp_max: Tlp::Red,
         forward_received: true,
         instance: None,
         ca: None,
@@ -73,7 +73,7 @@ async fn reload_starts_stops_and_restarts() {
     let same = relay.reload(cfg.clone()).await.expect("reload");
     assert_eq!(same, Reloaded::default());
     cfg.peers.remove(0);
-    cfg.peers[0].tlp_max = "GREEN".into();
+    cfg.peers[0].tlp_max = Tlp::Green;
     cfg.peers.push(peer("c"));
     let r = relay.reload(cfg.clone()).await.expect("reload");
     assert_eq!(r.started, vec!["push:c"]);
@@ -116,15 +116,11 @@ async fn batches_follow_the_log_and_skip_by_path_and_feed() {
     let again = pull::ingest(&sh, page).await.expect("again");
     assert_eq!((again.accepted, again.duplicate, again.errors), (0, 6, 0));
     let settings = Settings::of(&RelayConfig::default());
-    let grants = Grants {
-        org: store.org(),
-        publish: vec![],
-        read: vec![sighthub_exchange::Feed::parse("tag:feed:x").expect("feed")],
-        tlp_max: Tlp::Amber,
-        relay: false,
-        admin: false,
-        bare_tags: vec![],
-    };
+    let grants = Grants::reader(
+        store.org(),
+        vec![sighthub_exchange::Feed::parse("tag:feed:x").expect("feed")],
+        Tlp::Amber,
+    );
     let reader = Reader::new(Arc::clone(&store), Arc::new(grants), sh.local.default_tlp);
     let b = push::next_batch(&sh, &settings, &reader, peer_i, 0, 2).expect("batch");
     assert_eq!((b.count, b.skipped, b.last, b.at_end), (2, 1, 3, false));

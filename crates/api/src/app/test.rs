@@ -31,6 +31,25 @@ fn only_static_routes_are_open() {
     assert_eq!(route_access(&Endpoint::Iep04Status), Guard::Exchange);
 }
 
+/// Every `/iep04/` route of the table, and only those, is authorised by the exchange's keys.
+#[test]
+fn the_exchange_guards_exactly_the_iep04_routes() {
+    for (method, path, _) in crate::router::ROUTES {
+        let m = hyper::Method::from_bytes(method.as_bytes()).expect("method");
+        let concrete = path
+            .replace("{namespace}", "ns")
+            .replace("{uuid}", "u")
+            .replace("{name}", "n");
+        let e = parse_endpoint(&m, &concrete).expect("a route of the table parses");
+        assert_eq!(
+            route_access(&e) == Guard::Exchange,
+            path.starts_with("/iep04/"),
+            "{method} {path}"
+        );
+        assert_eq!(e.is_iep04(), path.starts_with("/iep04/"), "{method} {path}");
+    }
+}
+
 async fn get(app: &Arc<App>, key: Option<&str>, uri: &str) -> (u16, serde_json::Value) {
     let (s, v, _) = call(app, "GET", uri, key, None, chunks(&[])).await;
     (s, v)

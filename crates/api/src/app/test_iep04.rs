@@ -16,12 +16,16 @@ const HUB: Uuid = Uuid::from_u128(0x1111);
 const ORG_A: Uuid = Uuid::from_u128(0xa);
 const ORG_B: Uuid = Uuid::from_u128(0xb);
 
+fn feed(s: &str) -> sighthub_exchange::Feed {
+    sighthub_exchange::Feed::parse(s).expect("a feed")
+}
+
 fn key(org: Uuid, publish: &[&str], read: &[&str], tlp: &str) -> KeyConfig {
     KeyConfig {
         org,
-        publish: publish.iter().map(|s| (*s).to_owned()).collect(),
-        read: read.iter().map(|s| (*s).to_owned()).collect(),
-        tlp_max: tlp.into(),
+        publish: publish.iter().map(|s| feed(s)).collect(),
+        read: read.iter().map(|s| feed(s)).collect(),
+        tlp_max: tlp.parse().expect("a TLP level"),
         relay: false,
         tags: vec![],
     }

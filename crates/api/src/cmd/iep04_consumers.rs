@@ -14,7 +14,8 @@ use hyper::{Request, StatusCode};
 use serde_json::json;
 use sighthub_exchange::record::encode_cursor;
 use sighthub_exchange::store::now_secs;
-use sighthub_exchange::{Grants, Inner};
+use sighthub_exchange::{ExchangeStore, Grants, Inner, Ticket};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The largest acknowledgement body.
@@ -27,9 +28,7 @@ pub(crate) async fn get_route(
     name: &str,
     raw_query: &str,
 ) -> Result<Resp, ApiError> {
-    query(raw_query, &[])?;
-    let name = consumer_name(name)?;
-    require_read(&grants)?;
+    let (_, name) = consumer_request(raw_query, &[], name, &grants)?;
     consumer_state(inner, &grants, name)
 }
 
@@ -40,17 +39,9 @@ pub(crate) async fn delete_route(
     name: &str,
     raw_query: &str,
 ) -> Result<Resp, ApiError> {
-    query(raw_query, &[])?;
-    let name = consumer_name(name)?;
-    require_read(&grants)?;
-    let (store, org, n) = (Arc::clone(&inner.store), grants.org, name.to_owned());
-    let (existed, ticket) = blocking(move || Ok(store.consumer_delete(org, &n)?)).await?;
-    inner
-        .store
-        .group_commit()
-        .wait(ticket)
-        .await
-        .map_err(sighthub_exchange::Error::from)?;
+    let (_, name) = consumer_request(raw_query, &[], name, &grants)?;
+    let (org, n) = (grants.org, name.to_owned());
+    let existed = durably(inner, move |store| store.consumer_delete(org, &n)).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"name": name, "deleted": existed}),
@@ -65,12 +56,8 @@ pub(crate) async fn messages_route(
     raw_query: &str,
     accept: Option<&str>,
 ) -> Result<Resp, ApiError> {
-    let q = query(
-        raw_query,
-        &["limit", "wait", "export", "with_type", "format"],
-    )?;
-    let name = consumer_name(name)?;
-    require_read(&grants)?;
+    let allowed = ["limit", "wait", "export", "with_type", "format"];
+    let (q, name) = consumer_request(raw_query, &allowed, name, &grants)?;
     let p = read_params(&inner.cfg, &q, accept)?;
     let after = inner
         .store
@@ -91,9 +78,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let q = query(raw_query, &["cursor"])?;
-    let name = consumer_name(name)?.to_owned();
-    require_read(&grants)?;
+    let (q, name) = consumer_request(raw_query, &["cursor"], name, &grants)?;
     let cursor = match q.get("cursor") {
         Some(c) => c.clone(),
         None => {
@@ -103,16 +88,42 @@ where
         }
     };
     let seq = cursor_seq(inner, &cursor)?;
-    let (store, org) = (Arc::clone(&inner.store), grants.org);
-    let n = name.clone();
-    let (_, ticket) = blocking(move || Ok(store.consumer_ack(org, &n, seq, now_secs())?)).await?;
+    let (org, n) = (grants.org, name.to_owned());
+    durably(inner, move |store| {
+        store.consumer_ack(org, &n, seq, now_secs())
+    })
+    .await?;
+    consumer_state(inner, &grants, name)
+}
+
+/// What every consumer route checks first, in this order: the query's parameters
+/// (`allowed`), the consumer's name, a key that may read.
+fn consumer_request<'n>(
+    raw_query: &str,
+    allowed: &[&str],
+    name: &'n str,
+    grants: &Grants,
+) -> Result<(HashMap<String, String>, &'n str), ApiError> {
+    let q = query(raw_query, allowed)?;
+    let name = consumer_name(name)?;
+    require_read(grants)?;
+    Ok((q, name))
+}
+
+/// Runs a change of a consumer on a blocking thread and returns once it is durable.
+async fn durably<T: Send + 'static>(
+    inner: &Inner,
+    change: impl FnOnce(&ExchangeStore) -> sighthub_exchange::Result<(T, Ticket)> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = Arc::clone(&inner.store);
+    let (out, ticket) = blocking(move || Ok(change(&store)?)).await?;
     inner
         .store
         .group_commit()
         .wait(ticket)
         .await
         .map_err(sighthub_exchange::Error::from)?;
-    consumer_state(inner, &grants, &name)
+    Ok(out)
 }
 
 fn consumer_state(inner: &Inner, grants: &Grants, name: &str) -> Result<Resp, ApiError> {

@@ -109,7 +109,7 @@ fn rel_json(rel: &LinkRel) -> Value {
 async fn links(inner: &Arc<Inner>, grants: Arc<Grants>, uuid: Uuid) -> Result<Resp, ApiError> {
     require_read(&grants)?;
     let store = Arc::clone(&inner.store);
-    let default_tlp = inner.default_tlp;
+    let default_tlp = inner.cfg.default_tlp;
     let g = Arc::clone(&grants);
     let (list, target_org) = blocking(move || {
         let mut out = Vec::new();
@@ -157,7 +157,7 @@ async fn by_alternate(
 ) -> Result<Resp, ApiError> {
     require_read(&grants)?;
     let store = Arc::clone(&inner.store);
-    let default_tlp = inner.default_tlp;
+    let default_tlp = inner.cfg.default_tlp;
     let a = alt.clone();
     let list = blocking(move || {
         let mut out = Vec::new();

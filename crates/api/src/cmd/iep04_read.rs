@@ -67,13 +67,17 @@ pub(crate) async fn read(
     let deadline = tokio::time::Instant::now() + p.wait;
     // The one reader of the log (scan, filter by these grants, page, wait); the cursor
     // comes with the request.
-    let mut reader = Reader::new(Arc::clone(store), Arc::clone(&grants), inner.default_tlp);
+    let mut reader = Reader::new(
+        Arc::clone(store),
+        Arc::clone(&grants),
+        inner.cfg.default_tlp,
+    );
     let mut cursor = after;
     let mut truncated = false;
     loop {
         let (r, g) = (reader.clone(), Arc::clone(&grants));
         let (default_tlp, export, framing, limit) =
-            (inner.default_tlp, p.export, p.framing, p.limit);
+            (inner.cfg.default_tlp, p.export, p.framing, p.limit);
         let max_bytes = inner.cfg.max_page_bytes;
         let max_scan = limit.saturating_mul(16).clamp(10_000, 200_000);
         let (out, count, end): (Vec<u8>, usize, PageEnd) = blocking(move || {
@@ -177,7 +181,12 @@ async fn get_message(
         )));
     };
     let entry = rec.entry()?;
-    if !grants.may_read(entry.format_type, &entry.tags, entry.tlp, inner.default_tlp) {
+    if !grants.may_read(
+        entry.format_type,
+        &entry.tags,
+        entry.tlp,
+        inner.cfg.default_tlp,
+    ) {
         return Err(unknown());
     }
     let message: Value = if bare {

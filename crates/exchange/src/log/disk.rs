@@ -23,10 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use super::{ConsumerState, ExchangeLog, IncomingLink, LogBatch};
+use super::{alternate_uuid, ConsumerState, ExchangeLog, IncomingLink, LogBatch};
 use crate::error::{Error, Result};
 use crate::record::{
-    alternate_prefix, consumer_key, key_seq, le_u64, link_key, link_value, seq_key, LinkRel, Seen,
+    alternate_key, alternate_prefix, consumer_key, key_seq, le_u64, link_key, link_value, seq_key,
+    LinkRel, Seen,
 };
 use crate::store::{now_secs, StoreOptions};
 
@@ -198,16 +199,14 @@ impl LogBatch for FjallBatch {
     }
 
     fn put_alternate(&mut self, alt: &str, uuid: Uuid, seq: u64) {
-        if let Some(mut k) = alternate_prefix(alt) {
-            k.extend_from_slice(uuid.as_bytes());
+        if let Some(k) = alternate_key(alt, uuid) {
             self.batch
                 .insert(&self.alternates, k, seq.to_le_bytes().to_vec());
         }
     }
 
     fn remove_alternate(&mut self, alt: &str, uuid: Uuid) {
-        if let Some(mut k) = alternate_prefix(alt) {
-            k.extend_from_slice(uuid.as_bytes());
+        if let Some(k) = alternate_key(alt, uuid) {
             self.batch.remove(&self.alternates, k);
         }
     }
@@ -300,7 +299,7 @@ impl ExchangeLog for FjallLog {
         };
         for kv in self.alternates.prefix(&prefix) {
             let (k, v) = kv.into_inner()?;
-            let uuid = super::alternate_source(&k, prefix.len())?;
+            let uuid = alternate_uuid(&k, &prefix)?;
             let seq = le_u64(&v).ok_or_else(|| Error::corrupt("alternate value"))?;
             if f(uuid, seq).is_break() {
                 break;

@@ -12,9 +12,9 @@ use std::ops::ControlFlow;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
 
-use super::{ConsumerState, ExchangeLog, IncomingLink, LogBatch};
+use super::{alternate_uuid, ConsumerState, ExchangeLog, IncomingLink, LogBatch};
 use crate::error::Result;
-use crate::record::{alternate_prefix, link_key, link_value, LinkRel, Seen};
+use crate::record::{alternate_key, alternate_prefix, link_key, link_value, LinkRel, Seen};
 
 #[derive(Default)]
 struct Maps {
@@ -69,12 +69,6 @@ enum Op {
 #[derive(Default)]
 pub struct MemoryBatch {
     ops: Vec<Op>,
-}
-
-fn alternate_key(alt: &str, uuid: Uuid) -> Option<Vec<u8>> {
-    let mut k = alternate_prefix(alt)?;
-    k.extend_from_slice(uuid.as_bytes());
-    Some(k)
 }
 
 impl LogBatch for MemoryBatch {
@@ -218,7 +212,7 @@ impl ExchangeLog for MemoryLog {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let uuid = super::alternate_source(k, prefix.len())?;
+            let uuid = alternate_uuid(k, &prefix)?;
             if f(uuid, *seq).is_break() {
                 break;
             }
