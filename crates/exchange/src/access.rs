@@ -280,8 +280,10 @@ impl Keys {
     }
 }
 
-/// The candidate keys in an `Authorization` value, most specific first.
-fn credentials(text: &str) -> Vec<String> {
+/// The candidate keys in an `Authorization` value, most specific first: what follows
+/// `Bearer ` or `Token `, or the password of HTTP Basic, then the whole value. The one reading
+/// of the header for both APIs (the sighting API's keys are looked up the same way).
+pub fn credentials(text: &str) -> Vec<String> {
     let mut out = Vec::with_capacity(2);
     if let Some((scheme, rest)) = text.split_once(' ') {
         let rest = rest.trim();
