@@ -25,7 +25,7 @@ pub fn choose(given: &str) -> anyhow::Result<SocketAddr> {
                 drop(probe);
                 if candidates.len() > 1 || given.parse::<SocketAddr>().is_err() {
                     tracing::info!(
-                        "{given} resolves to {}; listening on {addr}",
+                        "{given} resolves to {}; the server binds {addr}",
                         list(&candidates)
                     );
                 }
