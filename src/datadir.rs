@@ -67,14 +67,10 @@ pub fn lock(dir: &Path) -> anyhow::Result<Lock> {
     Ok(Lock { _file: file })
 }
 
-/// The error of a data directory a file cannot be created in.
+/// The error of a data directory a file cannot be created in (worded in one place, the node's
+/// [`sighthub_node::BootError::not_writable`]).
 fn not_writable(dir: &Path, e: &std::io::Error) -> anyhow::Error {
-    anyhow::anyhow!(
-        "data directory {} is not writable by this user ({e}): sighthub keeps its database, \
-         keys and certificate there; make it writable (chown or chmod), or give another \
-         --data-dir",
-        dir.display()
-    )
+    sighthub_node::BootError::not_writable(dir, e).into()
 }
 
 #[cfg(test)]

@@ -241,3 +241,56 @@ async fn the_help_page_lists_every_route() {
         assert!(text.contains(route), "{route} missing: {text}");
     }
 }
+
+/// A read-only data directory: owned by the user who runs the server, mode 0500. As root
+/// (who writes anywhere) the server is run as `nobody` on a directory `nobody` owns.
+#[test]
+#[cfg(unix)]
+fn a_read_only_data_directory_is_called_a_data_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let as_root = run({
+        let mut id = Command::new("id");
+        id.arg("-u");
+        id
+    })
+    .stdout
+    .trim()
+        == "0";
+    let mut cmd = if as_root {
+        let chmod = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        chmod(dir.path(), 0o755).expect("chmod");
+        let owned = Command::new("chown")
+            .arg("nobody:nogroup")
+            .arg(&data)
+            .status()
+            .expect("chown");
+        assert!(owned.success());
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_sighthub"));
+        cmd
+    } else {
+        sighthub()
+    };
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+    cmd.args(["serve", "--plain-http", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("SIGHTHUB_ADMIN_KEY");
+    let out = run(cmd);
+    assert!(!out.success, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "data directory {} is not writable by this user",
+            data.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--data-dir"), "{}", out.stderr);
+    assert!(!out.stderr.contains("key file"), "{}", out.stderr);
+    assert!(!out.stdout.contains("admin API key"), "{}", out.stdout);
+}
