@@ -204,8 +204,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(given) => listen::choose(given)?,
         None => listen::choose(&cfg.listen.to_string())?,
     };
-    let node = sighthub_node::boot(&cfg).context("starting sighthub")?;
+    let key_file = cfg.data_dir.join(sighthub_node::boot::ADMIN_KEY_FILE);
+    let had_key = key_file.exists();
+    let node = match sighthub_node::boot(&cfg) {
+        Ok(node) => node,
+        Err(e) => {
+            if !had_key {
+                forget_unshown_key(&key_file);
+            }
+            return Err(anyhow::Error::new(e).context("starting sighthub"));
+        }
+    };
     let generated = node.generated_admin_key.clone();
+    let shown = std::cell::Cell::new(false);
     if !cfg.authenticate {
         tracing::warn!("authentication is OFF (--no-auth): anyone can read and write");
     }
@@ -213,7 +224,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the runtime")?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         // Install the signal handlers before announcing the address: a SIGTERM that arrives
         // right after start must still drain and persist, not kill the process.
         let signals = Signals {
@@ -234,14 +245,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     path.display()
                 );
                 println!("{key}");
+                shown.set(true);
             }
             tracing::info!("listening on {scheme}://{addr}");
         })
         .await
         .context("serving")
-    })?;
+    });
+    if let (Err(_), Some((_, path)), false) = (&served, &generated, shown.get()) {
+        forget_unshown_key(path);
+    }
+    served?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Removes the admin key a start that failed generated and never showed, so that the next
+/// start generates one and shows it (a key nobody saw would only be found in the file).
+fn forget_unshown_key(path: &std::path::Path) {
+    if std::fs::remove_file(path).is_ok() {
+        tracing::debug!(path = %path.display(), "removed the admin key of a failed start");
+    }
 }
 
 /// Every file and directory the process creates (database tables, journals, exchange and

@@ -294,3 +294,45 @@ fn a_read_only_data_directory_is_called_a_data_directory() {
     assert!(!out.stderr.contains("key file"), "{}", out.stderr);
     assert!(!out.stdout.contains("admin API key"), "{}", out.stdout);
 }
+
+/// A start that fails after the admin key was generated (here: a configured TLS pair that is
+/// not there; then an IntelMQ listener on an address in use, found once the server runs)
+/// neither prints the key nor leaves it behind unseen: the next start generates one and shows
+/// it.
+#[test]
+fn a_start_that_fails_later_leaves_no_unseen_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("addr").port();
+    for (name, config, plain) in [
+        ("tls", "[tls]\ncert = \"absent.pem\"\nkey = \"absent.pem\"\n".to_owned(), false),
+        (
+            "intelmq",
+            format!(
+                "[intelmq]\nenabled = true\n\n[[intelmq.tcp_in]]\nname = \"t\"\nlisten = \"127.0.0.1:{port}\"\n"
+            ),
+            true,
+        ),
+    ] {
+        let cfg = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&cfg, config).expect("write");
+        let mut cmd = sighthub();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("SIGHTHUB_ADMIN_KEY");
+        if plain {
+            cmd.arg("--plain-http");
+        }
+        let out = run(cmd);
+        assert!(!out.success, "{name}: {}", out.stderr);
+        assert!(!out.stdout.contains("admin API key"), "{name}: {}", out.stdout);
+        assert!(
+            !data.join("admin.key").exists(),
+            "{name}: a key nobody saw was left behind"
+        );
+    }
+}

@@ -14,6 +14,9 @@ use std::time::Instant;
 /// Environment variable that supplies the admin key (then none is generated).
 pub const ADMIN_KEY_ENV: &str = "SIGHTHUB_ADMIN_KEY";
 
+/// The admin key's file in the data directory, when `SIGHTHUB_ADMIN_KEY` is not set.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -115,7 +118,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
                 auth.add_key(k.trim(), admin)
             }
             _ => {
-                let path = cfg.data_dir.join("admin.key");
+                let path = cfg.data_dir.join(ADMIN_KEY_FILE);
                 let (key, fresh) = load_or_make_admin_key(&path)?;
                 if fresh {
                     generated = Some((key.clone(), path));
