@@ -129,12 +129,13 @@ fn report(e: &anyhow::Error) -> String {
     let mut said = e.to_string();
     for cause in e.chain().skip(1) {
         let text = cause.to_string();
-        if said.contains(&text) {
+        let text = text.trim();
+        if said.contains(text) {
             continue;
         }
         out.push_str("\n  because: ");
-        out.push_str(&text);
-        said.push_str(&text);
+        out.push_str(text);
+        said.push_str(text);
     }
     out
 }
