@@ -5,8 +5,10 @@
 //! page, wait for the durable end), and so is the cursor: the named consumer
 //! `relay/push/<peer>` of the local organisation (a name with `/`, out of reach of the
 //! `/iep04/consumers/{name}` routes), moved durably once the peer answered. The state file
-//! `<data_dir>/relay/push-<peer>.json` keeps only the counters ([`PeerState`]), which are
-//! not a cursor. **Upgrade:** a state file written before still holds the cursor; on the
+//! `<data_dir>/relay/push-<peer>.json` keeps the counters ([`PeerState`]) and the position
+//! they cover, written before the consumer moves; after a crash between the two the consumer
+//! is moved up to it at start, so an answered batch is neither resent nor left uncounted.
+//! **Upgrade:** a state file written before still holds the cursor; on the
 //! first start without the consumer, the consumer is created there (same log epoch only:
 //! a recreated log starts over), so nothing is sent again and nothing is skipped.
 //!
@@ -236,7 +238,9 @@ pub(crate) fn carried_over(st: &PeerState, epoch: u64, file: &std::path::Path) -
 
 /// The cursor of the push to `peer`, reading what `grants` allow: the consumer
 /// [`consumer_name`], created at the state file's cursor when it does not exist yet (see the
-/// module docs).
+/// module docs), and moved up to the state file's cursor when it is behind it (a crash after
+/// the counters were written and before the consumer moved: the counters already count that
+/// batch, and the peer answered it).
 pub(crate) async fn open_cursor(
     sh: &Shared,
     peer: &str,
@@ -245,7 +249,7 @@ pub(crate) async fn open_cursor(
     file: &std::path::Path,
 ) -> Result<Follower> {
     let start = carried_over(st, sh.store.epoch(), file);
-    Ok(Follower::open(
+    let cursor = Follower::open(
         Arc::clone(&sh.store),
         sh.store.org(),
         consumer_name(peer),
@@ -253,17 +257,26 @@ pub(crate) async fn open_cursor(
         sh.local.default_tlp,
         start,
     )
-    .await?)
+    .await?;
+    if st.epoch == sh.store.epoch() && st.cursor > cursor.position()? {
+        cursor.advance(st.cursor.min(sh.store.durable())).await?;
+    }
+    Ok(cursor)
 }
 
-/// Moves the cursor to `to` and writes the counters. A failure is logged, and the cursor
-/// kept in memory: a crash before the next successful move resends one batch.
-async fn save(cursor: &Follower, to: u64, path: &std::path::Path, st: &PeerState) {
-    if let Err(e) = cursor.advance(to).await {
-        tracing::warn!(error = %e, "relay: cursor not persisted");
-    }
+/// Writes the counters with the position they cover, then moves the cursor there: the
+/// counters file is the write-ahead of the consumer, so a crash between the two is repaired
+/// at start ([`open_cursor`]) and the counters always agree with the cursor. A failure is
+/// logged, and the cursor kept in memory: a crash before the next successful move resends
+/// one batch.
+async fn save(cursor: &Follower, to: u64, path: &std::path::Path, st: &mut PeerState) {
+    st.cursor = to;
+    st.epoch = cursor.store().epoch();
     if let Err(e) = state::store(path, st) {
         tracing::warn!(error = %e, "relay: counters not persisted");
+    }
+    if let Err(e) = cursor.advance(to).await {
+        tracing::warn!(error = %e, "relay: cursor not persisted");
     }
 }
 
@@ -407,7 +420,7 @@ pub(crate) async fn run(
             if batch.last > at {
                 at = batch.last;
                 st.skipped = st.skipped.saturating_add(batch.skipped);
-                save(&cursor, at, &file, &st).await;
+                save(&cursor, at, &file, &mut st).await;
             }
             if batch.at_end {
                 tokio::select! {
@@ -429,7 +442,7 @@ pub(crate) async fn run(
                 st.errors = st.errors.saturating_add(e);
                 st.skipped = st.skipped.saturating_add(batch.skipped);
                 st.batches = st.batches.saturating_add(1);
-                save(&cursor, at, &file, &st).await;
+                save(&cursor, at, &file, &mut st).await;
                 if e > 0 {
                     tracing::warn!(peer = %peer.name, errors = e, "relay: the peer refused some messages as invalid");
                 }
@@ -456,7 +469,7 @@ pub(crate) async fn run(
                 st.last_refused_uuid = Some(uuid.to_string());
                 st.last_refused_reason = Some(reason.chars().take(300).collect());
                 st.skipped = st.skipped.saturating_add(batch.skipped);
-                save(&cursor, at, &file, &st).await;
+                save(&cursor, at, &file, &mut st).await;
                 backoff.reset();
                 if isolating.is_none_or(|end| at >= end) {
                     isolating = None;

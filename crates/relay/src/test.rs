@@ -337,7 +337,8 @@ async fn an_old_state_file_cursor_becomes_the_consumer_nothing_resent_nothing_sk
         uuids[4..].to_vec(),
         "5 and 6 only: none resent, none skipped"
     );
-    // The cursor is the exchange's now, and the file keeps the counters only.
+    // The cursor is the exchange's now; the file keeps the counters and the position they
+    // cover, written before the consumer moves.
     let consumer = push::consumer_name("p");
     for _ in 0..200 {
         if store
@@ -357,13 +358,16 @@ async fn an_old_state_file_cursor_becomes_the_consumer_nothing_resent_nothing_sk
             .map(|c| c.acked),
         Some(6)
     );
-    let text = std::fs::read_to_string(&file).expect("state file");
-    assert!(!text.contains("cursor"), "{text}");
     let st = state::load(&file).expect("state");
     assert_eq!((st.sent, st.accepted, st.batches), (6, 6, 2));
+    assert_eq!(
+        (st.epoch, st.cursor),
+        (store.epoch(), 6),
+        "the counters cover up to 6"
+    );
     let status = relay.status().expect("status");
     assert_eq!(status[0].1.cursor, 6, "status reads the consumer");
-    // A restart goes on from the consumer (the file has no cursor any more): nothing resent.
+    // A restart goes on from the consumer: nothing resent.
     pull::ingest(&sh, vec![msg(7, &[], &[])])
         .await
         .expect("ingest");
@@ -415,4 +419,52 @@ async fn an_old_cursor_of_another_log_is_not_carried_over() {
     )
     .expect("batch");
     assert_eq!((b.count, b.first.map(|(s, _)| s), b.last), (1, Some(3), 3));
+}
+
+/// A crash after the counters were written and before the consumer moved (the counters count
+/// a batch the peer answered): at start the consumer is moved up to the counters' position, so
+/// the batch is not resent and the counters stay exact. Before the consumer moves first.
+#[tokio::test]
+async fn a_crash_between_the_counters_and_the_consumer_is_repaired_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let sh = shared(dir.path(), &store);
+    pull::ingest(&sh, (1..=5).map(|n| msg(n, &[], &[])).collect())
+        .await
+        .expect("ingest");
+    let file = state::file(&sh.dir, "push", "p");
+    // The consumer was at 2 when the process died; the counters already covered up to 4.
+    let before = push::open_cursor(
+        &sh,
+        "p",
+        Grants::admin(store.org()),
+        &PeerState::default(),
+        &file,
+    )
+    .await
+    .expect("cursor");
+    before.advance(2).await.expect("advance");
+    let written = PeerState {
+        epoch: store.epoch(),
+        cursor: 4,
+        sent: 4,
+        ..PeerState::default()
+    };
+    let f = push::open_cursor(&sh, "p", Grants::admin(store.org()), &written, &file)
+        .await
+        .expect("cursor");
+    assert_eq!(
+        f.position().expect("pos"),
+        4,
+        "moved up to what the counters cover"
+    );
+    // Never back: counters of an older position leave the consumer where it is.
+    let older = PeerState {
+        cursor: 3,
+        ..written
+    };
+    let f = push::open_cursor(&sh, "p", Grants::admin(store.org()), &older, &file)
+        .await
+        .expect("cursor");
+    assert_eq!(f.position().expect("pos"), 4);
 }
