@@ -28,6 +28,20 @@ enum Command {
     /// Re-build the sightings recorded from exchanged events by replaying the exchange log
     /// (for example after changing the `[bridge]` mapping). Run it with the server stopped.
     RebuildSightings(RebuildArgs),
+    /// Print this instance's identity: `sha256:` and the base64url SHA-256 of its TLS public
+    /// key. Peers pin it as `fingerprint = "sha256:…"`. Makes the certificate (with
+    /// `[tls] names`) if there is none yet; works while the server runs.
+    Identity(IdentityArgs),
+}
+
+#[derive(clap::Args)]
+struct IdentityArgs {
+    /// TOML configuration file (the one the server uses).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory. Overrides the config.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -77,7 +91,15 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::RebuildSightings(args) => rebuild(args),
+        Command::Identity(args) => identity(args),
     }
+}
+
+fn identity(args: IdentityArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args.config.as_deref(), args.data_dir)?;
+    let id = sighthub_node::boot::identity(&cfg).context("reading this instance's identity")?;
+    println!("{id}");
+    Ok(())
 }
 
 fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
