@@ -10,5 +10,6 @@ mod exchange;
 mod hostile_api;
 mod hostile_exchange;
 mod intelmq;
+mod peering;
 mod relay;
 mod tls;

@@ -43,20 +43,32 @@ fn network_cause(e: &reqwest::Error) -> String {
     let mut chain: Vec<String> = Vec::new();
     let mut next: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = next {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return "connection refused: nothing listens at the peer's url; is the peer running, on that address and port?".into();
-            }
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return "timeout: connecting to the peer timed out; is the address right and the port open?".into();
-            }
-            // An io::Error hides the error it wraps from `source()`.
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        // The client wraps errors in boxes and io::Errors, which hide what they hold from
+        // `source()`: look inside them too.
+        let mut inner = err;
+        loop {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
                 return tls_cause(tls);
             }
-        }
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return tls_cause(tls);
+            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => {
+                        return "connection refused: nothing listens at the peer's url; is the peer running, on that address and port?".into();
+                    }
+                    std::io::ErrorKind::TimedOut => {
+                        return "timeout: connecting to the peer timed out; is the address right and the port open?".into();
+                    }
+                    _ => {}
+                }
+            }
+            let unwrapped: Option<&(dyn StdError + 'static)> = inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|i| i as &(dyn StdError + 'static));
+            match unwrapped {
+                Some(i) => inner = i,
+                None => break,
+            }
         }
         let text = err.to_string();
         if chain.last().is_none_or(|l| !l.contains(&text)) {
