@@ -111,7 +111,10 @@ fn identity(dir: &Path) -> String {
         .output()
         .expect("identity");
     assert!(out.status.success(), "{out:?}");
-    let id = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+    let id = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
     assert!(id.starts_with("sha256:") && id.len() == 50, "{id}");
     id
 }
@@ -125,10 +128,12 @@ fn http() -> reqwest::Client {
         .expect("client")
 }
 
-/// The receiving instance: TLS, `names`, and a relay key `a-key` for organisation `a_org`.
-fn receiver_config(org: &str, a_org: &str, names: &str) -> String {
+/// The receiving instance: TLS, `[tls] names` if given, and a relay key `a-key` for
+/// organisation `a_org`.
+fn receiver_config(org: &str, a_org: &str, names: Option<&str>) -> String {
+    let tls = names.map_or(String::new(), |n| format!("[tls]\nnames = {n}\n\n"));
     format!(
-        "[exchange]\norg = \"{org}\"\n\n[bridge]\nenabled = false\n\n[tls]\nnames = {names}\n\n\
+        "[exchange]\norg = \"{org}\"\n\n[bridge]\nenabled = false\n\n{tls}\
          [exchange.keys.\"a-key\"]\norg = \"{a_org}\"\npublish = [\"*\"]\nread = [\"*\"]\ntlp_max = \"RED\"\nrelay = true\n"
     )
 }
@@ -190,7 +195,7 @@ async fn issue15_a_pinned_peer_is_reached_whatever_its_certificate_names() {
     // B's certificate names only b.example; A reaches it as 127.0.0.1.
     let b = Proc::start(
         &bdir,
-        &receiver_config(&b_org, &a_org, "[\"b.example\"]"),
+        &receiver_config(&b_org, &a_org, Some("[\"b.example\"]")),
         true,
     );
     let b_id = identity(&bdir);
@@ -229,7 +234,7 @@ async fn issue15_a_failing_link_says_why_in_its_status_and_log() {
     let bdir = tmp.path().join("b");
     let b = Proc::start(
         &bdir,
-        &receiver_config(&b_org, &a_org, "[\"b.example\"]"),
+        &receiver_config(&b_org, &a_org, Some("[\"b.example\"]")),
         true,
     );
     let b_id = identity(&bdir);
@@ -276,7 +281,9 @@ async fn issue15_a_failing_link_says_why_in_its_status_and_log() {
         assert!(a.state(name)["since"].as_u64().is_some());
         let warned = a.logged(&format!("link=push:{name}"));
         assert!(
-            warned.iter().any(|l| l.contains("WARN") && l.contains(says.as_str())),
+            warned
+                .iter()
+                .any(|l| l.contains("WARN") && l.contains(says.as_str())),
             "push:{name}: {warned:?}"
         );
         assert!(
@@ -293,7 +300,8 @@ async fn issue15_a_peer_missing_its_ca_at_start_recovers_on_sighup() {
     let bdir = tmp.path().join("b");
     let b = Proc::start(
         &bdir,
-        &receiver_config(&b_org, &a_org, "[\"127.0.0.1\"]"),
+        // The default names include 127.0.0.1.
+        &receiver_config(&b_org, &a_org, None),
         true,
     );
     let ca = tmp.path().join("b-cert.pem");
