@@ -28,8 +28,9 @@ pub enum Trust<'a> {
 
 fn trust<'a>(fp: Option<Fingerprint>, ca: Option<&'a Path>, insecure: bool) -> Trust<'a> {
     match (fp, ca) {
-        _ if insecure => Trust::Insecure,
+        // A pinned key is never weakened by accept_invalid_certs.
         (Some(f), _) => Trust::Pinned(f),
+        _ if insecure => Trust::Insecure,
         (None, Some(ca)) => Trust::Ca(ca),
         (None, None) => Trust::SystemRoots,
     }
@@ -403,5 +404,16 @@ mod test {
             assert!(e.to_string().contains(says), "{bad}: {e}");
         }
         assert!(serde_json::from_str::<RelayConfig>(r#"{"peer":[]}"#).is_err());
+        // A pinned key is never weakened by accept_invalid_certs.
+        let pinned = parse(
+            r#"{"peers":[{"name":"a","url":"https://x","key":"k","accept_invalid_certs":true,
+                "fingerprint":"sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"}]}"#,
+        );
+        assert!(matches!(pinned.peers[0].trust(), Trust::Pinned(_)));
+        let e = serde_json::from_str::<RelayConfig>(
+            r#"{"peers":[{"name":"a","url":"https://x","key":"k","fingerprint":"sha1:abc"}]}"#,
+        )
+        .expect_err("bad fingerprint");
+        assert!(e.to_string().contains("43 base64url"), "{e}");
     }
 }
