@@ -8,6 +8,8 @@
 //!   closed port each leave their cause in the link's status and in the log.
 //! - A `ca` file missing at start does not kill the link: SIGHUP after it appears restarts
 //!   it and messages flow.
+//! - Two organisations join by invitation (`sighthub peer invite` / `join`), add the blocks
+//!   `join` prints, and exchange both ways over pinned identities.
 
 use crate::common::ADMIN;
 use crate::relay::uuid_v4;
@@ -23,6 +25,8 @@ use std::time::{Duration, Instant};
 struct Proc {
     child: Child,
     addr: SocketAddr,
+    /// `http(s)://addr`.
+    base: String,
     dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -36,6 +40,10 @@ impl Drop for Proc {
 
 impl Proc {
     fn start(dir: &Path, config: &str, tls: bool) -> Proc {
+        Proc::start_on(dir, config, tls, "127.0.0.1:0")
+    }
+
+    fn start_on(dir: &Path, config: &str, tls: bool, listen: &str) -> Proc {
         let path = dir.with_extension("toml");
         std::fs::write(&path, config).expect("config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sighthub"));
@@ -43,7 +51,7 @@ impl Proc {
             .arg("--data-dir")
             .arg(dir)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--config")
             .arg(&path)
             .env("SIGHTHUB_ADMIN_KEY", ADMIN)
@@ -73,6 +81,7 @@ impl Proc {
         Proc {
             child,
             addr: url.split_once("://").expect("url").1.parse().expect("addr"),
+            base: url.clone(),
             dir: dir.to_owned(),
             log,
         }
@@ -152,7 +161,7 @@ async fn publish(http: &reqwest::Client, a: &Proc, org: &str) -> String {
         "meta": {"uuid": uuid, "uuid_org": org},
         "payload": {"source.ip": "198.51.100.7", "raw": "eA==", "tlp": "GREEN"}});
     let r = http
-        .post(format!("http://{}/iep04/messages", a.addr))
+        .post(format!("{}/iep04/messages", a.base))
         .header("authorization", ADMIN)
         .header("content-type", "application/json")
         .body(msg.to_string())
@@ -164,7 +173,7 @@ async fn publish(http: &reqwest::Client, a: &Proc, org: &str) -> String {
 }
 
 async fn holds(http: &reqwest::Client, b: &Proc, uuid: &str) -> bool {
-    http.get(format!("https://{}/iep04/messages/{uuid}", b.addr))
+    http.get(format!("{}/iep04/messages/{uuid}", b.base))
         .header("authorization", ADMIN)
         .send()
         .await
@@ -335,4 +344,63 @@ async fn issue15_a_peer_missing_its_ca_at_start_recovers_on_sighup() {
         a.state("b")["last_error"].is_null()
     })
     .await;
+}
+
+/// Runs `sighthub <args> --config <dir>.toml --data-dir <dir>`; its standard output.
+fn run(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sighthub"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--config")
+        .arg(dir.with_extension("toml"))
+        .output()
+        .expect("sighthub");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue15_two_organisations_join_by_invitation_and_exchange_both_ways() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a_org, b_org) = (uuid_v4(), uuid_v4());
+    let (adir, bdir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (pa, pb) = (crate::common::free_port(), crate::common::free_port());
+    let base = |org: &str| {
+        format!("[exchange]\norg = \"{org}\"\n\n[bridge]\nenabled = false\n\n[relay]\nretry_min_ms = 50\nretry_max_ms = 500\n\n")
+    };
+    let (mut a_cfg, mut b_cfg) = (base(&a_org), base(&b_org));
+    std::fs::write(adir.with_extension("toml"), &a_cfg).expect("a config");
+    std::fs::write(bdir.with_extension("toml"), &b_cfg).expect("b config");
+    let a_url = format!("https://127.0.0.1:{pa}");
+    let b_url = format!("https://127.0.0.1:{pb}");
+    let token = run(
+        &adir,
+        &["peer", "invite", "--url", &a_url, "--name", "org-a"],
+    );
+    let token = token.trim();
+    assert!(!token.contains(char::is_whitespace), "one line: {token}");
+    let joined = run(
+        &bdir,
+        &["peer", "join", token, "--url", &b_url, "--name", "org-b"],
+    );
+    let (here, there) = joined.split_once("# 2.").expect("two blocks");
+    b_cfg += here;
+    a_cfg += there.split_once('\n').expect("header").1;
+    let a = Proc::start_on(&adir, &a_cfg, true, &format!("127.0.0.1:{pa}"));
+    let b = Proc::start_on(&bdir, &b_cfg, true, &format!("127.0.0.1:{pb}"));
+    let http = http();
+    let from_a = publish(&http, &a, &a_org).await;
+    let from_b = publish(&http, &b, &b_org).await;
+    eventually("A's message reaches B", || holds(&http, &b, &from_a)).await;
+    eventually("B's message reaches A", || holds(&http, &a, &from_b)).await;
+    for p in [&a, &b] {
+        let peer = if p.base == a.base { "org-b" } else { "org-a" };
+        assert_eq!(
+            p.state(peer)["last_error"],
+            Value::Null,
+            "{}",
+            p.state(peer)
+        );
+    }
 }

@@ -39,6 +39,7 @@
 //! - [`config`]: the `[relay]` section (peers, pulls, retry and batch settings).
 //! - [`health`]: why a link fails, in the log (bounded) and in its status.
 //! - [`identity`]: instance identities (public-key fingerprints) and pinned peers.
+//! - [`invite`]: `sighthub peer invite` / `join`: a one-line token and both sides' configuration.
 //! - [`path`]: the `sighthub:path` meta field.
 //! - [`push`]: one task per peer: scan, filter, send, advance.
 //! - [`pull`]: one task per hub: long-poll, ingest, acknowledge.
@@ -51,6 +52,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod identity;
+pub mod invite;
 pub mod path;
 pub mod pull;
 pub mod push;
