@@ -145,10 +145,10 @@ fn peer_self(
     sighthub_node::relay::invite::Uuid,
 )> {
     let cfg = load_config(at.config.as_deref(), at.data_dir)?;
-    let id = sighthub_node::boot::identity(&cfg).context("reading this instance's identity")?;
     let org = cfg.exchange.org.context(
         "set [exchange] org in the configuration (GET /iep04/status shows the one generated at the first start)",
     )?;
+    let id = sighthub_node::boot::identity(&cfg).context("reading this instance's identity")?;
     Ok((cfg, id, org))
 }
 
