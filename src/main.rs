@@ -1,11 +1,29 @@
 //! `sighthub`: the binary. Thin glue over `sighthub-node` (the composition root): parse the
 //! command line, set up logging and the signals, read the configuration, and hand over.
 
+mod datadir;
+mod listen;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sighthub_node::{Config, Signals};
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The log filter when `RUST_LOG` is not set.
+const DEFAULT_LOG: &str = "info,fjall=warn,lsm_tree=warn";
+
+/// The environment variables, shown at the end of `--help` of the commands that read them.
+fn env_help() -> String {
+    format!(
+        "Environment:
+  {}  the admin API key; when set, no key is generated or read from
+                      <data-dir>/admin.key
+  RUST_LOG            what is logged (to stderr) [default: {DEFAULT_LOG}];
+                      for example debug, or info,sighthub_relay=debug",
+        sighthub_node::ADMIN_KEY_ENV
+    )
+}
 
 /// jemalloc instead of glibc's allocator: measured side by side (docs/PERFORMANCE.md), it holds
 /// less memory per stored value (fjall frees whole memtables at once, which glibc's per-thread
@@ -24,9 +42,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (HTTPS on 127.0.0.1:9999 with an embedded store by default).
+    #[command(after_help = env_help())]
     Serve(ServeArgs),
     /// Re-build the sightings recorded from exchanged events by replaying the exchange log
     /// (for example after changing the `[bridge]` mapping). Run it with the server stopped.
+    #[command(after_help = env_help())]
     RebuildSightings(RebuildArgs),
     /// Print this instance's identity: `sha256:` and the base64url SHA-256 of its TLS public
     /// key. Peers pin it as `fingerprint = "sha256:…"`. Makes the certificate (with
@@ -85,11 +105,12 @@ struct IdentityArgs {
 
 #[derive(clap::Args)]
 struct RebuildArgs {
-    /// TOML configuration file (the one the server uses).
+    /// TOML configuration file (the one the server uses). Without it, every setting has its
+    /// default.
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Data directory. Overrides the config.
-    #[arg(long)]
+    #[arg(long, help = with_default("Data directory. Overrides the config.", |c| c.data_dir.display().to_string()))]
     data_dir: Option<PathBuf>,
     /// Log records applied per batch.
     #[arg(long, default_value_t = 10_000)]
@@ -98,15 +119,23 @@ struct RebuildArgs {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML configuration file (see docs/sighthub.example.toml).
+    /// TOML configuration file (see docs/sighthub.example.toml). Without it, every setting
+    /// has its default.
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Data directory (database, TLS pair, admin key). Overrides the config.
-    #[arg(long)]
+    #[arg(long, help = with_default(
+        "Data directory (database, TLS pair, admin key). Overrides the config.",
+        |c| c.data_dir.display().to_string(),
+    ))]
     data_dir: Option<PathBuf>,
-    /// Address to listen on. Overrides the config.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
+    /// Address to listen on: IP:PORT or HOST:PORT. Overrides the config.
+    #[arg(long, value_name = "ADDRESS", help = with_default(
+        "Address to listen on: IP:PORT, or HOST:PORT (localhost:9999; the first of its addresses \
+         that can be bound is used). Overrides the config.",
+        |c| c.listen.to_string(),
+    ))]
+    listen: Option<String>,
     /// Serve plain HTTP instead of HTTPS.
     #[arg(long)]
     plain_http: bool,
@@ -115,25 +144,56 @@ struct ServeArgs {
     no_auth: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+/// An option's help followed by its default, taken from [`Config::default`] (the one place
+/// defaults are set), as clap shows `[default: …]`.
+fn with_default(help: &str, value: fn(&Config) -> String) -> String {
+    format!("{help} [default: {}]", value(&Config::default()))
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     private_files();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {
+    let done = match cli.command {
         Command::Serve(args) => serve(args),
         Command::RebuildSightings(args) => rebuild(args),
         Command::Identity(args) => identity(args),
         Command::Peer(PeerCommand::Invite(args)) => invite(args),
         Command::Peer(PeerCommand::Join(args)) => join(args),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", report(&e));
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// The error as the operator reads it: its message, then each cause that adds something. A
+/// cause whose text the lines above already contain (a library error that quotes its source)
+/// is left out, so nothing is said twice.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = format!("sighthub: error: {e}");
+    let mut said = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        let text = text.trim();
+        if said.contains(text) {
+            continue;
+        }
+        out.push_str("\n  because: ");
+        out.push_str(text);
+        said.push_str(text);
+    }
+    out
 }
 
 /// The configuration, identity and organisation of the instance a `peer` command is about.
@@ -193,7 +253,8 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     // No listener, no TLS and no key generation are needed to replay the log.
     cfg.plain_http = true;
     cfg.authenticate = false;
-    let node = sighthub_node::boot(&cfg).context("opening the stores (is the server stopped?)")?;
+    let _lock = datadir::lock(&cfg.data_dir)?;
+    let node = sighthub_node::boot(&cfg).context("opening the stores")?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -230,7 +291,7 @@ fn load_config(
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<Config> {
     let mut cfg = match path {
-        Some(p) => Config::read(p)?,
+        Some(p) => Config::load(p)?,
         None => Config::default(),
     };
     if let Some(d) = data_dir {
@@ -241,22 +302,30 @@ fn load_config(
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = load_config(args.config.as_deref(), args.data_dir)?;
-    if let Some(l) = args.listen {
-        cfg.listen = l;
-    }
     cfg.plain_http |= args.plain_http;
     if args.no_auth {
         cfg.authenticate = false;
     }
-    let node = sighthub_node::boot(&cfg).context("starting sighthub")?;
-    if let Some((key, path)) = &node.generated_admin_key {
-        // Shown once, on the terminal only (not through the log).
-        println!(
-            "sighthub: generated an admin API key, stored in {}:",
-            path.display()
-        );
-        println!("{key}");
-    }
+    // Everything that can stop a start is checked before anything is created (a key, a
+    // certificate): the data directory (writable, not in use) and the address (free).
+    let _lock = datadir::lock(&cfg.data_dir)?;
+    cfg.listen = match &args.listen {
+        Some(given) => listen::choose(given)?,
+        None => listen::choose(&cfg.listen.to_string())?,
+    };
+    let key_file = cfg.data_dir.join(sighthub_node::boot::ADMIN_KEY_FILE);
+    let had_key = key_file.exists();
+    let node = match sighthub_node::boot(&cfg) {
+        Ok(node) => node,
+        Err(e) => {
+            if !had_key {
+                forget_unshown_key(&key_file);
+            }
+            return Err(anyhow::Error::new(e).context("starting sighthub"));
+        }
+    };
+    let generated = node.generated_admin_key.clone();
+    let shown = std::cell::Cell::new(false);
     if !cfg.authenticate {
         tracing::warn!("authentication is OFF (--no-auth): anyone can read and write");
     }
@@ -264,7 +333,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the runtime")?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         // Install the signal handlers before announcing the address: a SIGTERM that arrives
         // right after start must still drain and persist, not kill the process.
         let signals = Signals {
@@ -277,13 +346,35 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config_path: args.config.clone(),
         };
         node.serve(signals, |scheme, addr| {
+            if let Some((key, path)) = &generated {
+                // Shown once, on the terminal only (not through the log), and only once the
+                // server is listening: never a key of a server that failed to start.
+                println!(
+                    "sighthub: generated an admin API key, stored in {}:",
+                    path.display()
+                );
+                println!("{key}");
+                shown.set(true);
+            }
             tracing::info!("listening on {scheme}://{addr}");
         })
         .await
         .context("serving")
-    })?;
+    });
+    if let (Err(_), Some((_, path)), false) = (&served, &generated, shown.get()) {
+        forget_unshown_key(path);
+    }
+    served?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Removes the admin key a start that failed generated and never showed, so that the next
+/// start generates one and shows it (a key nobody saw would only be found in the file).
+fn forget_unshown_key(path: &std::path::Path) {
+    if std::fs::remove_file(path).is_ok() {
+        tracing::debug!(path = %path.display(), "removed the admin key of a failed start");
+    }
 }
 
 /// Every file and directory the process creates (database tables, journals, exchange and

@@ -5,6 +5,10 @@
 //! and may be `admin` (every right). The grant syntax is SightingDB's: `"rw, admin"`, `"r"`,
 //! `"rw:feeds/misp, r:shared"`.
 //!
+//! The key is the `Authorization` header read as the exchange reads it
+//! ([`sighthub_exchange::access::credentials`]): the raw key, `Bearer <key>`, `Token <key>`
+//! or HTTP Basic with the key as password.
+//!
 //! Keys are kept only as SHA-256 digests, so a key never sits in memory or logs in clear
 //! after start-up and lookups do not compare secrets byte by byte.
 //!
@@ -217,9 +221,12 @@ impl Auth {
             return Ok(Caller::Anyone);
         }
         let raw = header.ok_or(ApiError::Unauthorized)?;
-        let key = std::str::from_utf8(raw)
+        let text = std::str::from_utf8(raw)
             .map_err(|_| ApiError::BadRequest("Authorization header is not valid UTF-8.".into()))?;
-        Ok(Caller::Key(self.keys.get(&digest(key.trim()))))
+        let grants = sighthub_exchange::access::credentials(text.trim())
+            .iter()
+            .find_map(|k| self.keys.get(&digest(k)));
+        Ok(Caller::Key(grants))
     }
 }
 
@@ -323,5 +330,24 @@ mod test {
         ));
         assert!(unknown.check_any(Access::Read).is_err());
         assert!(Auth::disabled().caller(None).expect("anyone").is_admin());
+    }
+
+    #[test]
+    fn a_bearer_key_is_the_key() {
+        let mut auth = Auth::enabled();
+        auth.add_key("k1", KeyGrants::parse("r").expect("parses"));
+        for header in [
+            &b"k1"[..],
+            b"Bearer k1",
+            b"bearer  k1 ",
+            b"Token k1",
+            b"Basic Omsx",
+        ] {
+            let caller = auth.caller(Some(header)).expect("caller");
+            let shown = String::from_utf8_lossy(header);
+            assert!(caller.allows(Access::Read, &ns("a")), "{shown}");
+        }
+        let other = auth.caller(Some(b"Bearer k2")).expect("caller");
+        assert!(!other.allows(Access::Read, &ns("a")));
     }
 }

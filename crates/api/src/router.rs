@@ -365,8 +365,10 @@ pub fn help_text() -> String {
         "sighthub {} — SightingDB-compatible sighting server\n\nRoutes:\n",
         env!("CARGO_PKG_VERSION")
     );
+    let mw = ROUTES.iter().map(|(m, _, _)| m.len()).max().unwrap_or(0);
+    let pw = ROUTES.iter().map(|(_, p, _)| p.len()).max().unwrap_or(0);
     for (m, p, d) in ROUTES {
-        s.push_str(&format!("  {m:<5} {p:<22} {d}\n"));
+        s.push_str(&format!("  {m:<mw$} {p:<pw$}  {d}\n"));
     }
     s
 }
@@ -546,6 +548,20 @@ mod test {
                 "{m} {p} ({e:?}) is missing from ROUTES"
             );
         }
+    }
+
+    #[test]
+    fn the_help_page_lists_every_route_in_columns() {
+        let text = help_text();
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("  ")).collect();
+        assert_eq!(rows.len(), ROUTES.len());
+        let column = |row: &str, d: &str| row.find(d).unwrap_or(0);
+        let first = column(rows[0], ROUTES[0].2);
+        for (row, (_, p, d)) in rows.iter().zip(ROUTES) {
+            assert!(row.contains(p), "{row}");
+            assert_eq!(column(row, d), first, "{row}");
+        }
+        assert!(text.contains("/_api/who"));
     }
 
     #[test]

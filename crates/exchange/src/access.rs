@@ -276,12 +276,18 @@ impl Keys {
             .into_iter()
             .find_map(|k| keys.get(&digest(&k)))
             .map(Arc::clone)
-            .ok_or_else(|| Error::Forbidden("API key is not permitted here.".into()))
+            .ok_or_else(|| Error::Forbidden(UNKNOWN_KEY.into()))
     }
 }
 
-/// The candidate keys in an `Authorization` value, most specific first.
-fn credentials(text: &str) -> Vec<String> {
+/// The answer to a key this server does not know: which keys it knows, and the forms accepted.
+pub const UNKNOWN_KEY: &str = "Unknown API key: send a key of [exchange.keys] or the admin key, \
+     as the Authorization header itself, as `Bearer <key>`, or as the HTTP Basic password.";
+
+/// The candidate keys in an `Authorization` value, most specific first: what follows
+/// `Bearer ` or `Token `, or the password of HTTP Basic, then the whole value. The one reading
+/// of the header for both APIs (the sighting API's keys are looked up the same way).
+pub fn credentials(text: &str) -> Vec<String> {
     let mut out = Vec::with_capacity(2);
     if let Some((scheme, rest)) = text.split_once(' ') {
         let rest = rest.trim();
@@ -445,10 +451,10 @@ mod tests {
         )
         .expect("keys");
         assert!(matches!(keys.caller(None), Err(Error::Unauthorized)));
-        assert!(matches!(
-            keys.caller(Some(b"nope")),
-            Err(Error::Forbidden(_))
-        ));
+        match keys.caller(Some(b"nope")) {
+            Err(Error::Forbidden(m)) => assert!(m.contains("`Bearer <key>`"), "{m}"),
+            other => panic!("{other:?}"),
+        }
         assert!(keys.caller(Some(b"adm")).expect("admin").admin);
         let g = keys.caller(Some(b"pub-key")).expect("raw");
         assert_eq!(g.org, Uuid::from_u128(7));

@@ -406,7 +406,7 @@ pub fn content_key(org: Uuid, msg: &Message) -> [u8; 16] {
 fn content_key_with(org: Uuid, msg: &Message, scratch: &mut Vec<u8>) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(org.as_bytes());
-    h.update(crate::emit::message_content_hash(msg, scratch).as_bytes());
+    h.update(msg.content_hash_with(scratch).as_bytes());
     let d = h.finalize();
     let mut out = [0u8; 16];
     out.copy_from_slice(d.get(..16).unwrap_or(&[0u8; 16]));
@@ -498,7 +498,7 @@ fn prepare_with(
         json: b"",
     });
     record.reserve(scratch.len().max(1024) + 256);
-    crate::emit::envelope_json(&message, &mut record);
+    message.write_json(&mut record);
     Ok(Prepared {
         uuid,
         org: Some(org),

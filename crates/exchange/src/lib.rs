@@ -36,7 +36,6 @@
 //!   the follower over a named, durable cursor.
 //! - [`log`]: the storage seam ([`ExchangeLog`]) and its adapters, fjall and in-memory.
 //! - [`record`]: on-disk encodings and the cursor.
-//! - [`emit`]: envelope JSON and content hash without copies (same bytes as the library).
 //! - [`filter`]: the in-memory Bloom filter in front of the content window.
 //! - [`export`]: rendering pages as envelopes or bare IntelMQ events, JSON or ND-JSON.
 //! - [`error`]: the typed error (the HTTP edge maps it to a status and a body).
@@ -45,7 +44,6 @@
 
 pub mod access;
 pub mod config;
-pub mod emit;
 pub mod error;
 pub mod export;
 pub mod filter;

@@ -24,7 +24,6 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::model::{
     LinkType, Links, Message, Meta, TypedLink, KEY_ALTERNATE, KEY_GROUP, KEY_LINKS, KEY_RELATED,
-    RESERVED_META_KEYS,
 };
 
 /// Top-level keys whose presence marks a JSON object as an envelope (not a bare event).
@@ -54,13 +53,22 @@ impl Message {
 
     /// The decided-form JSON value of this message.
     pub fn to_value(&self) -> Value {
-        Value::Object(self.to_map())
+        // Cannot fail: every key is a string and every number is already a JSON number.
+        serde_json::to_value(crate::emit::Envelope(self)).unwrap_or(Value::Null)
     }
 
     /// The decided-form JSON text of this message, on one line.
     pub fn to_json(&self) -> String {
-        // Serialising a `Value` cannot fail: its keys are strings and its numbers finite.
-        Value::Object(self.to_map()).to_string()
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        // serde_json writes UTF-8; the fallback is never taken and loses nothing.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// Appends the decided-form JSON text of this message to `out` (no allocation of its own).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        crate::emit::envelope_json(self, out);
     }
 
     /// The decided-form JSON text followed by `\n`, ready for an ND-JSON stream.
@@ -69,81 +77,6 @@ impl Message {
         line.push('\n');
         line
     }
-
-    fn to_map(&self) -> Map<String, Value> {
-        let mut out = Map::new();
-        out.insert("format".into(), Value::String(self.format.clone()));
-        out.insert("version".into(), Value::from(self.version));
-        out.insert("type".into(), Value::String(self.kind.clone()));
-        if let Some(meta) = &self.meta {
-            out.insert("meta".into(), Value::Object(meta_to_map(meta)));
-        }
-        if let Some(payload) = &self.payload {
-            out.insert("payload".into(), Value::Object(payload.clone()));
-        }
-        for (k, v) in &self.extensions {
-            if !ENVELOPE_KEYS.contains(&k.as_str()) {
-                out.insert(k.clone(), v.clone());
-            }
-        }
-        out
-    }
-}
-
-fn meta_to_map(meta: &Meta) -> Map<String, Value> {
-    let mut out = Map::new();
-    out.insert("uuid".into(), uuid_value(meta.uuid));
-    if let Some(org) = meta.uuid_org {
-        out.insert("uuid_org".into(), uuid_value(org));
-    }
-    if let Some(instance) = meta.uuid_instance {
-        out.insert("uuid_instance".into(), uuid_value(instance));
-    }
-    out.insert("tags".into(), Value::from(meta.tags.clone()));
-    if let Some(encoding) = &meta.encoding {
-        out.insert("encoding".into(), Value::String(encoding.clone()));
-    }
-    if let Some(compress) = &meta.compress {
-        out.insert("compress".into(), Value::String(compress.clone()));
-    }
-    let links = &meta.links;
-    if !links.related.is_empty() {
-        out.insert(KEY_RELATED.into(), uuid_list(&links.related));
-    }
-    if !links.group.is_empty() {
-        out.insert(KEY_GROUP.into(), uuid_list(&links.group));
-    }
-    if !links.alternate.is_empty() {
-        out.insert(KEY_ALTERNATE.into(), Value::from(links.alternate.clone()));
-    }
-    if !links.typed.is_empty() {
-        let typed = links
-            .typed
-            .iter()
-            .map(|l| {
-                let mut obj = Map::new();
-                obj.insert("left_side".into(), uuid_value(l.left));
-                obj.insert("type".into(), Value::String(l.link_type.as_str().into()));
-                obj.insert("right_side".into(), uuid_value(l.right));
-                Value::Object(obj)
-            })
-            .collect();
-        out.insert(KEY_LINKS.into(), Value::Array(typed));
-    }
-    for (k, v) in &meta.extensions {
-        if !RESERVED_META_KEYS.contains(&k.as_str()) {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    out
-}
-
-fn uuid_value(uuid: Uuid) -> Value {
-    Value::String(uuid.hyphenated().to_string())
-}
-
-fn uuid_list(uuids: &[Uuid]) -> Value {
-    Value::Array(uuids.iter().map(|&u| uuid_value(u)).collect())
 }
 
 /// Parses an envelope object; the flag tells whether an older shape had to be normalised.

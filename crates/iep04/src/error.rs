@@ -64,7 +64,10 @@ pub enum Error {
     },
 
     /// The stream ended inside a line that is not a complete JSON value.
-    #[error("line {line}: truncated ({len} bytes without a final newline)")]
+    #[error(
+        "line {line}: the body ends in the middle of a JSON value ({len} bytes of it arrived); \
+         send each message whole, as one JSON value (one per line for ND-JSON)"
+    )]
     TruncatedLine {
         /// 1-based line number.
         line: u64,

@@ -38,63 +38,83 @@ impl std::fmt::Display for ContentHash {
 
 /// Hash of a bare event (or any payload object), ignoring a top-level `__type`.
 pub fn content_hash(event: &Map<String, Value>) -> ContentHash {
-    let mut text = String::new();
-    write_object(&mut text, event, true);
-    ContentHash(Sha256::digest(text.as_bytes()).into())
+    content_hash_with(event, &mut Vec::new())
+}
+
+/// [`content_hash`] with `buf` as scratch space for the canonical text, reused across calls
+/// (the exchange hashes every published event).
+pub fn content_hash_with(event: &Map<String, Value>, buf: &mut Vec<u8>) -> ContentHash {
+    buf.clear();
+    write_object(buf, event, true);
+    ContentHash(Sha256::digest(buf.as_slice()).into())
 }
 
 /// Canonical JSON text of a value: keys sorted at every depth, no whitespace.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_value(&mut out, value);
-    out
+    // serde_json writes UTF-8; the fallback is never taken and loses nothing.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 impl Message {
     /// [`content_hash`] of the payload (of an empty object when there is none). Envelope and
     /// meta are not included, so a bare event and the same event wrapped hash alike.
     pub fn content_hash(&self) -> ContentHash {
+        self.content_hash_with(&mut Vec::new())
+    }
+
+    /// [`Message::content_hash`] with reused scratch space ([`content_hash_with`]).
+    pub fn content_hash_with(&self, buf: &mut Vec<u8>) -> ContentHash {
         match &self.payload {
-            Some(p) => content_hash(p),
-            None => content_hash(&Map::new()),
+            Some(p) => content_hash_with(p, buf),
+            None => content_hash_with(&Map::new(), buf),
         }
     }
 }
 
-fn write_value(out: &mut String, value: &Value) {
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Object(map) => write_object(out, map, false),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_value(out, item);
             }
-            out.push(']');
+            out.push(b']');
         }
+        Value::String(s) => write_str(out, s),
         // Scalars: serde_json's own writer is the canonical form.
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 
-fn write_object(out: &mut String, map: &Map<String, Value>, skip_type: bool) {
+fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>, skip_type: bool) {
     let mut entries: Vec<(&String, &Value)> = map
         .iter()
         .filter(|(k, _)| !(skip_type && k.as_str() == TYPE_KEY))
         .collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    out.push('{');
+    out.push(b'{');
     for (i, (key, value)) in entries.into_iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(&Value::String(key.clone()).to_string());
-        out.push(':');
+        write_str(out, key);
+        out.push(b':');
         write_value(out, value);
     }
-    out.push('}');
+    out.push(b'}');
 }
 
 #[cfg(test)]

@@ -57,6 +57,7 @@
 
 pub mod authority;
 pub mod bare;
+pub mod emit;
 pub mod envelope;
 pub mod error;
 pub mod hash;
@@ -68,7 +69,7 @@ pub mod tlp;
 pub use authority::{claim_of_link, claims, effects, takes_effect, Act, Claim};
 pub use bare::{Decoded, Receiver, Shape, TYPE_KEY};
 pub use error::{Error, Result};
-pub use hash::{canonical_json, content_hash, ContentHash};
+pub use hash::{canonical_json, content_hash, content_hash_with, ContentHash};
 pub use model::{
     LinkType, LinkedUuid, Links, Message, Meta, Relation, Side, TypedLink, DEFAULT_VERSION,
     FORMAT_INTELMQ, KEY_ALTERNATE, KEY_GROUP, KEY_LINKS, KEY_RELATED, RESERVED_META_KEYS,

@@ -13,8 +13,8 @@
 //!   the limit plus one chunk.
 //! - A line that is not UTF-8 yields [`Error::InvalidUtf8`].
 //! - At the end of input, [`finish`](NdjsonReader::finish) yields the lines still buffered and
-//!   then the unterminated tail, if any: as a line when it is a complete JSON value (a body
-//!   without a final newline, as HTTP clients send), else as [`Error::TruncatedLine`].
+//!   then the unterminated tail, if any: as a line (a body without a final newline, as HTTP
+//!   clients send), or as [`Error::TruncatedLine`] when it ends in the middle of a JSON value.
 
 use serde::de::IgnoredAny;
 
@@ -235,7 +235,14 @@ impl Iterator for Remaining {
         let tail = r.buf.get(r.start..).unwrap_or_default();
         let tail = tail.strip_suffix(b"\r").unwrap_or(tail);
         let item = match r.check_line(tail, number)? {
-            Ok(line) if serde_json::from_str::<IgnoredAny>(&line.text).is_ok() => Ok(line),
+            // A tail that is not JSON for another reason than its end is an ordinary line:
+            // decoding it says what is wrong where.
+            Ok(line)
+                if serde_json::from_str::<IgnoredAny>(&line.text)
+                    .map_or_else(|e| !e.is_eof(), |_| true) =>
+            {
+                Ok(line)
+            }
             Ok(line) => Err(Error::TruncatedLine {
                 line: number,
                 len: line.text.len(),
@@ -308,6 +315,28 @@ mod tests {
                 [Err(Error::TruncatedLine { line: 5, len: 5 })]
             ));
         }
+    }
+
+    #[test]
+    fn a_value_cut_short_says_so_and_other_tails_are_lines() {
+        let mut r = NdjsonReader::new(64);
+        r.push(b"{\"uuid");
+        let rest: Vec<_> = r.finish().collect();
+        let [Err(e)] = rest.as_slice() else {
+            panic!("{rest:?}")
+        };
+        let said = e.to_string();
+        assert!(
+            said.starts_with("line 1: the body ends in the middle of a JSON value (6 bytes"),
+            "{said}"
+        );
+        let mut r = NdjsonReader::new(64);
+        r.push(b"{bad}");
+        let rest: Vec<_> = r.finish().collect();
+        assert_eq!(
+            rest.iter().map(text).collect::<Vec<_>>(),
+            vec![Some((1, "{bad}"))]
+        );
     }
 
     #[test]

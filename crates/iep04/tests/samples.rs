@@ -170,13 +170,13 @@ fn rest_api_form_body_is_refused_without_panic() {
     let err = results[0].as_ref().unwrap_err();
     assert_eq!(err.line(), Some(1));
     assert!(err.to_string().starts_with("line 1: invalid JSON"), "{err}");
-    // Cut before its newline, the same body is a truncated line.
+    // Cut before its newline, the same body is the same error: it is not JSON, whatever its
+    // end (only a JSON value cut short is a truncated line).
     let cut = body.strip_suffix(b"\n").unwrap_or(body);
     let results = decode_ndjson(cut, LIMIT, &receiver());
-    assert!(matches!(
-        results[..],
-        [Err(Error::TruncatedLine { line: 1, .. })]
-    ));
+    assert_eq!(results.len(), 1);
+    let err = results[0].as_ref().unwrap_err();
+    assert!(err.to_string().starts_with("line 1: invalid JSON"), "{err}");
 }
 
 #[test]

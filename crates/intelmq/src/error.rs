@@ -10,9 +10,6 @@ pub enum Error {
     /// The exchange refused or failed to store (or to make durable) a batch.
     #[error("exchange: {0}")]
     Exchange(#[from] sighthub_exchange::Error),
-    /// Waiting for durability failed (the store is poisoned).
-    #[error("store: {0}")]
-    Store(#[from] sighthub_store::Error),
     /// A socket failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -14,6 +14,9 @@ use std::time::Instant;
 /// Environment variable that supplies the admin key (then none is generated).
 pub const ADMIN_KEY_ENV: &str = "SIGHTHUB_ADMIN_KEY";
 
+/// The admin key's file in the data directory, when `SIGHTHUB_ADMIN_KEY` is not set.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,7 +40,7 @@ pub enum BootError {
     #[error("[intelmq]: {0}")]
     Intelmq(#[from] sighthub_intelmq::Error),
     /// The data directory cannot be created or made private.
-    #[error("data directory {path}: {reason}")]
+    #[error("data directory {path} {reason}")]
     DataDir {
         /// Which directory.
         path: PathBuf,
@@ -60,6 +63,28 @@ pub enum BootError {
         /// Why.
         reason: String,
     },
+}
+
+impl BootError {
+    /// The error of a data directory in which a file cannot be created (read-only, another
+    /// owner): called what it is, a data directory, with what to do.
+    pub fn not_writable(dir: &Path, e: &std::io::Error) -> Self {
+        BootError::DataDir {
+            path: dir.to_owned(),
+            reason: format!(
+                "is not writable by this user ({e}): sighthub keeps its database, keys and \
+                 certificate there; make it writable (chown or chmod), or give another --data-dir"
+            ),
+        }
+    }
+}
+
+/// Whether an error of creating a file means its directory refuses new files.
+fn refuses_files(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// Opens everything the configuration names.
@@ -101,7 +126,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
                 auth.add_key(k.trim(), admin)
             }
             _ => {
-                let path = cfg.data_dir.join("admin.key");
+                let path = cfg.data_dir.join(ADMIN_KEY_FILE);
                 let (key, fresh) = load_or_make_admin_key(&path)?;
                 if fresh {
                     generated = Some((key.clone(), path));
@@ -237,7 +262,11 @@ pub fn private_dir(dir: &Path) -> Result<(), BootError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(|e| err(e.to_string()))?;
+    builder.create(dir).map_err(|e| {
+        err(format!(
+            "cannot be created ({e}); create it, or give another --data-dir"
+        ))
+    })?;
     let old = sighthub_api::files::tighten(dir, 0o700).map_err(|e| {
         err(format!(
             "is open to other users and could not be made 0700: {e}"
@@ -271,7 +300,15 @@ fn load_or_make_admin_key(path: &Path) -> Result<(String, bool), BootError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| err(e.to_string()))?;
     let key = hex::encode(bytes);
-    sighthub_api::tls::write_private(path, format!("{key}\n").as_bytes())
-        .map_err(|e| err(e.to_string()))?;
+    sighthub_api::tls::write_private(path, format!("{key}\n").as_bytes()).map_err(|e| {
+        match (&e, path.parent()) {
+            (sighthub_api::tls::TlsError::Io { source, .. }, Some(dir))
+                if refuses_files(source) =>
+            {
+                BootError::not_writable(dir, source)
+            }
+            _ => err(e.to_string()),
+        }
+    })?;
     Ok((key, true))
 }

@@ -173,8 +173,17 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The file does not exist.
+    #[error(
+        "configuration file {path} does not exist: create it (docs/sighthub.example.toml \
+         documents every setting), or leave out --config to run with the defaults"
+    )]
+    Missing {
+        /// Which file.
+        path: PathBuf,
+    },
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read the configuration file {path}: {source}")]
     Read {
         /// Which file.
         path: PathBuf,
@@ -182,7 +191,11 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML is malformed or has unknown keys.
-    #[error("{path}: {source}")]
+    #[error(
+        "configuration file {path} is not valid: {}\nfix it there (docs/sighthub.example.toml \
+         documents every setting)",
+        source.to_string().trim_end()
+    )]
     Parse {
         /// Which file.
         path: PathBuf,
@@ -192,6 +205,17 @@ pub enum ConfigError {
     /// A value is out of bounds or inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A value of a file is out of bounds or inconsistent.
+    #[error(
+        "configuration file {path}: {reason}; fix it there (docs/sighthub.example.toml \
+         documents every setting)"
+    )]
+    InvalidIn {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// True when users other than the owner and its group may read `path`.
@@ -200,11 +224,29 @@ fn readable_by_others(path: &Path) -> bool {
 }
 
 impl Config {
+    /// Reads a config file and validates it: every error names the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let cfg = Self::read(path)?;
+        match cfg.validate() {
+            Ok(()) => Ok(cfg),
+            Err(ConfigError::Invalid(reason)) => Err(ConfigError::InvalidIn {
+                path: path.to_owned(),
+                reason,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads a config file; relative TLS paths are resolved against its folder.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::Missing {
+                path: path.to_owned(),
+            },
+            _ => ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
         })?;
         let mut cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
