@@ -48,6 +48,59 @@ enum Command {
     /// (for example after changing the `[bridge]` mapping). Run it with the server stopped.
     #[command(after_help = env_help())]
     RebuildSightings(RebuildArgs),
+    /// Print this instance's identity: `sha256:` and the base64url SHA-256 of its TLS public
+    /// key. Peers pin it as `fingerprint = "sha256:…"`. Makes the certificate (with
+    /// `[tls] names`) if there is none yet; works while the server runs.
+    Identity(IdentityArgs),
+    /// Peering by invitation: `invite` prints a one-line token; `join <token>` on the other
+    /// side prints the configuration both sides add (pinned identities, a key each way).
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Print a one-line invitation token (this instance's url, identity and organisation,
+    /// and a fresh key for the guest) to give to the other organisation.
+    Invite(InviteArgs),
+    /// Accept an invitation: print the block to add here and the block to send back.
+    Join(JoinArgs),
+}
+
+#[derive(clap::Args)]
+struct InviteArgs {
+    /// This instance's url as the guest reaches it (https://host:port).
+    #[arg(long)]
+    url: String,
+    /// The peer name the guest gives this instance.
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    at: IdentityArgs,
+}
+
+#[derive(clap::Args)]
+struct JoinArgs {
+    /// The token `sighthub peer invite` printed on the other side.
+    token: String,
+    /// This instance's url as the inviter reaches it (https://host:port).
+    #[arg(long)]
+    url: String,
+    /// The peer name the inviter gives this instance.
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    at: IdentityArgs,
+}
+
+#[derive(clap::Args)]
+struct IdentityArgs {
+    /// TOML configuration file (the one the server uses).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory. Overrides the config.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -111,6 +164,9 @@ fn main() -> ExitCode {
     let done = match cli.command {
         Command::Serve(args) => serve(args),
         Command::RebuildSightings(args) => rebuild(args),
+        Command::Identity(args) => identity(args),
+        Command::Peer(PeerCommand::Invite(args)) => invite(args),
+        Command::Peer(PeerCommand::Join(args)) => join(args),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,6 +194,58 @@ fn report(e: &anyhow::Error) -> String {
         said.push_str(text);
     }
     out
+}
+
+/// The configuration, identity and organisation of the instance a `peer` command is about.
+fn peer_self(
+    at: IdentityArgs,
+) -> anyhow::Result<(
+    Config,
+    sighthub_node::relay::Fingerprint,
+    sighthub_node::relay::invite::Uuid,
+)> {
+    let cfg = load_config(at.config.as_deref(), at.data_dir)?;
+    let org = cfg.exchange.org.context(
+        "set [exchange] org in the configuration (GET /iep04/status shows the one generated at the first start)",
+    )?;
+    let id = sighthub_node::boot::identity(&cfg).context("reading this instance's identity")?;
+    Ok((cfg, id, org))
+}
+
+fn invite(args: InviteArgs) -> anyhow::Result<()> {
+    let (_, id, org) = peer_self(args.at)?;
+    let inv = sighthub_node::relay::invite::Invitation::new(&args.url, id, org, &args.name)?;
+    eprintln!("Give this line to the other organisation; it runs `sighthub peer join <line> --url <its url> --name <a name for it>` and sends you back what to add:");
+    println!("{}", inv.token());
+    Ok(())
+}
+
+fn join(args: JoinArgs) -> anyhow::Result<()> {
+    use sighthub_node::relay::invite;
+    let inv = invite::Invitation::parse(&args.token)?;
+    let (_, id, org) = peer_self(args.at)?;
+    let guest = invite::Guest {
+        url: args.url,
+        fingerprint: id,
+        org,
+        name: args.name,
+    };
+    let joined = invite::join(&inv, &guest)?;
+    println!("# 1. Add to THIS instance's configuration, then restart it:\n");
+    println!("{}", joined.here);
+    println!(
+        "# 2. Send to the inviter ({}), to add to its configuration, then restart it:\n",
+        inv.name
+    );
+    println!("{}", joined.there);
+    Ok(())
+}
+
+fn identity(args: IdentityArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args.config.as_deref(), args.data_dir)?;
+    let id = sighthub_node::boot::identity(&cfg).context("reading this instance's identity")?;
+    println!("{id}");
+    Ok(())
 }
 
 fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {

@@ -11,5 +11,6 @@ mod first_hour;
 mod hostile_api;
 mod hostile_exchange;
 mod intelmq;
+mod peering;
 mod relay;
 mod tls;

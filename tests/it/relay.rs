@@ -393,7 +393,7 @@ struct Stats {
     duplicate: u64,
 }
 
-fn uuid_v4() -> String {
+pub(crate) fn uuid_v4() -> String {
     let mut b = [0u8; 16];
     getrandom_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;

@@ -44,6 +44,8 @@ pub struct App {
     pub started: Instant,
     /// The IEP04 exchange, which the `/iep04/` handlers ([`crate::cmd`]) work on.
     pub exchange: sighthub_exchange::Exchange,
+    /// This instance's identity (`sha256:…`, its TLS key's fingerprint); `None` in plain HTTP.
+    pub identity: Option<String>,
 }
 
 /// Unix seconds now.
@@ -220,7 +222,9 @@ impl App {
             Endpoint::Iep04ConsumerAck(name) => {
                 cmd::iep04_consumers::ack_route(&inner, grants, &name, req, q).await
             }
-            Endpoint::Iep04Status => cmd::iep04_status::status_route(&inner, q),
+            Endpoint::Iep04Status => {
+                cmd::iep04_status::status_route(&inner, self.identity.as_deref(), q)
+            }
             _ => Err(ApiError::Internal("a route without a handler")),
         }
     }

@@ -1,4 +1,6 @@
-//! TLS 1.2 and 1.3 with rustls (ring provider), and the self-signed pair made on first start.
+//! TLS 1.2 and 1.3 with rustls (ring provider), and the self-signed pair of an instance
+//! without configured files: made on first start, renewed with the same key (the
+//! instance's identity) when it nears its end or its names change ([`ensure_self_signed`]).
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::Write as _;
@@ -49,25 +51,125 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     }
 }
 
-/// Writes a self-signed certificate for localhost/127.0.0.1/::1 and its key (mode 0600)
-/// unless both files exist. Returns true when it generated them. A key that exists is made
-/// 0600 whatever its mode was.
-pub fn ensure_self_signed(cert: &Path, key: &Path) -> Result<bool, TlsError> {
-    if cert.exists() && key.exists() {
+/// Days a generated certificate is valid.
+pub const VALIDITY_DAYS: i64 = 365;
+/// A generated certificate with fewer days of validity left is renewed at start.
+pub const RENEW_DAYS: u64 = 30;
+
+/// What [`ensure_self_signed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Generated {
+    /// Both files existed and the certificate is still right: nothing written.
+    Kept,
+    /// A new key and certificate (a new identity).
+    New,
+    /// A new certificate for the key that existed (the same identity), and why.
+    Renewed(&'static str),
+}
+
+/// The self-signed pair of an instance without `[tls] cert`/`key`: the certificate names
+/// `names` (the `[tls] names`: DNS names and IP addresses), its subject is `sighthub
+/// <first name>`, and it is valid for [`VALIDITY_DAYS`]. On each start an existing pair is
+/// kept unless the certificate expires within [`RENEW_DAYS`], lacks one of `names`, or was
+/// made by an older version; it is then renewed **with the same key**, so the instance's
+/// identity (its key's fingerprint) does not change. A key that exists is made 0600
+/// whatever its mode was; only a missing key makes a new one.
+pub fn ensure_self_signed(
+    cert: &Path,
+    key: &Path,
+    names: &[String],
+) -> Result<Generated, TlsError> {
+    let existing = if key.exists() {
         owner_only(key)?;
-        return Ok(false);
-    }
+        let pem = std::fs::read_to_string(key).map_err(io_err(key))?;
+        Some(rcgen::KeyPair::from_pem(&pem)?)
+    } else {
+        None
+    };
+    let (key_pair, outcome) = match existing {
+        Some(kp) if cert.exists() => match renewal_reason(cert, names)? {
+            None => return Ok(Generated::Kept),
+            Some(why) => (kp, Generated::Renewed(why)),
+        },
+        Some(kp) => (kp, Generated::Renewed("the certificate file was missing")),
+        None => (rcgen::KeyPair::generate()?, Generated::New),
+    };
     if let Some(dir) = cert.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    let ck = rcgen::generate_simple_self_signed(vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ])?;
-    write_private(key, ck.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(cert, ck.cert.pem()).map_err(io_err(cert))?;
-    Ok(true)
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, subject(names));
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(VALIDITY_DAYS);
+    let made = params.self_signed(&key_pair)?;
+    if outcome == Generated::New {
+        write_private(key, key_pair.serialize_pem().as_bytes())?;
+    }
+    std::fs::write(cert, made.pem()).map_err(io_err(cert))?;
+    Ok(outcome)
+}
+
+/// The subject of a generated certificate.
+fn subject(names: &[String]) -> String {
+    format!(
+        "sighthub {}",
+        names.first().map_or("localhost", String::as_str)
+    )
+}
+
+/// Why a generated certificate must be made again (`None`: it is fine).
+fn renewal_reason(cert: &Path, names: &[String]) -> Result<Option<&'static str>, TlsError> {
+    let pem = std::fs::read(cert).map_err(io_err(cert))?;
+    let Some(Ok(der)) = rustls_pemfile::certs(&mut pem.as_slice()).next() else {
+        return Ok(Some("the certificate file held no certificate"));
+    };
+    let Ok(ee) = webpki::EndEntityCert::try_from(&der) else {
+        return Ok(Some("the certificate could not be read"));
+    };
+    if !ee
+        .subject()
+        .windows(b"sighthub ".len())
+        .any(|w| w == b"sighthub ")
+    {
+        return Ok(Some(
+            "it was made by an older version (no sighthub subject)",
+        ));
+    }
+    for n in names {
+        let covered = rustls::pki_types::ServerName::try_from(n.as_str())
+            .is_ok_and(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok());
+        if !covered {
+            return Ok(Some("[tls] names changed"));
+        }
+    }
+    let Ok(anchor) = webpki::anchor_from_trusted_cert(&der) else {
+        return Ok(Some("the certificate could not be read"));
+    };
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        + std::time::Duration::from_secs(RENEW_DAYS * 24 * 3600);
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let anchors = [anchor];
+    let checked = ee.verify_for_usage(
+        algs,
+        &anchors,
+        &[],
+        rustls::pki_types::UnixTime::since_unix_epoch(soon),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    );
+    Ok(match checked.map(|_| ()) {
+        Ok(()) => None,
+        Err(webpki::Error::CertExpired { .. }) => Some("it expires within 30 days"),
+        Err(_) => Some("it does not verify against its own key"),
+    })
 }
 
 /// Writes a file readable by its owner only.
@@ -143,8 +245,15 @@ mod test {
             dir.path().join("tls/cert.pem"),
             dir.path().join("tls/key.pem"),
         );
-        assert!(ensure_self_signed(&c, &k).expect("generates"));
-        assert!(!ensure_self_signed(&c, &k).expect("keeps"));
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        assert_eq!(
+            ensure_self_signed(&c, &k, &names).expect("generates"),
+            Generated::New
+        );
+        assert_eq!(
+            ensure_self_signed(&c, &k, &names).expect("keeps"),
+            Generated::Kept
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -152,11 +261,97 @@ mod test {
             assert_eq!(mode & 0o777, 0o600);
             // A key left world-readable is tightened on the next start.
             std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-            assert!(!ensure_self_signed(&c, &k).expect("again"));
+            assert_eq!(
+                ensure_self_signed(&c, &k, &names).expect("again"),
+                Generated::Kept
+            );
             let mode = std::fs::metadata(&k).expect("key").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         server_config(&c, &k).expect("loads");
         assert!(server_config(&k, &c).is_err(), "swapped files are refused");
+    }
+
+    fn spki_of(cert: &Path) -> Vec<u8> {
+        let pem = std::fs::read(cert).expect("cert");
+        let der = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .expect("one")
+            .expect("der");
+        let ee = webpki::EndEntityCert::try_from(&der).expect("parses");
+        ee.subject_public_key_info().as_ref().to_vec()
+    }
+
+    #[test]
+    fn a_generated_certificate_names_the_instance_and_is_renewed_with_the_same_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let names = vec!["b.example".to_owned(), "::1".to_owned()];
+        assert_eq!(
+            ensure_self_signed(&c, &k, &names).expect("new"),
+            Generated::New
+        );
+        let pem = std::fs::read(&c).expect("cert");
+        let der = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .expect("one")
+            .expect("der");
+        let ee = webpki::EndEntityCert::try_from(&der).expect("parses");
+        for n in ["b.example", "::1"] {
+            let sn = rustls::pki_types::ServerName::try_from(n).expect("name");
+            ee.verify_is_valid_for_subject_name(&sn).expect(n);
+        }
+        let localhost = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        assert!(ee.verify_is_valid_for_subject_name(&localhost).is_err());
+        assert!(ee.subject().windows(18).any(|w| w == b"sighthub b.example"));
+        // Bounded: valid in 300 days, not in 400.
+        let anchor = webpki::anchor_from_trusted_cert(&der).expect("anchor");
+        let at = |days: u64| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("now")
+                + std::time::Duration::from_secs(days * 86400);
+            ee.verify_for_usage(
+                rustls::crypto::ring::default_provider()
+                    .signature_verification_algorithms
+                    .all,
+                std::slice::from_ref(&anchor),
+                &[],
+                rustls::pki_types::UnixTime::since_unix_epoch(t),
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .is_ok()
+        };
+        assert!(at(300) && !at(400));
+        let key_before = std::fs::read(&k).expect("key");
+        let spki_before = spki_of(&c);
+        // Another name: renewed, same key, same public key.
+        let more = vec!["b.example".to_owned(), "c.example".to_owned()];
+        assert_eq!(
+            ensure_self_signed(&c, &k, &more).expect("renews"),
+            Generated::Renewed("[tls] names changed")
+        );
+        assert_eq!(std::fs::read(&k).expect("key"), key_before);
+        assert_eq!(spki_of(&c), spki_before);
+        // A certificate of an older version (rcgen's default subject, valid until 4096).
+        let old = rcgen::CertificateParams::new(more.clone())
+            .expect("params")
+            .self_signed(
+                &rcgen::KeyPair::from_pem(&String::from_utf8(key_before).expect("pem"))
+                    .expect("key"),
+            )
+            .expect("old");
+        std::fs::write(&c, old.pem()).expect("write");
+        assert!(matches!(
+            ensure_self_signed(&c, &k, &more).expect("renews"),
+            Generated::Renewed(_)
+        ));
+        assert_eq!(spki_of(&c), spki_before);
+        assert_eq!(
+            ensure_self_signed(&c, &k, &more).expect("kept"),
+            Generated::Kept
+        );
     }
 }

@@ -47,6 +47,14 @@ pub enum BootError {
         /// Why.
         reason: String,
     },
+    /// The instance certificate's identity cannot be read.
+    #[error("{path}: {reason}; point [tls] cert at a PEM certificate")]
+    Identity {
+        /// The certificate file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The admin key file is unusable.
     #[error("admin key file {path}: {reason}")]
     AdminKey {
@@ -131,26 +139,18 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     } else {
         Auth::disabled()
     };
-    let tls = if cfg.plain_http {
-        None
+    let (tls, identity) = if cfg.plain_http {
+        (None, None)
     } else {
-        let (cert, key) = match (&cfg.tls.cert, &cfg.tls.key) {
-            (Some(c), Some(k)) => {
-                sighthub_api::tls::refuse_world_accessible(k)?;
-                (c.clone(), k.clone())
-            }
-            _ => {
-                let dir = cfg.data_dir.join("tls");
-                let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-                if sighthub_api::tls::ensure_self_signed(&c, &k)? {
-                    tracing::info!(cert = %c.display(), "generated a self-signed certificate for localhost");
-                }
-                (c, k)
-            }
-        };
-        Some(tokio_rustls::TlsAcceptor::from(
-            sighthub_api::tls::server_config(&cert, &key)?,
-        ))
+        let (cert, key) = tls_files(cfg)?;
+        let identity = fingerprint_of(&cert)?;
+        tracing::info!(%identity, cert = %cert.display(), "this instance's identity (peers pin it as `fingerprint`)");
+        (
+            Some(tokio_rustls::TlsAcceptor::from(
+                sighthub_api::tls::server_config(&cert, &key)?,
+            )),
+            Some(identity),
+        )
     };
     let exchange = sighthub_exchange::Exchange::open(&cfg.exchange, &cfg.data_dir, exchange_admin)?;
     let bridge = match exchange.store() {
@@ -186,6 +186,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         limits: cfg.limits.clone(),
         started: Instant::now(),
         exchange: exchange.clone(),
+        identity: identity.map(|f| f.to_string()),
     });
     Ok(Node {
         cfg: cfg.clone(),
@@ -197,6 +198,51 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         bridge,
         relay,
         intelmq,
+    })
+}
+
+/// The certificate and key the instance serves: `[tls] cert`/`key`, or the generated pair in
+/// `<data_dir>/tls` (made, or renewed with the same key, as [`sighthub_api::tls::ensure_self_signed`]
+/// says).
+pub fn tls_files(cfg: &Config) -> Result<(PathBuf, PathBuf), BootError> {
+    if let (Some(c), Some(k)) = (&cfg.tls.cert, &cfg.tls.key) {
+        sighthub_api::tls::refuse_world_accessible(k)?;
+        return Ok((c.clone(), k.clone()));
+    }
+    private_dir(&cfg.data_dir)?;
+    let dir = cfg.data_dir.join("tls");
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    match sighthub_api::tls::ensure_self_signed(&c, &k, &cfg.tls.names)? {
+        sighthub_api::tls::Generated::Kept => {}
+        sighthub_api::tls::Generated::New => {
+            tracing::info!(cert = %c.display(), names = ?cfg.tls.names, "generated a self-signed certificate and key ([tls] names)");
+        }
+        sighthub_api::tls::Generated::Renewed(why) => {
+            tracing::info!(cert = %c.display(), names = ?cfg.tls.names, why, "renewed the self-signed certificate with the same key (the identity is unchanged)");
+        }
+    }
+    Ok((c, k))
+}
+
+/// The identity of the instance `cfg` describes: its certificate's public-key fingerprint
+/// (the generated pair is made first if there is none yet, so it can be given to peers
+/// before the first start). Works while the server runs.
+pub fn identity(cfg: &Config) -> Result<sighthub_relay::Fingerprint, BootError> {
+    cfg.validate()?;
+    let (cert, _) = tls_files(cfg)?;
+    fingerprint_of(&cert)
+}
+
+fn fingerprint_of(cert: &Path) -> Result<sighthub_relay::Fingerprint, BootError> {
+    let pem = std::fs::read(cert).map_err(|source| {
+        BootError::Tls(sighthub_api::tls::TlsError::Io {
+            path: cert.to_owned(),
+            source,
+        })
+    })?;
+    sighthub_relay::Fingerprint::of_cert_pem(&pem).map_err(|e| BootError::Identity {
+        path: cert.to_owned(),
+        reason: e.to_string(),
     })
 }
 

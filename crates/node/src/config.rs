@@ -62,13 +62,27 @@ pub struct Config {
 }
 
 /// TLS files.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Certificate chain (PEM), relative to the config file.
     pub cert: Option<PathBuf>,
     /// Private key (PEM), relative to the config file.
     pub key: Option<PathBuf>,
+    /// The DNS names and IP addresses the generated certificate carries (when `cert` and
+    /// `key` are not set): the names peers reach this instance by. The first one is in its
+    /// subject. Changing them renews the certificate with the same key (same identity).
+    pub names: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
 }
 
 /// One namespace's settings.
@@ -299,6 +313,9 @@ impl Config {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key go together".into());
+        }
+        if self.tls.names.is_empty() || self.tls.names.iter().any(|n| n.trim().is_empty()) {
+            return bad("[tls] names must list at least one DNS name or IP address, none empty (default: [\"localhost\", \"127.0.0.1\", \"::1\"])".into());
         }
         if self.acl.keys().any(|key| key.trim().is_empty()) {
             return bad("an [acl] key is empty".into());

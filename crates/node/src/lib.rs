@@ -31,6 +31,8 @@ pub mod worker;
 
 pub use boot::{boot, BootError, ADMIN_KEY_ENV};
 pub use config::{Config, ConfigError};
+/// The relay crate, for the binary's `peer` commands (invitations).
+pub use sighthub_relay as relay;
 
 use sighthub_api::server::{ConnLimits, Server};
 use sighthub_api::App;

@@ -8,8 +8,44 @@ use serde::Deserialize;
 use sighthub_exchange::{Feed, Grants};
 use sighthub_iep04::Tlp;
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
+
+use crate::identity::Fingerprint;
+
+/// How the certificate of a peer or hub is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust<'a> {
+    /// Its public key must have this fingerprint (`fingerprint`).
+    Pinned(Fingerprint),
+    /// The system's roots and this CA file (`ca`).
+    Ca(&'a Path),
+    /// The system's roots.
+    SystemRoots,
+    /// Not checked (`accept_invalid_certs`, tests only).
+    Insecure,
+}
+
+fn trust<'a>(fp: Option<Fingerprint>, ca: Option<&'a Path>, insecure: bool) -> Trust<'a> {
+    match (fp, ca) {
+        // A pinned key is never weakened by accept_invalid_certs.
+        (Some(f), _) => Trust::Pinned(f),
+        _ if insecure => Trust::Insecure,
+        (None, Some(ca)) => Trust::Ca(ca),
+        (None, None) => Trust::SystemRoots,
+    }
+}
+
+impl PullConfig {
+    /// How the hub's certificate is checked.
+    pub fn trust(&self) -> Trust<'_> {
+        trust(
+            self.fingerprint,
+            self.ca.as_deref(),
+            self.accept_invalid_certs,
+        )
+    }
+}
 
 /// The `[relay]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -88,7 +124,12 @@ pub struct PeerConfig {
     /// first send.
     #[serde(default)]
     pub instance: Option<Uuid>,
-    /// Extra CA certificate (PEM) to trust for this peer (a self-signed peer).
+    /// The peer's identity (`sighthub identity` on the peer): the connection is accepted
+    /// when the peer presents this key, whatever its certificate's names and issuer
+    /// ([`crate::identity`]). Either this or `ca`; neither: the system's roots.
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
+    /// Extra CA certificate (PEM) to trust for this peer (an operator's own PKI).
     #[serde(default)]
     pub ca: Option<PathBuf>,
     /// Do not verify the peer's certificate (tests, never in production).
@@ -117,7 +158,10 @@ pub struct PullConfig {
     /// The hub's instance uuid; asked when absent.
     #[serde(default)]
     pub instance: Option<Uuid>,
-    /// Extra CA certificate (PEM) to trust for this hub.
+    /// The hub's identity (`sighthub identity` on the hub), as a peer's `fingerprint`.
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
+    /// Extra CA certificate (PEM) to trust for this hub (an operator's own PKI).
     #[serde(default)]
     pub ca: Option<PathBuf>,
     /// Do not verify the hub's certificate (tests, never in production).
@@ -157,6 +201,15 @@ impl PeerConfig {
     pub fn grants(&self, org: Uuid) -> Grants {
         Grants::reader(org, self.feeds.clone(), self.tlp_max)
     }
+
+    /// How the peer's certificate is checked.
+    pub fn trust(&self) -> Trust<'_> {
+        trust(
+            self.fingerprint,
+            self.ca.as_deref(),
+            self.accept_invalid_certs,
+        )
+    }
 }
 
 /// The checks a peer and a pull share, in this order: a unique name usable in a file name,
@@ -169,6 +222,7 @@ fn check_remote<'a>(
     url: &str,
     blank: Option<&str>,
     needs_instance: bool,
+    both_trusts: bool,
 ) -> Result<(), String> {
     if !valid_name(name) || !names.insert(name) {
         return Err(format!(
@@ -184,6 +238,11 @@ fn check_remote<'a>(
     if needs_instance {
         return Err(format!(
             "relay {kind} '{name}': forward_received = false needs its instance uuid"
+        ));
+    }
+    if both_trusts {
+        return Err(format!(
+            "relay {kind} '{name}': set either fingerprint (the peer's `sighthub identity`) or ca (a CA file of your PKI), not both"
         ));
     }
     Ok(())
@@ -215,14 +274,32 @@ impl RelayConfig {
         for p in &self.peers {
             let blank = p.key.trim().is_empty().then_some("key");
             let needs_instance = !p.forward_received && p.instance.is_none();
-            check_remote("peer", &mut names, &p.name, &p.url, blank, needs_instance)?;
+            let both = p.fingerprint.is_some() && p.ca.is_some();
+            check_remote(
+                "peer",
+                &mut names,
+                &p.name,
+                &p.url,
+                blank,
+                needs_instance,
+                both,
+            )?;
         }
         let mut names = HashSet::new();
         for p in &self.pulls {
             let blank = (p.key.trim().is_empty() || p.consumer.trim().is_empty())
                 .then_some("key or consumer");
             let needs_instance = !p.forward_received && p.instance.is_none();
-            check_remote("pull", &mut names, &p.name, &p.url, blank, needs_instance)?;
+            let both = p.fingerprint.is_some() && p.ca.is_some();
+            check_remote(
+                "pull",
+                &mut names,
+                &p.name,
+                &p.url,
+                blank,
+                needs_instance,
+                both,
+            )?;
         }
         Ok(())
     }
@@ -297,6 +374,10 @@ mod test {
                 "relay pull name 'h': empty, repeated",
             ),
             (r#"{"batch":0}"#, "relay.batch must be 1..=10000"),
+            (
+                r#"{"peers":[{"name":"a","url":"https://x","key":"k","ca":"c.pem","fingerprint":"sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"}]}"#,
+                "relay peer 'a': set either fingerprint",
+            ),
         ] {
             let e = parse(bad).validate().expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
@@ -323,5 +404,16 @@ mod test {
             assert!(e.to_string().contains(says), "{bad}: {e}");
         }
         assert!(serde_json::from_str::<RelayConfig>(r#"{"peer":[]}"#).is_err());
+        // A pinned key is never weakened by accept_invalid_certs.
+        let pinned = parse(
+            r#"{"peers":[{"name":"a","url":"https://x","key":"k","accept_invalid_certs":true,
+                "fingerprint":"sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"}]}"#,
+        );
+        assert!(matches!(pinned.peers[0].trust(), Trust::Pinned(_)));
+        let e = serde_json::from_str::<RelayConfig>(
+            r#"{"peers":[{"name":"a","url":"https://x","key":"k","fingerprint":"sha1:abc"}]}"#,
+        )
+        .expect_err("bad fingerprint");
+        assert!(e.to_string().contains("43 base64url"), "{e}");
     }
 }

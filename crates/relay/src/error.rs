@@ -56,6 +56,15 @@ pub enum Error {
     /// The local exchange failed.
     #[error("local exchange: {0}")]
     Exchange(#[from] sighthub_exchange::Error),
+    /// A file the link needs (its `ca`) cannot be read yet: retried, and restarted by SIGHUP.
+    #[error("{path}: {source}; put the file there (a peer's certificate exists after its first start), then send SIGHUP")]
+    Unavailable {
+        /// Which file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A state file could not be read or written.
     #[error("relay state {path}: {source}")]
     State {
@@ -77,6 +86,7 @@ impl Error {
             | Error::Answer { .. }
             | Error::TooLong { .. } => Source::Upstream,
             Error::Exchange(_) | Error::State { .. } => Source::Internal,
+            Error::Unavailable { .. } => Source::Config,
         }
     }
 
@@ -89,6 +99,7 @@ impl Error {
             Error::Network { .. }
             | Error::Answer { .. }
             | Error::State { .. }
+            | Error::Unavailable { .. }
             | Error::TooLong { .. } => true,
             Error::Status { status, .. } => {
                 *status >= 500 || matches!(status, 401 | 403 | 404 | 408 | 413 | 429)

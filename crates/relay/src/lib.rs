@@ -37,6 +37,9 @@
 //!
 //! ## Layout
 //! - [`config`]: the `[relay]` section (peers, pulls, retry and batch settings).
+//! - [`health`]: why a link fails, in the log (bounded) and in its status.
+//! - [`identity`]: instance identities (public-key fingerprints) and pinned peers.
+//! - [`invite`]: `sighthub peer invite` / `join`: a one-line token and both sides' configuration.
 //! - [`path`]: the `sighthub:path` meta field.
 //! - [`push`]: one task per peer: scan, filter, send, advance.
 //! - [`pull`]: one task per hub: long-poll, ingest, acknowledge.
@@ -47,13 +50,17 @@
 
 pub mod config;
 pub mod error;
+pub mod health;
+pub mod identity;
+pub mod invite;
 pub mod path;
 pub mod pull;
 pub mod push;
 pub mod state;
 
-pub use config::{PeerConfig, PullConfig, RelayConfig};
+pub use config::{PeerConfig, PullConfig, RelayConfig, Trust};
 pub use error::{Error, Result};
+pub use identity::Fingerprint;
 pub use state::PeerState;
 
 use sighthub_exchange::ExchangeStore;
@@ -167,6 +174,8 @@ enum Spec {
 struct Task {
     spec: Spec,
     settings: Arc<Settings>,
+    /// The link fails now ([`health`]): a reload restarts it (its files may be there now).
+    failing: Arc<std::sync::atomic::AtomicBool>,
     stop: watch::Sender<bool>,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -189,7 +198,8 @@ pub struct Reloaded {
     pub started: Vec<String>,
     /// Stopped (removed).
     pub stopped: Vec<String>,
-    /// Restarted with a changed configuration (from their persisted cursor).
+    /// Restarted (from their persisted cursor): with a changed configuration, or failing
+    /// (a file that appeared since, a peer fixed since, is used at once).
     pub restarted: Vec<String>,
 }
 
@@ -259,7 +269,7 @@ impl Relay {
     }
 
     /// Applies a new configuration without a restart: removed peers stop, added ones start,
-    /// changed ones restart from their persisted cursor. A stopping task finishes the
+    /// changed ones and failing ones restart from their persisted cursor. A stopping task finishes the
     /// request it is making first, so a cursor is never used by two tasks.
     pub async fn reload(&self, cfg: RelayConfig) -> Result<Reloaded> {
         cfg.validate().map_err(Error::Config)?;
@@ -270,7 +280,11 @@ impl Relay {
         let keys: Vec<TaskKey> = run.tasks.keys().cloned().collect();
         for key in keys {
             let keep = match (want.get(&key), run.tasks.get(&key)) {
-                (Some(spec), Some(t)) => *spec == t.spec && *settings == *t.settings,
+                (Some(spec), Some(t)) => {
+                    *spec == t.spec
+                        && *settings == *t.settings
+                        && !t.failing.load(std::sync::atomic::Ordering::Relaxed)
+                }
                 _ => false,
             };
             if keep {
@@ -344,13 +358,21 @@ impl Relay {
     fn spawn(&self, spec: Spec, settings: Arc<Settings>) -> Task {
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::clone(&self.shared);
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handle = match spec.clone() {
-            Spec::Push(p) => tokio::spawn(push::run(shared, Arc::clone(&settings), p, stopped)),
-            Spec::Pull(p) => tokio::spawn(pull::run(shared, Arc::clone(&settings), p, stopped)),
+            Spec::Push(p) => {
+                let health = health::Health::new(format!("push:{}", p.name), Arc::clone(&failing));
+                tokio::spawn(push::run(shared, Arc::clone(&settings), p, health, stopped))
+            }
+            Spec::Pull(p) => {
+                let health = health::Health::new(format!("pull:{}", p.name), Arc::clone(&failing));
+                tokio::spawn(pull::run(shared, Arc::clone(&settings), p, health, stopped))
+            }
         };
         Task {
             spec,
             settings,
+            failing,
             stop,
             handle,
         }
@@ -411,27 +433,54 @@ pub(crate) async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>)
     }
 }
 
-/// A client for one peer or hub.
-pub(crate) fn client(
-    timeout: Duration,
-    ca: Option<&Path>,
-    accept_invalid_certs: bool,
-) -> Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder()
+/// A client for one peer or hub, checking its certificate as `trust` says. A CA file that
+/// cannot be read is [`Error::Unavailable`]: the task retries (the file may appear later).
+pub(crate) fn client(timeout: Duration, trust: Trust<'_>) -> Result<reqwest::Client> {
+    let b = reqwest::Client::builder()
         .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .danger_accept_invalid_certs(accept_invalid_certs);
-    if let Some(ca) = ca {
-        let pem = std::fs::read(ca).map_err(|source| Error::State {
-            path: ca.to_owned(),
-            source,
-        })?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?;
-        b = b.add_root_certificate(cert);
-    }
+        .pool_idle_timeout(Duration::from_secs(60));
+    let b = match trust {
+        Trust::SystemRoots => b,
+        Trust::Insecure => b.danger_accept_invalid_certs(true),
+        Trust::Ca(ca) => {
+            let pem = std::fs::read(ca).map_err(|source| Error::Unavailable {
+                path: ca.to_owned(),
+                source,
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?;
+            b.add_root_certificate(cert)
+        }
+        Trust::Pinned(f) => b.use_preconfigured_tls(
+            identity::pinned_tls(f).map_err(|e| Error::Config(format!("TLS: {e}")))?,
+        ),
+    };
     b.build()
         .map_err(|e| Error::Config(format!("HTTP client: {e}")))
+}
+
+/// The client of a link, built again after a backoff while it cannot be (a `ca` file that
+/// does not exist yet: said by `health`, and kept in the link's status); `None` when stopped.
+pub(crate) async fn client_when_ready(
+    settings: &Settings,
+    trust: Trust<'_>,
+    health: &mut health::Health,
+    st: &mut PeerState,
+    file: &Path,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<reqwest::Client> {
+    let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
+    loop {
+        match client(settings.timeout, trust) {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                health.failed(&e, "link not started", st, file);
+                if !sleep_or_stop(backoff.next(), stop).await {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// `base` with path segments appended (each percent-encoded).

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::config::PullConfig;
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::path::Routed;
 use crate::state::{self, PeerState};
 use crate::{sleep_or_stop, Backoff, Settings, Shared};
@@ -154,6 +155,7 @@ pub(crate) async fn run(
     sh: Arc<Shared>,
     settings: Arc<Settings>,
     p: PullConfig,
+    mut health: Health,
     mut stop: watch::Receiver<bool>,
 ) {
     let file = state::file(&sh.dir, "pull", &p.name);
@@ -164,12 +166,11 @@ pub(crate) async fn run(
             return;
         }
     };
-    let http = match crate::client(settings.timeout, p.ca.as_deref(), p.accept_invalid_certs) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(hub = %p.name, error = %e, "relay: pull not started");
-            return;
-        }
+    let Some(http) =
+        crate::client_when_ready(&settings, p.trust(), &mut health, &mut st, &file, &mut stop)
+            .await
+    else {
+        return;
     };
     let me = sh.store.instance();
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
@@ -201,10 +202,13 @@ pub(crate) async fn run(
         }
         .await;
         let (hub_instance, (cursor, messages)) = match step {
-            Ok(Some(x)) => x,
+            Ok(Some(x)) => {
+                health.ok(&mut st, &file);
+                x
+            }
             Ok(None) => return,
             Err(e) => {
-                tracing::info!(hub = %p.name, error = %e, "relay: pull failed, retrying");
+                health.failed(&e, "pull failed", &mut st, &file);
                 if matches!(e, Error::TooLong { .. }) && limit > 1 {
                     limit = (limit / 2).max(1);
                     continue;
@@ -262,7 +266,7 @@ pub(crate) async fn run(
                         tracing::warn!(hub = %p.name, error = %e, "relay: pull counters not persisted");
                     }
                 }
-                tracing::info!(hub = %p.name, error = %e, "relay: pulled page not acknowledged, retrying");
+                health.failed(&e, "pulled page not acknowledged", &mut st, &file);
                 if !sleep_or_stop(backoff.next(), &mut stop).await {
                     return;
                 }

@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::config::PeerConfig;
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::path::Routed;
 use crate::state::{self, PeerState};
 use crate::{sleep_or_stop, Backoff, Settings, Shared};
@@ -313,6 +314,7 @@ pub(crate) async fn run(
     sh: Arc<Shared>,
     settings: Arc<Settings>,
     peer: PeerConfig,
+    mut health: Health,
     mut stop: watch::Receiver<bool>,
 ) {
     let file = state::file(&sh.dir, "push", &peer.name);
@@ -323,16 +325,17 @@ pub(crate) async fn run(
             return;
         }
     };
-    let http = match crate::client(
-        settings.timeout,
-        peer.ca.as_deref(),
-        peer.accept_invalid_certs,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(peer = %peer.name, error = %e, "relay: peer not started");
-            return;
-        }
+    let Some(http) = crate::client_when_ready(
+        &settings,
+        peer.trust(),
+        &mut health,
+        &mut st,
+        &file,
+        &mut stop,
+    )
+    .await
+    else {
+        return;
     };
     let grants = peer.grants(sh.store.org());
     let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
@@ -381,10 +384,11 @@ pub(crate) async fn run(
                 Ok(i) => {
                     instance = Some(i);
                     registration.enter(i, &grants);
+                    health.ok(&mut st, &file);
                     i
                 }
                 Err(e) => {
-                    tracing::info!(peer = %peer.name, error = %e, "relay: peer unreachable, retrying");
+                    health.failed(&e, "peer unreachable", &mut st, &file);
                     if !sleep_or_stop(backoff.next(), &mut stop).await {
                         return;
                     }
@@ -435,6 +439,7 @@ pub(crate) async fn run(
         st.attempted = st.attempted.saturating_add(batch.count);
         match send(&http, &peer, batch.body, batch.count, &settings).await {
             Ok((a, d, e)) => {
+                health.ok(&mut st, &file);
                 at = batch.last;
                 st.sent = st.sent.saturating_add(batch.count);
                 st.accepted = st.accepted.saturating_add(a);
@@ -484,7 +489,7 @@ pub(crate) async fn run(
                 if !e.retryable() {
                     backoff.give_up_soon();
                 }
-                tracing::info!(peer = %peer.name, error = %e, retryable = e.retryable(), "relay: batch not delivered, retrying");
+                health.failed(&e, "batch not delivered", &mut st, &file);
                 if !sleep_or_stop(backoff.next(), &mut stop).await {
                     return;
                 }

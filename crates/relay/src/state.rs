@@ -58,6 +58,10 @@ pub struct PeerState {
     pub last_refused_uuid: Option<String>,
     /// Why it was refused (the start of the answer).
     pub last_refused_reason: Option<String>,
+    /// Why the link fails now ([`crate::health`]); absent while it works.
+    pub last_error: Option<String>,
+    /// Since when (unix seconds) it fails with `last_error`.
+    pub since: Option<u64>,
 }
 
 /// The file of one state.

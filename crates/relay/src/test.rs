@@ -39,6 +39,7 @@ fn peer(name: &str) -> PeerConfig {
         tlp_max: Tlp::Red,
         forward_received: true,
         instance: None,
+        fingerprint: None,
         ca: None,
         accept_invalid_certs: false,
     }

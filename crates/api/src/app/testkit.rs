@@ -59,6 +59,7 @@ pub fn app(dir: &Path, exchange: Exchange, keys: &[(&str, &str)]) -> Arc<App> {
         limits: LimitsConfig::default(),
         started: Instant::now(),
         exchange,
+        identity: None,
     })
 }
 

@@ -1,4 +1,5 @@
-//! `GET /iep04/status`: identity, log bounds, retention.
+//! `GET /iep04/status`: identity (organisation, instance, TLS key fingerprint), log bounds,
+//! retention.
 
 use super::iep04::query;
 use super::Resp;
@@ -9,12 +10,16 @@ use sighthub_exchange::record::encode_cursor;
 use sighthub_exchange::Inner;
 
 /// `GET /iep04/status`.
-pub(crate) fn status_route(inner: &Inner, raw_query: &str) -> Result<Resp, ApiError> {
+pub(crate) fn status_route(
+    inner: &Inner,
+    identity: Option<&str>,
+    raw_query: &str,
+) -> Result<Resp, ApiError> {
     query(raw_query, &[])?;
-    Ok(status(inner))
+    Ok(status(inner, identity))
 }
 
-fn status(inner: &Inner) -> Resp {
+fn status(inner: &Inner, identity: Option<&str>) -> Resp {
     let s = &inner.store;
     let (records, uuids) = s.approximate_counts();
     let head = s.durable();
@@ -23,6 +28,8 @@ fn status(inner: &Inner) -> Resp {
         &json!({
             "org": s.org().to_string(),
             "instance": s.instance().to_string(),
+            // The TLS key's fingerprint, what peers pin (`fingerprint`); null in plain HTTP.
+            "identity": identity,
             "head_seq": head,
             "first_seq": s.first_seq().min(head + 1),
             "head_cursor": encode_cursor(head, s.epoch()),
