@@ -10,6 +10,8 @@
 //!   it and messages flow.
 //! - Two organisations join by invitation (`sighthub peer invite` / `join`), add the blocks
 //!   `join` prints, and exchange both ways over pinned identities.
+//! - The README's three instances through a hub: pushes and a pull with a named consumer, all
+//!   pinned to the hub's identity; the consumer belongs to the organisation that uses it.
 
 use crate::common::ADMIN;
 use crate::relay::uuid_v4;
@@ -403,4 +405,89 @@ async fn issue15_two_organisations_join_by_invitation_and_exchange_both_ways() {
             p.state(peer)
         );
     }
+}
+
+/// The README's three instances through a hub, on loopback with pinned identities: A pushes to
+/// the hub; C pushes to it and pulls from it with its named consumer `org-c`. A's message
+/// reaches C through the hub, C's reaches the hub, and the consumer belongs to C's
+/// organisation (the hub's admin key, another organisation, does not see it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue15_three_instances_through_a_pinned_hub() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a_org, c_org, hub_org) = (uuid_v4(), uuid_v4(), uuid_v4());
+    let hdir = tmp.path().join("hub");
+    // The hub's certificate names only hub.example; everyone reaches it as 127.0.0.1.
+    let hub_cfg = format!(
+        "[exchange]\norg = \"{hub_org}\"\n\n[bridge]\nenabled = false\n\n[tls]\nnames = [\"hub.example\"]\n\n\
+         [exchange.keys.\"a-at-hub\"]\norg = \"{a_org}\"\npublish = [\"*\"]\nread = [\"*\"]\ntlp_max = \"RED\"\nrelay = true\n\n\
+         [exchange.keys.\"c-at-hub\"]\norg = \"{c_org}\"\npublish = [\"*\"]\nread = [\"*\"]\ntlp_max = \"RED\"\nrelay = true\n"
+    );
+    let hub = Proc::start(&hdir, &hub_cfg, true);
+    let hub_id = identity(&hdir);
+    let url = format!("https://127.0.0.1:{}", hub.addr.port());
+    let a = Proc::start(
+        &tmp.path().join("a"),
+        &sender_config(
+            &a_org,
+            (50, 500),
+            &format!(
+                "[[relay.peers]]\nname = \"hub\"\nurl = \"{url}\"\nkey = \"a-at-hub\"\nfingerprint = \"{hub_id}\"\n"
+            ),
+        ),
+        false,
+    );
+    let c = Proc::start(
+        &tmp.path().join("c"),
+        &sender_config(
+            &c_org,
+            (50, 500),
+            &format!(
+                "[[relay.peers]]\nname = \"hub\"\nurl = \"{url}\"\nkey = \"c-at-hub\"\nfingerprint = \"{hub_id}\"\n\n\
+                 [[relay.pulls]]\nname = \"hub\"\nurl = \"{url}\"\nkey = \"c-at-hub\"\nconsumer = \"org-c\"\nwait_seconds = 2\nfingerprint = \"{hub_id}\"\n"
+            ),
+        ),
+        false,
+    );
+    let http = http();
+    let from_a = publish(&http, &a, &a_org).await;
+    let from_c = publish(&http, &c, &c_org).await;
+    eventually("A's message reaches the hub", || {
+        holds(&http, &hub, &from_a)
+    })
+    .await;
+    eventually("C's message reaches the hub", || {
+        holds(&http, &hub, &from_c)
+    })
+    .await;
+    eventually("A's message reaches C through the hub", || {
+        holds(&http, &c, &from_a)
+    })
+    .await;
+    let consumer = |key: &'static str| {
+        let (http, hub) = (&http, &hub);
+        async move {
+            let v: Value = http
+                .get(format!("{}/iep04/consumers/org-c", hub.base))
+                .header("authorization", key)
+                .send()
+                .await
+                .expect("consumer")
+                .json()
+                .await
+                .expect("json");
+            v
+        }
+    };
+    let as_c = consumer("c-at-hub").await;
+    assert_eq!(
+        as_c["exists"], true,
+        "C's consumer, asked with C's key: {as_c}"
+    );
+    let as_admin = consumer(ADMIN).await;
+    assert_eq!(
+        as_admin["exists"], false,
+        "the hub's admin key is another organisation: {as_admin}"
+    );
+    assert_eq!(a.state("hub")["last_error"], Value::Null);
+    assert_eq!(c.state("hub")["last_error"], Value::Null);
 }
