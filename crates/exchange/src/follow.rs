@@ -320,15 +320,7 @@ mod test {
     }
 
     fn reader(tlp_max: Tlp) -> Grants {
-        Grants {
-            org: ORG,
-            publish: Vec::new(),
-            read: vec![Feed::All],
-            tlp_max,
-            relay: false,
-            admin: false,
-            bare_tags: Vec::new(),
-        }
+        Grants::reader(ORG, vec![Feed::All], tlp_max)
     }
 
     fn seqs(f: &Follower<MemoryLog>, after: u64) -> (Vec<u64>, PageEnd) {
