@@ -52,8 +52,10 @@ enum Command {
     /// key. Peers pin it as `fingerprint = "sha256:…"`. Makes the certificate (with
     /// `[tls] names`) if there is none yet; works while the server runs.
     Identity(IdentityArgs),
-    /// Peering by invitation: `invite` prints a one-line token; `join <token>` on the other
-    /// side prints the configuration both sides add (pinned identities, a key each way).
+    /// Peering by invitation, with the server running: `invite` asks it for a single-use
+    /// token; `join <token>` on the other side redeems it, and both sides then push to each
+    /// other (pinned identities, a key each way), without a restart. `--offline` prints the
+    /// configuration blocks instead.
     #[command(subcommand)]
     Peer(PeerCommand),
 }
@@ -61,9 +63,9 @@ enum Command {
 #[derive(Subcommand)]
 enum PeerCommand {
     /// Print a one-line invitation token (this instance's url, identity and organisation,
-    /// and a fresh key for the guest) to give to the other organisation.
+    /// and a single-use key for the guest) to give to the other organisation.
     Invite(InviteArgs),
-    /// Accept an invitation: print the block to add here and the block to send back.
+    /// Accept an invitation: redeem it at the inviter and add the link on both sides.
     Join(JoinArgs),
 }
 
@@ -75,6 +77,13 @@ struct InviteArgs {
     /// The peer name the guest gives this instance.
     #[arg(long)]
     name: String,
+    /// Seconds the invitation stays valid (default 7 days, at most 30).
+    #[arg(long)]
+    expires_in: Option<i64>,
+    /// Without the server: print a token whose key the guest's printed block grants (the
+    /// operator adds it to the configuration and restarts).
+    #[arg(long)]
+    offline: bool,
     #[command(flatten)]
     at: IdentityArgs,
 }
@@ -89,6 +98,9 @@ struct JoinArgs {
     /// The peer name the inviter gives this instance.
     #[arg(long)]
     name: String,
+    /// Without the servers: print the block to add here and the block to send back.
+    #[arg(long)]
+    offline: bool,
     #[command(flatten)]
     at: IdentityArgs,
 }
@@ -212,10 +224,86 @@ fn peer_self(
     Ok((cfg, id, org))
 }
 
+/// The file where a serving instance notes the url it listens on.
+fn url_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("sighthub.url")
+}
+
+/// Calls the running server's admin API for a `peer` command: at its `listen` address
+/// (loopback when it listens on every address), pinned on its own identity, with the admin
+/// key (`SIGHTHUB_ADMIN_KEY`, else the data directory's `admin.key`).
+fn local_admin(
+    cfg: &Config,
+    path: &[&str],
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let mut addr = cfg.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if cfg.plain_http { "http" } else { "https" };
+    // The address the server last bound (see `serve`), else the configured one.
+    let base = std::fs::read_to_string(url_file(&cfg.data_dir))
+        .ok()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let identity = if base.starts_with("https://") {
+        Some(sighthub_node::boot::identity(cfg).context("reading this instance's identity")?)
+    } else {
+        None
+    };
+    let key = match std::env::var(sighthub_node::boot::ADMIN_KEY_ENV) {
+        Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+        _ => {
+            let f = cfg.data_dir.join(sighthub_node::boot::ADMIN_KEY_FILE);
+            std::fs::read_to_string(&f)
+                .with_context(|| {
+                    format!(
+                        "reading the admin key {} (or set {})",
+                        f.display(),
+                        sighthub_node::boot::ADMIN_KEY_ENV
+                    )
+                })?
+                .trim()
+                .to_owned()
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(sighthub_node::relay::invite::local_call(
+        &base,
+        identity,
+        &key,
+        path,
+        &body,
+        std::time::Duration::from_secs(cfg.relay.timeout_seconds.max(1) * 2),
+    ))
+    .map_err(anyhow::Error::msg)
+}
+
 fn invite(args: InviteArgs) -> anyhow::Result<()> {
+    if !args.offline {
+        let cfg = load_config(args.at.config.as_deref(), args.at.data_dir)?;
+        let mut body = serde_json::json!({"url": args.url, "name": args.name});
+        if let Some(s) = args.expires_in {
+            body["expires_in"] = s.into();
+        }
+        let answer = local_admin(&cfg, &["_api", "peers", "invite"], body)?;
+        let token = answer["token"]
+            .as_str()
+            .context("the server answered no token")?;
+        eprintln!("Give this line to the other organisation (a secret, valid once); it runs `sighthub peer join <line> --url <its url> --name <a name for it>` with its server running:");
+        println!("{token}");
+        return Ok(());
+    }
     let (_, id, org) = peer_self(args.at)?;
     let inv = sighthub_node::relay::invite::Invitation::new(&args.url, id, org, &args.name)?;
-    eprintln!("Give this line to the other organisation; it runs `sighthub peer join <line> --url <its url> --name <a name for it>` and sends you back what to add:");
+    eprintln!("Give this line to the other organisation; it runs `sighthub peer join --offline <line> --url <its url> --name <a name for it>` and sends you back what to add:");
     println!("{}", inv.token());
     Ok(())
 }
@@ -223,6 +311,20 @@ fn invite(args: InviteArgs) -> anyhow::Result<()> {
 fn join(args: JoinArgs) -> anyhow::Result<()> {
     use sighthub_node::relay::invite;
     let inv = invite::Invitation::parse(&args.token)?;
+    if !args.offline {
+        let cfg = load_config(args.at.config.as_deref(), args.at.data_dir)?;
+        let answer = local_admin(
+            &cfg,
+            &["_api", "peers", "join"],
+            serde_json::json!({"token": args.token, "url": args.url, "name": args.name}),
+        )?;
+        println!(
+            "Joined {} ({}): both sides now push to each other; nothing to restart.",
+            inv.name,
+            answer["url"].as_str().unwrap_or(&inv.url)
+        );
+        return Ok(());
+    }
     let (_, id, org) = peer_self(args.at)?;
     let guest = invite::Guest {
         url: args.url,
@@ -345,6 +447,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ),
             config_path: args.config.clone(),
         };
+        let data_dir = node.cfg.data_dir.clone();
         node.serve(signals, |scheme, addr| {
             if let Some((key, path)) = &generated {
                 // Shown once, on the terminal only (not through the log), and only once the
@@ -357,6 +460,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 shown.set(true);
             }
             tracing::info!("listening on {scheme}://{addr}");
+            // Where the `peer` commands find this server (its bound address, which may be a
+            // port the system chose).
+            let _ = std::fs::write(url_file(&data_dir), format!("{scheme}://{addr}\n"));
         })
         .await
         .context("serving")

@@ -11,6 +11,7 @@ mod first_hour;
 mod hostile_api;
 mod hostile_exchange;
 mod intelmq;
+mod keys;
 mod peering;
 mod relay;
 mod tls;

@@ -356,6 +356,7 @@ fn run(dir: &Path, args: &[&str]) -> String {
         .arg(dir)
         .arg("--config")
         .arg(dir.with_extension("toml"))
+        .env("SIGHTHUB_ADMIN_KEY", ADMIN)
         .output()
         .expect("sighthub");
     assert!(out.status.success(), "{args:?}: {out:?}");
@@ -378,13 +379,30 @@ async fn issue15_two_organisations_join_by_invitation_and_exchange_both_ways() {
     let b_url = format!("https://127.0.0.1:{pb}");
     let token = run(
         &adir,
-        &["peer", "invite", "--url", &a_url, "--name", "org-a"],
+        &[
+            "peer",
+            "invite",
+            "--offline",
+            "--url",
+            &a_url,
+            "--name",
+            "org-a",
+        ],
     );
     let token = token.trim();
     assert!(!token.contains(char::is_whitespace), "one line: {token}");
     let joined = run(
         &bdir,
-        &["peer", "join", token, "--url", &b_url, "--name", "org-b"],
+        &[
+            "peer",
+            "join",
+            "--offline",
+            token,
+            "--url",
+            &b_url,
+            "--name",
+            "org-b",
+        ],
     );
     let (here, there) = joined.split_once("# 2.").expect("two blocks");
     b_cfg += here;
@@ -405,6 +423,61 @@ async fn issue15_two_organisations_join_by_invitation_and_exchange_both_ways() {
             p.state(peer)
         );
     }
+}
+
+/// Issue 15's single-use invitation, with both servers running: `peer invite` asks A's server
+/// for a token, `peer join` on B redeems it at A (pinned on A's identity) and both sides push
+/// to each other at once, without a restart or an edited file. The token is refused the
+/// second time, and the links survive a restart of A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue15_an_invitation_is_redeemed_once_and_links_both_sides_without_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a_org, b_org) = (uuid_v4(), uuid_v4());
+    let (adir, bdir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let base = |org: &str| {
+        format!("[exchange]\norg = \"{org}\"\n\n[bridge]\nenabled = false\n\n[relay]\nretry_min_ms = 50\nretry_max_ms = 500\n\n")
+    };
+    let a = Proc::start(&adir, &base(&a_org), true);
+    let b = Proc::start(&bdir, &base(&b_org), true);
+    let token = run(
+        &adir,
+        &["peer", "invite", "--url", &a.base, "--name", "org-a"],
+    );
+    let token = token.trim().to_owned();
+    let joined = run(
+        &bdir,
+        &["peer", "join", &token, "--url", &b.base, "--name", "org-b"],
+    );
+    assert!(joined.contains("Joined org-a"), "{joined}");
+    let http = http();
+    let from_a = publish(&http, &a, &a_org).await;
+    let from_b = publish(&http, &b, &b_org).await;
+    eventually("A's message reaches B", || holds(&http, &b, &from_a)).await;
+    eventually("B's message reaches A", || holds(&http, &a, &from_b)).await;
+
+    // Used once: a second join (here from B again, under another name) is refused by A.
+    let again = Command::new(env!("CARGO_BIN_EXE_sighthub"))
+        .args(["peer", "join", &token, "--url", &b.base, "--name", "org-b2"])
+        .arg("--data-dir")
+        .arg(&bdir)
+        .arg("--config")
+        .arg(bdir.with_extension("toml"))
+        .env("SIGHTHUB_ADMIN_KEY", ADMIN)
+        .output()
+        .expect("sighthub");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "{err}");
+    assert!(err.contains("Not a valid invitation"), "{err}");
+
+    // The link and the keys are durable: after A restarts, B's messages still arrive.
+    let a_addr = a.addr.to_string();
+    drop(a);
+    let a = Proc::start_on(&adir, &base(&a_org), true, &a_addr);
+    let later = publish(&http, &b, &b_org).await;
+    eventually("B's later message reaches the restarted A", || {
+        holds(&http, &a, &later)
+    })
+    .await;
 }
 
 /// The README's three instances through a hub, on loopback with pinned identities: A pushes to

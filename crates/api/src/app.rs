@@ -7,11 +7,12 @@
 //! SightingDB's check order: authentication → arguments → private-namespace guard → value
 //! checks.
 
-use crate::auth::Auth;
 use crate::body::read_json;
 use crate::cmd::{self, blocking, Resp};
 use crate::error::{Access, ApiError};
+use crate::keyring::KeyRing;
 use crate::latest::Latest;
+use crate::peering::Peering;
 use crate::query::Query;
 use crate::router::{parse_endpoint, Endpoint};
 use bytes::Bytes;
@@ -32,8 +33,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct App {
     /// The storage backend.
     pub store: Arc<dyn SightingStore>,
-    /// API keys.
-    pub auth: Auth,
+    /// API keys of both APIs: the configuration's and the runtime ones.
+    pub keys: KeyRing,
     /// Recent writes.
     pub latest: Latest,
     /// Largest body accepted.
@@ -46,6 +47,8 @@ pub struct App {
     pub exchange: sighthub_exchange::Exchange,
     /// This instance's identity (`sha256:…`, its TLS key's fingerprint); `None` in plain HTTP.
     pub identity: Option<String>,
+    /// The relay's side of peering by invitation; `None` when the exchange is off.
+    pub peering: Option<Arc<dyn Peering>>,
 }
 
 /// Unix seconds now.
@@ -64,6 +67,8 @@ enum Guard {
     Sightings(Access),
     /// An exchange key (its rights are checked by each `/iep04/` handler).
     Exchange,
+    /// The admin key (runtime keys, peering).
+    Admin,
 }
 
 /// The guard of a route.
@@ -82,7 +87,14 @@ fn route_access(endpoint: &Endpoint) -> Guard {
         | Endpoint::Latest
         | Endpoint::Namespaces
         | Endpoint::Who => Guard::Sightings(Access::Read),
+        Endpoint::KeysList
+        | Endpoint::KeysCreate
+        | Endpoint::KeysUpdate(_)
+        | Endpoint::KeysRevoke(_)
+        | Endpoint::PeersInvite
+        | Endpoint::PeersJoin => Guard::Admin,
         Endpoint::Iep04Publish
+        | Endpoint::Iep04Redeem
         | Endpoint::Iep04Read
         | Endpoint::Iep04Message(_)
         | Endpoint::Iep04Links(_)
@@ -129,14 +141,12 @@ impl App {
         let access = match route_access(&endpoint) {
             Guard::Open => return Ok(self.public(&endpoint)),
             Guard::Exchange => return self.dispatch_iep04(endpoint, req).await,
+            Guard::Admin => return self.dispatch_admin(endpoint, req).await,
             Guard::Sightings(access) => access,
         };
         // Authenticate before anything is read or looked up: a missing key is 401, an unknown
         // key (or one without this kind of grant anywhere) 403, on the headers alone.
-        let caller = self
-            .auth
-            .caller(authorization(&req))?
-            .clone_owned(&self.auth);
+        let caller = self.keys.sightings_caller(authorization(&req))?;
         caller.as_caller().check_any(access)?;
         let raw_query = req.uri().query().unwrap_or("").to_owned();
         let query = || Query::parse(&raw_query).map_err(|e| ApiError::BadRequest(e.to_string()));
@@ -182,15 +192,67 @@ impl App {
         }
     }
 
+    /// The admin routes: the admin key (401/403 on the headers alone), then the handler.
+    async fn dispatch_admin<B>(
+        self: &Arc<Self>,
+        endpoint: Endpoint,
+        req: Request<B>,
+    ) -> Result<Resp, ApiError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let caller = self.keys.sightings_caller(authorization(&req))?;
+        if !caller.as_caller().is_admin() {
+            return Err(ApiError::NotAdmin);
+        }
+        match endpoint {
+            Endpoint::KeysList => Ok(self.keys_list()),
+            Endpoint::KeysCreate => {
+                let body = read_json(req, self.max_body_bytes).await?;
+                self.keys_create(body).await
+            }
+            Endpoint::KeysUpdate(id) => {
+                let body = read_json(req, self.max_body_bytes).await?;
+                self.keys_update(id, body).await
+            }
+            Endpoint::KeysRevoke(id) => self.keys_revoke(id).await,
+            Endpoint::PeersInvite => {
+                let body = read_json(req, self.max_body_bytes).await?;
+                self.peers_invite(body).await
+            }
+            Endpoint::PeersJoin => {
+                let body = read_json(req, self.max_body_bytes).await?;
+                self.peers_join(body).await
+            }
+            _ => Err(ApiError::Internal("a route without a handler")),
+        }
+    }
+
     /// The `/iep04/` routes: the exchange must be on (404), then the caller is one of its
     /// keys (401/403 on the headers alone), then the handler checks its rights.
-    async fn dispatch_iep04<B>(&self, endpoint: Endpoint, req: Request<B>) -> Result<Resp, ApiError>
+    async fn dispatch_iep04<B>(
+        self: &Arc<Self>,
+        endpoint: Endpoint,
+        req: Request<B>,
+    ) -> Result<Resp, ApiError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let inner = Arc::clone(self.exchange.inner()?);
-        let grants = inner.keys.caller(authorization(&req))?;
+        if endpoint == Endpoint::Iep04Redeem {
+            // Authenticated by the invitation key itself, which is no exchange key.
+            let header = authorization(&req).map(<[u8]>::to_vec);
+            if header.is_none() {
+                return Err(ApiError::Unauthorized);
+            }
+            let body = read_json(req, self.max_body_bytes).await?;
+            return self.peers_redeem(header, body).await;
+        }
+        let grants = self
+            .keys
+            .exchange_caller(&inner.keys(), authorization(&req))?;
         let raw_query = req.uri().query().unwrap_or("").to_owned();
         let accept = req
             .headers()

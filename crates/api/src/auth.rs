@@ -186,7 +186,8 @@ impl Caller<'_> {
     }
 }
 
-fn digest(key: &str) -> [u8; 32] {
+/// The SHA-256 digest a key is kept as.
+pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
@@ -207,6 +208,16 @@ impl Auth {
     /// Adds (or replaces) a key.
     pub fn add_key(&mut self, key: &str, grants: KeyGrants) {
         self.keys.insert(digest(key), grants);
+    }
+
+    /// Adds (or replaces) a key known by its digest ([`digest`]).
+    pub fn add_digest(&mut self, digest: [u8; 32], grants: KeyGrants) {
+        self.keys.insert(digest, grants);
+    }
+
+    /// Whether `key` (in clear, as configured) is one of these keys.
+    pub fn knows(&self, key: &str) -> bool {
+        self.keys.contains_key(&digest(key))
     }
 
     /// Whether keys are checked.
@@ -254,6 +265,19 @@ impl Caller<'_> {
 }
 
 impl OwnedCaller {
+    /// A key's caller (`None`: an unknown key).
+    pub fn key(grants: Option<KeyGrants>) -> OwnedCaller {
+        OwnedCaller {
+            anyone: false,
+            grants,
+        }
+    }
+
+    /// A key this server does not know (authentication on).
+    pub fn is_unknown(&self) -> bool {
+        !self.anyone && self.grants.is_none()
+    }
+
     /// Borrows it back as a [`Caller`].
     pub fn as_caller(&self) -> Caller<'_> {
         if self.anyone {

@@ -18,6 +18,9 @@
 //! - [`query`]: query-string decoding (fuzzed).
 //! - [`bulk`]: bulk body decoding, both item shapes (fuzzed).
 //! - [`auth`]: API keys, grants, scopes.
+//! - [`keyring`]: the one lookup of a request's key for both APIs, over the configuration's
+//!   keys and the runtime keys of the admin API (`keys.json`).
+//! - [`peering`]: the seam to the relay for peering by invitation.
 //! - [`latest`]: the in-memory ring behind `/_api/latest`.
 //! - [`tls`]: rustls set-up and the self-signed certificate.
 //! - [`error`]: [`error::ApiError`], the one error of the edge: status and public body, and
@@ -33,8 +36,10 @@ pub mod cmd;
 pub mod deadline;
 pub mod error;
 pub mod files;
+pub mod keyring;
 pub mod latest;
 pub mod limits;
+pub mod peering;
 pub mod query;
 pub mod router;
 pub mod server;

@@ -73,6 +73,32 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/_api/openapi.yaml", "this API as OpenAPI 3"),
     (
+        "GET",
+        "/_api/keys",
+        "admin: the runtime API keys (never their secrets)",
+    ),
+    (
+        "POST",
+        "/_api/keys",
+        "admin: make a key {name, sightings?: \"rw:ns\", exchange?: {org, publish, read, tlp_max}, key?}",
+    ),
+    (
+        "PATCH",
+        "/_api/keys/{id}",
+        "admin: change a key's name or grants (null removes a grant)",
+    ),
+    ("DELETE", "/_api/keys/{id}", "admin: revoke a key"),
+    (
+        "POST",
+        "/_api/peers/invite",
+        "admin: a single-use invitation token {url, name, expires_in?}",
+    ),
+    (
+        "POST",
+        "/_api/peers/join",
+        "admin: join by invitation {token, url, name}",
+    ),
+    (
         "POST",
         "/iep04/messages",
         "IEP04: publish envelopes, a JSON array, ND-JSON, or a bare IntelMQ event",
@@ -118,6 +144,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/iep04/status",
         "IEP04: identity, log bounds, retention",
     ),
+    (
+        "POST",
+        "/iep04/peers/redeem",
+        "IEP04: redeem an invitation key (once) {url, fingerprint, org, name, key}",
+    ),
     ("GET", "/", "this help"),
 ];
 
@@ -154,6 +185,18 @@ pub enum Endpoint {
     Who,
     /// `GET /_api/openapi.yaml`.
     OpenApi,
+    /// `GET /_api/keys`.
+    KeysList,
+    /// `POST /_api/keys`.
+    KeysCreate,
+    /// `PATCH /_api/keys/{id}`.
+    KeysUpdate(String),
+    /// `DELETE /_api/keys/{id}`.
+    KeysRevoke(String),
+    /// `POST /_api/peers/invite`.
+    PeersInvite,
+    /// `POST /_api/peers/join`.
+    PeersJoin,
     /// `GET /`.
     Help,
     /// `POST /iep04/messages`: publish.
@@ -176,6 +219,8 @@ pub enum Endpoint {
     Iep04ConsumerAck(String),
     /// `GET /iep04/status`.
     Iep04Status,
+    /// `POST /iep04/peers/redeem`.
+    Iep04Redeem,
 }
 
 impl Endpoint {
@@ -199,6 +244,12 @@ impl Endpoint {
             Endpoint::Namespaces => ("GET", "/_api/namespaces"),
             Endpoint::Who => ("GET", "/_api/who"),
             Endpoint::OpenApi => ("GET", "/_api/openapi.yaml"),
+            Endpoint::KeysList => ("GET", "/_api/keys"),
+            Endpoint::KeysCreate => ("POST", "/_api/keys"),
+            Endpoint::KeysUpdate(_) => ("PATCH", "/_api/keys/{id}"),
+            Endpoint::KeysRevoke(_) => ("DELETE", "/_api/keys/{id}"),
+            Endpoint::PeersInvite => ("POST", "/_api/peers/invite"),
+            Endpoint::PeersJoin => ("POST", "/_api/peers/join"),
             Endpoint::Help => ("GET", "/"),
             Endpoint::Iep04Publish => ("POST", "/iep04/messages"),
             Endpoint::Iep04Read => ("GET", "/iep04/messages"),
@@ -210,6 +261,7 @@ impl Endpoint {
             Endpoint::Iep04ConsumerMessages(_) => ("GET", "/iep04/consumers/{name}/messages"),
             Endpoint::Iep04ConsumerAck(_) => ("POST", "/iep04/consumers/{name}/ack"),
             Endpoint::Iep04Status => ("GET", "/iep04/status"),
+            Endpoint::Iep04Redeem => ("POST", "/iep04/peers/redeem"),
         }
     }
 
@@ -291,6 +343,8 @@ fn parse_iep04(method: &Method, path: &str, rest: &str) -> Result<Endpoint, ApiE
         }
         ["status"] if get => Ok(Endpoint::Iep04Status),
         ["status"] => wrong("GET"),
+        ["peers", "redeem"] if post => Ok(Endpoint::Iep04Redeem),
+        ["peers", "redeem"] => wrong("POST"),
         _ => Err(ApiError::NoRoute(path.to_owned())),
     }
 }
@@ -303,6 +357,24 @@ pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError>
     let get = *method == Method::GET || *method == Method::HEAD;
     let post = *method == Method::POST;
     let wrong = |allow: &'static str| Err(ApiError::Method(method.to_string(), allow));
+    if let Some(id) = path.strip_prefix("/_api/keys/") {
+        let id = decode_segment(id)?;
+        return match *method {
+            _ if id.is_empty() || id.contains('/') => Err(ApiError::NoRoute(path.to_owned())),
+            Method::PATCH => Ok(Endpoint::KeysUpdate(id)),
+            Method::DELETE => Ok(Endpoint::KeysRevoke(id)),
+            _ => wrong("PATCH, DELETE"),
+        };
+    }
+    if path == "/_api/keys" {
+        return if get {
+            Ok(Endpoint::KeysList)
+        } else if post {
+            Ok(Endpoint::KeysCreate)
+        } else {
+            wrong("GET, POST")
+        };
+    }
     for (prefix, build) in [
         ("/w/", Endpoint::Write as fn(String) -> Endpoint),
         ("/r/", Endpoint::Read),
@@ -344,6 +416,8 @@ pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError>
         "/_api/namespaces" => (Endpoint::Namespaces, false),
         "/_api/who" => (Endpoint::Who, false),
         "/_api/openapi.yaml" => (Endpoint::OpenApi, false),
+        "/_api/peers/invite" => (Endpoint::PeersInvite, true),
+        "/_api/peers/join" => (Endpoint::PeersJoin, true),
         "/" => (Endpoint::Help, false),
         "/w" | "/r" | "/rs" | "/d" | "/c" => {
             return Err(ApiError::BadRequest(format!(

@@ -263,6 +263,13 @@ impl Keys {
         })
     }
 
+    /// Whether `key` (in clear) is one of these keys (the admin key included).
+    pub fn knows(&self, key: &str) -> bool {
+        self.keys
+            .as_ref()
+            .is_some_and(|k| k.contains_key(&digest(key.trim())))
+    }
+
     /// Identifies the caller from the raw `Authorization` header value.
     pub fn caller(&self, header: Option<&[u8]>) -> Result<Arc<Grants>> {
         let Some(keys) = &self.keys else {

@@ -21,7 +21,7 @@
 //! let ex = Exchange::open(&ExchangeConfig::default(), dir.path(), AdminKey::Key("adm".into())).unwrap();
 //! let hub = ex.inner().unwrap();
 //! assert_eq!(hub.store.durable(), 0); // an empty log
-//! assert!(hub.keys.caller(Some(b"adm")).is_ok());
+//! assert!(hub.keys().caller(Some(b"adm")).is_ok());
 //! assert!(Exchange::disabled().inner().is_err());
 //! ```
 //!
@@ -75,11 +75,20 @@ pub struct Exchange {
 pub struct Inner {
     /// The log, seen-set, links and consumers.
     pub store: Arc<ExchangeStore>,
-    /// The exchange's keys.
-    pub keys: Keys,
+    /// The exchange's configuration keys (replaced by [`Exchange::reload_keys`]).
+    keys: std::sync::RwLock<Arc<Keys>>,
+    /// The admin key it was opened with, for reloads.
+    admin: AdminKey,
     /// The `[exchange]` configuration it was opened with (`cfg.default_tlp`: the TLP of a
     /// message without one).
     pub cfg: ExchangeConfig,
+}
+
+impl Inner {
+    /// The configuration keys now in force.
+    pub fn keys(&self) -> Arc<Keys> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl Exchange {
@@ -110,7 +119,8 @@ impl Exchange {
         Ok(Exchange {
             inner: Some(Arc::new(Inner {
                 store,
-                keys,
+                keys: std::sync::RwLock::new(Arc::new(keys)),
+                admin,
                 cfg: cfg.clone(),
             })),
         })
@@ -143,6 +153,18 @@ impl Exchange {
             Some(i) => i.store.close(),
             None => Ok(()),
         }
+    }
+
+    /// Replaces the configuration keys (`[exchange.keys]`) with those of `cfg` (SIGHUP);
+    /// the admin key stays. Refused, changing nothing, when `cfg` is not valid.
+    pub fn reload_keys(&self, cfg: &ExchangeConfig) -> Result<()> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        cfg.validate()?;
+        let keys = Keys::new(cfg, &inner.admin, inner.store.org())?;
+        *inner.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(())
     }
 
     /// The open exchange's parts; [`Error::Disabled`] when it is switched off.

@@ -4,12 +4,13 @@
 use crate::config::Config;
 use crate::Node;
 use sighthub_api::auth::{Auth, KeyGrants};
+use sighthub_api::keyring::KeyRing;
 use sighthub_api::latest::Latest;
 use sighthub_api::App;
 use sighthub_store::{FjallStore, Namespace, SightingStore, StoreOptions, ValueFormat};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Environment variable that supplies the admin key (then none is generated).
 pub const ADMIN_KEY_ENV: &str = "SIGHTHUB_ADMIN_KEY";
@@ -55,6 +56,9 @@ pub enum BootError {
         /// Why.
         reason: String,
     },
+    /// The runtime API keys cannot be read.
+    #[error("{0}")]
+    Keys(String),
     /// The admin key file is unusable.
     #[error("admin key file {path}: {reason}")]
     AdminKey {
@@ -87,6 +91,28 @@ fn refuses_files(e: &std::io::Error) -> bool {
     )
 }
 
+/// The sighting API's configuration keys: the `[acl]` keys and the admin key (by its
+/// digest), or authentication off. Built at start and again by SIGHUP.
+pub fn config_auth(cfg: &Config, enabled: bool, admin: Option<[u8; 32]>) -> Auth {
+    if !enabled {
+        return Auth::disabled();
+    }
+    let mut auth = Auth::enabled();
+    for (key, grants) in &cfg.acl {
+        auth.add_key(key, grants.clone());
+    }
+    if let Some(d) = admin {
+        auth.add_digest(
+            d,
+            KeyGrants {
+                admin: true,
+                grants: Vec::new(),
+            },
+        );
+    }
+    auth
+}
+
 /// Opens everything the configuration names.
 pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     cfg.validate()?;
@@ -111,34 +137,23 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     }
     let mut generated = None;
     let mut exchange_admin = sighthub_exchange::AdminKey::AuthenticationOff;
-    let auth = if cfg.authenticate {
-        let mut auth = Auth::enabled();
-        for (key, grants) in &cfg.acl {
-            auth.add_key(key, grants.clone());
-        }
-        let admin = KeyGrants {
-            admin: true,
-            grants: Vec::new(),
-        };
-        match std::env::var(ADMIN_KEY_ENV) {
-            Ok(k) if !k.trim().is_empty() => {
-                exchange_admin = sighthub_exchange::AdminKey::Key(k.trim().to_owned());
-                auth.add_key(k.trim(), admin)
-            }
+    let mut admin_digest = None;
+    if cfg.authenticate {
+        let key = match std::env::var(ADMIN_KEY_ENV) {
+            Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
             _ => {
                 let path = cfg.data_dir.join(ADMIN_KEY_FILE);
                 let (key, fresh) = load_or_make_admin_key(&path)?;
                 if fresh {
                     generated = Some((key.clone(), path));
                 }
-                auth.add_key(&key, admin);
-                exchange_admin = sighthub_exchange::AdminKey::Key(key);
+                key
             }
-        }
-        auth
-    } else {
-        Auth::disabled()
-    };
+        };
+        admin_digest = Some(sighthub_api::auth::digest(&key));
+        exchange_admin = sighthub_exchange::AdminKey::Key(key);
+    }
+    let auth = config_auth(cfg, cfg.authenticate, admin_digest);
     let (tls, identity) = if cfg.plain_http {
         (None, None)
     } else {
@@ -178,15 +193,24 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         )?)),
         None => None,
     };
+    let keys =
+        KeyRing::open(auth, Some(&cfg.data_dir)).map_err(|e| BootError::Keys(e.to_string()))?;
+    let peering = relay.as_ref().map(|r| {
+        Arc::new(crate::peering::RelayPeering::new(
+            Arc::clone(r),
+            Duration::from_secs(cfg.relay.timeout_seconds),
+        )) as Arc<dyn sighthub_api::peering::Peering>
+    });
     let app = Arc::new(App {
         store: Arc::clone(&store) as Arc<dyn SightingStore>,
-        auth,
+        keys,
         latest: Latest::new(cfg.latest_writes),
         max_body_bytes: cfg.max_body_bytes,
         limits: cfg.limits.clone(),
         started: Instant::now(),
         exchange: exchange.clone(),
         identity: identity.map(|f| f.to_string()),
+        peering,
     });
     Ok(Node {
         cfg: cfg.clone(),
@@ -195,6 +219,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         exchange,
         tls,
         generated_admin_key: generated,
+        admin_digest,
         bridge,
         relay,
         intelmq,

@@ -27,6 +27,7 @@
 
 pub mod boot;
 pub mod config;
+pub mod peering;
 pub mod worker;
 
 pub use boot::{boot, BootError, ADMIN_KEY_ENV};
@@ -89,6 +90,8 @@ pub struct Node {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// A key generated on this start, to show the operator once.
     pub generated_admin_key: Option<(String, PathBuf)>,
+    /// The admin key's digest (authentication on), kept for SIGHUP's key reload.
+    pub admin_digest: Option<[u8; 32]>,
     /// The feeder of exchanged events into sightings, when both are enabled.
     pub bridge: Option<Arc<sighthub_bridge::Feeder>>,
     /// Peering, whenever the exchange is on (with `[relay] enabled = false` or no peers it
@@ -259,9 +262,15 @@ impl Node {
         }
         #[cfg(unix)]
         if let Some(hup) = reload {
-            let relay = self.relay.clone();
+            let target = ReloadTarget {
+                relay: self.relay.clone(),
+                app: Arc::clone(&self.app),
+                exchange: self.exchange.clone(),
+                authenticate: self.cfg.authenticate,
+                admin: self.admin_digest,
+            };
             sup.spawn(Box::new(Task::new("reload", move |stop: Stop| {
-                reloader(hup, stop, relay, config_path)
+                reloader(hup, stop, target, config_path)
             })));
         }
         #[cfg(not(unix))]
@@ -317,13 +326,23 @@ pub struct Rebuilt {
     pub skipped: usize,
 }
 
-/// On SIGHUP, re-reads the configuration file and applies its `[relay]` section (peers and
-/// pulls added, removed or changed without a restart). Other sections need a restart.
+/// What SIGHUP re-applies.
+struct ReloadTarget {
+    relay: Option<Arc<sighthub_relay::Relay>>,
+    app: Arc<App>,
+    exchange: sighthub_exchange::Exchange,
+    authenticate: bool,
+    admin: Option<[u8; 32]>,
+}
+
+/// On SIGHUP, re-reads the configuration file and applies its API keys (`[acl]`,
+/// `[exchange.keys]`; the runtime keys stay) and its `[relay]` section (peers and pulls
+/// added, removed or changed without a restart). Other sections need a restart.
 #[cfg(unix)]
 async fn reloader(
     mut hup: tokio::signal::unix::Signal,
     mut stop: Stop,
-    relay: Option<Arc<sighthub_relay::Relay>>,
+    target: ReloadTarget,
     config: Option<PathBuf>,
 ) -> Result<(), WorkerError> {
     loop {
@@ -331,14 +350,34 @@ async fn reloader(
             _ = stop.stopped() => return Ok(()),
             got = hup.recv() => if got.is_none() { return Ok(()) },
         }
-        let (Some(path), Some(relay)) = (&config, &relay) else {
-            tracing::warn!("SIGHUP ignored: no --config file, or the exchange is off");
+        let Some(path) = &config else {
+            tracing::warn!("SIGHUP ignored: no --config file");
             continue;
         };
         match Config::read(path).and_then(|c| c.validate().map(|()| c)) {
             Ok(c) => {
-                if let Err(e) = relay.reload(c.relay).await {
-                    tracing::warn!(error = %e, "SIGHUP: relay configuration refused");
+                if c.authenticate != target.authenticate {
+                    tracing::warn!(
+                        "SIGHUP: `authenticate` changed in the file; that needs a restart"
+                    );
+                }
+                target.app.keys.set_config(boot::config_auth(
+                    &c,
+                    target.authenticate,
+                    target.admin,
+                ));
+                if let Err(e) = target.exchange.reload_keys(&c.exchange) {
+                    tracing::warn!(error = %e, "SIGHUP: [exchange.keys] refused");
+                }
+                tracing::info!(
+                    acl = c.acl.len(),
+                    exchange_keys = c.exchange.keys.len(),
+                    "SIGHUP: API keys reloaded"
+                );
+                if let Some(relay) = &target.relay {
+                    if let Err(e) = relay.reload(c.relay).await {
+                        tracing::warn!(error = %e, "SIGHUP: relay configuration refused");
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "SIGHUP: configuration not reloaded"),

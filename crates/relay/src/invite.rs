@@ -186,6 +186,77 @@ pub fn join(inv: &Invitation, guest: &Guest) -> Result<Joined, InviteError> {
     })
 }
 
+/// Redeems an invitation at the inviter (`POST {url}/iep04/peers/redeem` with the
+/// invitation's key, pinned on its fingerprint): sends `offer` (the guest's url, identity,
+/// organisation, name and the key the inviter will push with), answers the key the guest
+/// publishes with at the inviter. The error says why, as a failing link's status does.
+pub async fn redeem(
+    inv: &Invitation,
+    offer: &serde_json::Value,
+    timeout: std::time::Duration,
+) -> Result<String, String> {
+    let fp: Fingerprint = inv.fingerprint.parse().map_err(|e| format!("{e}"))?;
+    let http = crate::client(timeout, crate::Trust::Pinned(fp)).map_err(|e| e.to_string())?;
+    let url =
+        crate::endpoint(&inv.url, &["iep04", "peers", "redeem"]).map_err(|e| e.to_string())?;
+    let req = http
+        .post(url)
+        .header("authorization", format!("Bearer {}", inv.key))
+        .json(offer)
+        .timeout(timeout);
+    let answer = crate::call(req, &inv.name, false, 64 * 1024)
+        .await
+        .map_err(|e| match e {
+            // The inviter's own words (an invitation used, expired or unknown; a bad offer).
+            crate::Error::Status { status, body, .. } => format!("HTTP {status}: {body}"),
+            e => crate::health::cause(&e),
+        })?;
+    answer
+        .get("key")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| "the inviter's answer holds no key".to_owned())
+}
+
+/// Calls this instance's own admin API (`sighthub peer invite|join` while the server runs):
+/// `POST {base}{path}` with the admin key, pinned on this instance's own identity when it
+/// has one (plain HTTP otherwise). Answers the JSON body, or the server's message.
+pub async fn local_call(
+    base: &str,
+    identity: Option<Fingerprint>,
+    admin_key: &str,
+    path: &[&str],
+    body: &serde_json::Value,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, String> {
+    let trust = match identity {
+        Some(fp) => crate::Trust::Pinned(fp),
+        None => crate::Trust::SystemRoots,
+    };
+    let http = crate::client(timeout, trust).map_err(|e| e.to_string())?;
+    let url = crate::endpoint(base, path).map_err(|e| e.to_string())?;
+    let req = http
+        .post(url)
+        .header("authorization", format!("Bearer {admin_key}"))
+        .json(body)
+        .timeout(timeout);
+    crate::call(req, "this instance", false, 1024 * 1024)
+        .await
+        .map_err(|e| match e {
+            crate::Error::Status { status, body, .. } => {
+                let msg = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+                    .unwrap_or(body);
+                format!("HTTP {status}: {msg}")
+            }
+            e => format!(
+                "{}; is the server running at {base}? (`--offline` prints the configuration blocks instead)",
+                crate::health::cause(&e)
+            ),
+        })
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

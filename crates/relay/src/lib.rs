@@ -43,6 +43,7 @@
 //! - [`path`]: the `sighthub:path` meta field.
 //! - [`push`]: one task per peer: scan, filter, send, advance.
 //! - [`pull`]: one task per hub: long-poll, ingest, acknowledge.
+//! - [`runtime`]: peers added at runtime by invitation (`peers.json`), joined to `[relay]`.
 //! - [`state`]: the per-peer and per-pull counters (the cursors are the exchange's).
 //! - [`error`]: the error type, tagged with its source and whether it is retryable.
 #![deny(missing_docs)]
@@ -56,6 +57,7 @@ pub mod invite;
 pub mod path;
 pub mod pull;
 pub mod push;
+pub mod runtime;
 pub mod state;
 
 pub use config::{PeerConfig, PullConfig, RelayConfig, Trust};
@@ -189,6 +191,8 @@ struct Running {
 pub struct Relay {
     shared: Arc<Shared>,
     running: tokio::sync::Mutex<Running>,
+    /// Peers added at runtime ([`runtime`]); changed only under `running`'s lock.
+    runtime: std::sync::Mutex<Vec<runtime::RuntimePeer>>,
 }
 
 /// What a reload changed.
@@ -242,7 +246,8 @@ impl Relay {
             path: dir.clone(),
             source,
         })?;
-        Ok(Relay {
+        let runtime = runtime::load(&dir.join(runtime::FILE))?;
+        let relay = Relay {
             shared: Arc::new(Shared {
                 store,
                 dir,
@@ -253,13 +258,89 @@ impl Relay {
                 cfg,
                 tasks: HashMap::new(),
             }),
-        })
+            runtime: std::sync::Mutex::new(runtime),
+        };
+        let file = relay
+            .running
+            .try_lock()
+            .map_err(|_| Error::Config("relay busy".into()))?
+            .cfg
+            .clone();
+        relay.effective(&file)?.validate().map_err(Error::Config)?;
+        Ok(relay)
+    }
+
+    /// The configuration in force: `file` (the `[relay]` section) and the runtime peers whose
+    /// names it does not use.
+    pub fn effective(&self, file: &RelayConfig) -> Result<RelayConfig> {
+        let rt = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cfg = file.clone();
+        for p in rt.iter() {
+            if file.peers.iter().any(|f| f.name == p.name) {
+                tracing::warn!(peer = %p.name, "a [relay.peers] entry of the file has the name of a peer added by invitation; the file's entry is used");
+                continue;
+            }
+            cfg.peers.push(p.config().map_err(Error::Config)?);
+        }
+        Ok(cfg)
+    }
+
+    /// Whether `peer` could be added ([`Relay::add_peer`]): a valid link whose name is not a
+    /// peer of the file (a runtime peer of that name is replaced).
+    pub async fn check_peer(&self, peer: &runtime::RuntimePeer) -> Result<()> {
+        let run = self.running.lock().await;
+        self.check_locked(&run, peer).map(|_| ())
+    }
+
+    fn check_locked(
+        &self,
+        run: &Running,
+        peer: &runtime::RuntimePeer,
+    ) -> Result<Vec<runtime::RuntimePeer>> {
+        if run.cfg.peers.iter().any(|f| f.name == peer.name) {
+            return Err(Error::Config(format!(
+                "a peer named '{}' is already in the configuration file; choose another name",
+                peer.name
+            )));
+        }
+        let mut next: Vec<runtime::RuntimePeer> = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|p| p.name != peer.name)
+            .cloned()
+            .collect();
+        next.push(peer.clone());
+        let mut probe = run.cfg.clone();
+        for p in &next {
+            probe.peers.push(p.config().map_err(Error::Config)?);
+        }
+        probe.validate().map_err(Error::Config)?;
+        Ok(next)
+    }
+
+    /// Adds (or replaces) a runtime peer: written durably, then started at once.
+    pub async fn add_peer(&self, peer: runtime::RuntimePeer) -> Result<Reloaded> {
+        let mut run = self.running.lock().await;
+        let next = self.check_locked(&run, &peer)?;
+        runtime::store(&self.shared.dir.join(runtime::FILE), &next)?;
+        *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        let file = run.cfg.clone();
+        tracing::info!(peer = %peer.name, url = %peer.url, "relay: peer added by invitation");
+        self.apply(&mut run, file).await
     }
 
     /// Starts the tasks of the current configuration (call once, inside the runtime).
     pub async fn start(&self) {
         let mut run = self.running.lock().await;
-        let cfg = run.cfg.clone();
+        let cfg = match self.effective(&run.cfg) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "relay: runtime peers not started");
+                run.cfg.clone()
+            }
+        };
         let settings = Arc::new(Settings::of(&cfg));
         for (key, spec) in specs(&cfg) {
             if let std::collections::hash_map::Entry::Vacant(slot) = run.tasks.entry(key) {
@@ -272,8 +353,14 @@ impl Relay {
     /// changed ones and failing ones restart from their persisted cursor. A stopping task finishes the
     /// request it is making first, so a cursor is never used by two tasks.
     pub async fn reload(&self, cfg: RelayConfig) -> Result<Reloaded> {
-        cfg.validate().map_err(Error::Config)?;
         let mut run = self.running.lock().await;
+        self.apply(&mut run, cfg).await
+    }
+
+    /// Makes `file` (plus the runtime peers) the running configuration.
+    async fn apply(&self, run: &mut Running, file: RelayConfig) -> Result<Reloaded> {
+        let cfg = self.effective(&file)?;
+        cfg.validate().map_err(Error::Config)?;
         let settings = Arc::new(Settings::of(&cfg));
         let mut want = specs(&cfg);
         let mut out = Reloaded::default();
@@ -309,7 +396,7 @@ impl Relay {
             out.started.push(key.label());
             run.tasks.insert(key, t);
         }
-        run.cfg = cfg;
+        run.cfg = file;
         out.started.sort();
         out.stopped.sort();
         out.restarted.sort();
@@ -334,7 +421,7 @@ impl Relay {
     /// consumer.
     pub fn status(&self) -> Result<Vec<(String, PeerState)>> {
         let cfg = match self.running.try_lock() {
-            Ok(r) => r.cfg.clone(),
+            Ok(r) => self.effective(&r.cfg)?,
             Err(_) => return Ok(Vec::new()),
         };
         let mut out = Vec::new();

@@ -13,7 +13,6 @@
 //! is created there (the upgrade path).
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -90,19 +89,8 @@ pub fn store(path: &Path, state: &PeerState) -> Result<()> {
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("json.tmp");
     let body = serde_json::to_vec(state).map_err(|e| err(std::io::Error::other(e)))?;
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&body).map_err(err)?;
-    f.sync_data().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    if let Some(dir) = path.parent() {
-        // The rename is durable only once the directory is.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-    }
+    sighthub_storage::file::replace_durably(path, &body, 0o600).map_err(err)?;
     Ok(())
 }
 

@@ -10,12 +10,14 @@
 //!   concurrent writers.
 //! - [`journal`]: fjall journal helpers: [`journal::JournalSyncer`] (the group commit's
 //!   persist step) and [`journal::seal`] (a clean shutdown with nothing left to replay).
+//! - [`file`]: small files replaced atomically and durably ([`file::replace_durably`]).
 //! - [`error`]: the crate's typed errors.
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
 pub mod commit;
 pub mod error;
+pub mod file;
 pub mod journal;
 
 pub use commit::{GroupCommit, PersistFn, Ticket};

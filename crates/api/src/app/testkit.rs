@@ -53,13 +53,14 @@ pub fn app(dir: &Path, exchange: Exchange, keys: &[(&str, &str)]) -> Arc<App> {
     }
     Arc::new(App {
         store: Arc::new(store) as Arc<dyn SightingStore>,
-        auth,
+        keys: crate::keyring::KeyRing::open(auth, Some(dir)).expect("key ring"),
         latest: Latest::new(100),
         max_body_bytes: 4096,
         limits: LimitsConfig::default(),
         started: Instant::now(),
         exchange,
         identity: None,
+        peering: None,
     })
 }
 

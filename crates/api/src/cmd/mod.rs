@@ -15,6 +15,8 @@
 //! | [`iep04_links`] | `GET /iep04/links/{uuid}`, `GET /iep04/links?alternate=` |
 //! | [`iep04_consumers`] | `/iep04/consumers/{name}`, its `messages` and `ack` |
 //! | [`iep04_status`] | `GET /iep04/status` |
+//! | [`keys`] | `/_api/keys`, `/_api/keys/{id}` (admin: runtime keys) |
+//! | [`peers`] | `/_api/peers/invite`, `/_api/peers/join` (admin), `POST /iep04/peers/redeem` |
 //!
 //! A handler returns `Result<Resp, ApiError>`; [`crate::App::handle`] turns the error into
 //! its response.
@@ -27,7 +29,9 @@ pub mod iep04_publish;
 pub mod iep04_read;
 pub mod iep04_status;
 pub mod info;
+pub mod keys;
 pub mod namespace;
+pub mod peers;
 pub mod read;
 pub mod write;
 
