@@ -528,7 +528,10 @@ async fn value_formats_via_c_endpoint() {
 async fn info_health_openapi_latest_namespaces_help_and_routing() {
     let f = Fixture::new();
     let (s, r) = f.get_as(None, "/i").await;
-    assert_eq!((s, r["implementation"].clone()), (200, json!("sighthub")));
+    assert_eq!(
+        (s, r["implementation"].clone(), r["server"].clone()),
+        (200, json!("SightingDB"), json!("sighthub"))
+    );
     let (s, r) = f.get_as(None, "/health").await;
     assert_eq!((s, r["status"].clone()), (200, json!("ok")));
     let resp = f
@@ -671,4 +674,42 @@ async fn large_unsorted_bulk_batches_answer_in_request_order() {
             assert_eq!(ans["error"], "Value not found", "{req} -> {ans}");
         }
     }
+}
+
+/// Issue 14 item 6: SightingDB's galaxy and tier routes and `?for_merge` are refused
+/// explicitly (501, saying what to do), never answered as if they were plain reads; and
+/// `?count` on a namespace holding TTL values is exact: expired values are not counted.
+#[tokio::test]
+async fn issue14_galaxy_routes_are_refused_and_a_count_with_ttls_is_exact() {
+    let f = Fixture::new();
+    assert_eq!(f.get("/w/g/ns?val=1.2.3.4").await.0, 200);
+    for (status, body) in [
+        f.get("/r/g/ns?val=1.2.3.4&for_merge").await,
+        f.get("/r/g/ns?for_merge&offset=0&limit=10").await,
+        f.post("/_api/merge", json!({})).await,
+        f.post("/_api/tier", json!({})).await,
+    ] {
+        assert_eq!(status, 501, "{body}");
+        let msg = body["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("not implemented") && msg.contains("IEP04"),
+            "{body}"
+        );
+    }
+    // Two values expired on arrival (last seen 100 s ago, TTL 10 s), one alive.
+    let old = now() - 100;
+    for v in ["a", "b"] {
+        let (s, _) = f
+            .get(&format!("/w/ttl/ns?val={v}&timestamp={old}&ttl=10"))
+            .await;
+        assert_eq!(s, 200);
+    }
+    assert_eq!(f.get("/w/ttl/ns?val=c&ttl=3600").await.0, 200);
+    assert_eq!(
+        f.get("/r/ttl/ns?count").await,
+        (
+            200,
+            json!({"namespace":"ttl/ns","values":1,"exact":true,"paged_in":false})
+        )
+    );
 }

@@ -74,7 +74,11 @@ enum Guard {
 /// The guard of a route.
 fn route_access(endpoint: &Endpoint) -> Guard {
     match endpoint {
-        Endpoint::Info | Endpoint::Health | Endpoint::OpenApi | Endpoint::Help => Guard::Open,
+        Endpoint::Info
+        | Endpoint::Health
+        | Endpoint::OpenApi
+        | Endpoint::Help
+        | Endpoint::Galaxy(_) => Guard::Open,
         Endpoint::Write(_)
         | Endpoint::Delete(_)
         | Endpoint::ConfigSet(_)
@@ -139,6 +143,9 @@ impl App {
     {
         let endpoint = parse_endpoint(req.method(), req.uri().path())?;
         let access = match route_access(&endpoint) {
+            Guard::Open if matches!(endpoint, Endpoint::Galaxy(_)) => {
+                return Err(ApiError::NotImplemented(cmd::read::GALAXY))
+            }
             Guard::Open => return Ok(self.public(&endpoint)),
             Guard::Exchange => return self.dispatch_iep04(endpoint, req).await,
             Guard::Admin => return self.dispatch_admin(endpoint, req).await,

@@ -114,6 +114,10 @@ pub enum ApiError {
     /// A store cannot make writes durable any more (an fsync failed): 503 until restart.
     #[error("The server cannot make writes durable (an fsync failed); restart the server.")]
     Unavailable,
+    /// A SightingDB feature sighthub deliberately does not implement (its galaxy and tier
+    /// synchronisation): 501, with what to do instead.
+    #[error("{0}")]
+    NotImplemented(&'static str),
     /// A bug: a handler panicked, was cancelled or broke an invariant. Logged; 500.
     #[error("Internal server error.")]
     Internal(&'static str),
@@ -198,6 +202,7 @@ impl ApiError {
             Self::Method(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) | Self::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

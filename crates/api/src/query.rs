@@ -30,6 +30,9 @@ pub struct Query {
     pub since: Option<i64>,
     /// `namespace=`: prefix filter for `/_api/latest`.
     pub namespace: Option<String>,
+    /// `for_merge`: SightingDB's galaxy synchronisation shape, refused (501) rather than
+    /// ignored, so that a galaxy node never takes a plain view for a per-node one.
+    pub for_merge: bool,
 }
 
 /// Why a query string was refused; the message is SightingDB's.
@@ -76,7 +79,7 @@ impl Query {
     /// Parses a raw query string (without the `?`).
     pub fn parse(raw: &str) -> Result<Self, QueryError> {
         let mut q = Query::default();
-        let (mut noshadow, mut count) = (None, None);
+        let (mut noshadow, mut count, mut for_merge) = (None, None, None);
         for pair in raw.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let k = decode_component(k)?;
@@ -88,6 +91,7 @@ impl Query {
                 "tags" => set(&mut q.tags, "tags", v.into_owned())?,
                 "noshadow" => set(&mut noshadow, "noshadow", ())?,
                 "count" => set(&mut count, "count", ())?,
+                "for_merge" => set(&mut for_merge, "for_merge", ())?,
                 "limit" => set(&mut q.limit, "limit", int(&v)?)?,
                 "after" => set(&mut q.after, "after", v.into_owned())?,
                 "since" => set(&mut q.since, "since", int(&v)?)?,
@@ -97,6 +101,7 @@ impl Query {
         }
         q.noshadow = noshadow.is_some();
         q.count = count.is_some();
+        q.for_merge = for_merge.is_some();
         Ok(q)
     }
 }

@@ -73,6 +73,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/_api/openapi.yaml", "this API as OpenAPI 3"),
     (
+        "POST",
+        "/_api/merge",
+        "SightingDB galaxy synchronisation: not implemented (501)",
+    ),
+    (
+        "POST",
+        "/_api/tier",
+        "SightingDB tier synchronisation: not implemented (501)",
+    ),
+    (
         "GET",
         "/_api/keys",
         "admin: the runtime API keys (never their secrets)",
@@ -185,6 +195,8 @@ pub enum Endpoint {
     Who,
     /// `GET /_api/openapi.yaml`.
     OpenApi,
+    /// `POST /_api/merge` or `/_api/tier` (SightingDB's galaxy; refused, 501): `true` for tier.
+    Galaxy(bool),
     /// `GET /_api/keys`.
     KeysList,
     /// `POST /_api/keys`.
@@ -244,6 +256,8 @@ impl Endpoint {
             Endpoint::Namespaces => ("GET", "/_api/namespaces"),
             Endpoint::Who => ("GET", "/_api/who"),
             Endpoint::OpenApi => ("GET", "/_api/openapi.yaml"),
+            Endpoint::Galaxy(false) => ("POST", "/_api/merge"),
+            Endpoint::Galaxy(true) => ("POST", "/_api/tier"),
             Endpoint::KeysList => ("GET", "/_api/keys"),
             Endpoint::KeysCreate => ("POST", "/_api/keys"),
             Endpoint::KeysUpdate(_) => ("PATCH", "/_api/keys/{id}"),
@@ -417,6 +431,8 @@ pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError>
         "/_api/who" => (Endpoint::Who, false),
         "/_api/openapi.yaml" => (Endpoint::OpenApi, false),
         "/_api/peers/invite" => (Endpoint::PeersInvite, true),
+        "/_api/merge" => (Endpoint::Galaxy(false), true),
+        "/_api/tier" => (Endpoint::Galaxy(true), true),
         "/_api/peers/join" => (Endpoint::PeersJoin, true),
         "/" => (Endpoint::Help, false),
         "/w" | "/r" | "/rs" | "/d" | "/c" => {

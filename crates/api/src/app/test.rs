@@ -265,7 +265,11 @@ async fn open_routes_and_the_help_page() {
         (s, &v["status"], &v["durable"]),
         (200, &json!("ok"), &json!(true))
     );
-    assert_eq!(get(&app, None, "/i").await.1["implementation"], "sighthub");
+    let info = get(&app, None, "/i").await.1;
+    assert_eq!(
+        (&info["implementation"], &info["version"], &info["server"]),
+        (&json!("SightingDB"), &json!("0.7.8"), &json!("sighthub"))
+    );
     let (s, help) = get(&app, None, "/").await;
     let help = help.as_str().unwrap_or_default().to_owned();
     assert_eq!(s, 200);

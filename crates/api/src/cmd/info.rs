@@ -47,9 +47,12 @@ impl App {
             }
             _ => to_json(
                 StatusCode::OK,
-                &json!({"implementation": "sighthub", "version": VERSION,
-                        "compatible_with": "SightingDB 0.7.8",
-                        "vendor": "sighthub", "author": "sighthub developers"}),
+                // The API this server implements, as SightingDB names it, so that clients
+                // identifying their server by `implementation`/`version` work unchanged; the
+                // server itself is named by `server`/`server_version`.
+                &json!({"implementation": "SightingDB", "version": "0.7.8",
+                        "vendor": "sighthub", "author": "sighthub developers",
+                        "server": "sighthub", "server_version": VERSION}),
             ),
         }
     }

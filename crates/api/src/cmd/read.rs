@@ -17,6 +17,9 @@ use std::sync::Arc;
 const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 100_000;
 
+/// The answer to SightingDB's galaxy and tier routes and `?for_merge`.
+pub const GALAXY: &str = "SightingDB's galaxy and tier synchronisation (for_merge, /_api/merge, /_api/tier) is not implemented by sighthub: an instance has no galaxy nodes. Read without for_merge; to share sightings between instances, peer them over IEP04 (README, \"Peering\").";
+
 /// The `after=` cursor of a listing page: base64url of the last stored value (`pub` for the
 /// fuzz targets).
 pub fn encode_cursor(stored: &str) -> String {
@@ -45,6 +48,9 @@ impl App {
         if ns.is_config() {
             return Err(ApiError::ConfigNamespace);
         }
+        if q.for_merge {
+            return Err(ApiError::NotImplemented(GALAXY));
+        }
         let now = now();
         if q.count {
             if q.val.is_some() {
@@ -52,6 +58,10 @@ impl App {
             }
             let store = Arc::clone(&self.store);
             let raw_ns = raw_ns.to_owned();
+            // Exact: the store moves every due TTL value to `_expired/` before it counts
+            // (`Sightings::count`), so expired values are never counted. (SightingDB 0.7.8
+            // answers false once a namespace has held a TTL: it counts expired values until
+            // its sweep.)
             return blocking(move || match store.count(&ns, now)? {
                 Some(n) => Ok(to_json(
                     StatusCode::OK,
