@@ -49,6 +49,10 @@ pub struct App {
     pub identity: Option<String>,
     /// The relay's side of peering by invitation; `None` when the exchange is off.
     pub peering: Option<Arc<dyn Peering>>,
+    /// Relay links, bridge and IntelMQ transports, as the node reports them.
+    pub status: Option<Arc<dyn crate::status::NodeStatus>>,
+    /// Live request counts and latencies (`GET /metrics`).
+    pub metrics: crate::metrics::HttpMetrics,
 }
 
 /// Unix seconds now.
@@ -96,9 +100,12 @@ fn route_access(endpoint: &Endpoint) -> Guard {
         | Endpoint::KeysUpdate(_)
         | Endpoint::KeysRevoke(_)
         | Endpoint::PeersInvite
-        | Endpoint::PeersJoin => Guard::Admin,
+        | Endpoint::PeersJoin
+        | Endpoint::Metrics => Guard::Admin,
         Endpoint::Iep04Publish
         | Endpoint::Iep04Redeem
+        | Endpoint::Iep04Peers
+        | Endpoint::Iep04Peer(_)
         | Endpoint::Iep04Read
         | Endpoint::Iep04Message(_)
         | Endpoint::Iep04Links(_)
@@ -125,23 +132,33 @@ impl App {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        let started = Instant::now();
         let is_head = req.method() == hyper::Method::HEAD;
-        let mut resp = match self.dispatch(req).await {
+        let endpoint = parse_endpoint(req.method(), req.uri().path());
+        let route = endpoint
+            .as_ref()
+            .map_or(("", "unmatched"), Endpoint::pattern);
+        let mut resp = match async { self.dispatch(endpoint?, req).await }.await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
         if is_head {
             *resp.body_mut() = Full::new(Bytes::new());
         }
+        self.metrics
+            .observe(route, resp.status().as_u16(), started.elapsed());
         resp
     }
 
-    async fn dispatch<B>(self: &Arc<Self>, req: Request<B>) -> Result<Resp, ApiError>
+    async fn dispatch<B>(
+        self: &Arc<Self>,
+        endpoint: Endpoint,
+        req: Request<B>,
+    ) -> Result<Resp, ApiError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let endpoint = parse_endpoint(req.method(), req.uri().path())?;
         let access = match route_access(&endpoint) {
             Guard::Open if matches!(endpoint, Endpoint::Galaxy(_)) => {
                 return Err(ApiError::NotImplemented(cmd::read::GALAXY))
@@ -215,6 +232,15 @@ impl App {
         }
         match endpoint {
             Endpoint::KeysList => Ok(self.keys_list()),
+            Endpoint::Metrics => {
+                let app = Arc::clone(self);
+                let text = blocking(move || Ok(crate::metrics::render(&app))).await?;
+                Ok(crate::error::bytes_response(
+                    hyper::StatusCode::OK,
+                    crate::metrics::CONTENT_TYPE,
+                    text.into_bytes(),
+                ))
+            }
             Endpoint::KeysCreate => {
                 let body = read_json(req, self.max_body_bytes).await?;
                 self.keys_create(body).await
@@ -291,6 +317,8 @@ impl App {
             Endpoint::Iep04ConsumerAck(name) => {
                 cmd::iep04_consumers::ack_route(&inner, grants, &name, req, q).await
             }
+            Endpoint::Iep04Peers => self.peers_status(&grants, None),
+            Endpoint::Iep04Peer(name) => self.peers_status(&grants, Some(&name)),
             Endpoint::Iep04Status => {
                 cmd::iep04_status::status_route(&inner, self.identity.as_deref(), q)
             }

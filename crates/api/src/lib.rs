@@ -21,6 +21,9 @@
 //! - [`keyring`]: the one lookup of a request's key for both APIs, over the configuration's
 //!   keys and the runtime keys of the admin API (`keys.json`).
 //! - [`peering`]: the seam to the relay for peering by invitation.
+//! - [`status`]: the seam through which the node reports relay links, the bridge and the
+//!   IntelMQ transports (`GET /iep04/peers`, metrics).
+//! - [`metrics`]: `GET /metrics`, the Prometheus exposition of both halves.
 //! - [`latest`]: the in-memory ring behind `/_api/latest`.
 //! - [`tls`]: rustls set-up and the self-signed certificate.
 //! - [`error`]: [`error::ApiError`], the one error of the edge: status and public body, and
@@ -39,10 +42,12 @@ pub mod files;
 pub mod keyring;
 pub mod latest;
 pub mod limits;
+pub mod metrics;
 pub mod peering;
 pub mod query;
 pub mod router;
 pub mod server;
+pub mod status;
 pub mod tls;
 
 /// The OpenAPI 3 document served at `/_api/openapi.yaml`.

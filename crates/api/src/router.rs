@@ -73,6 +73,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/_api/openapi.yaml", "this API as OpenAPI 3"),
     (
+        "GET",
+        "/metrics",
+        "admin: Prometheus metrics of both halves (OpenMetrics text)",
+    ),
+    (
         "POST",
         "/_api/merge",
         "SightingDB galaxy synchronisation: not implemented (501)",
@@ -155,6 +160,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "IEP04: identity, log bounds, retention",
     ),
     (
+        "GET",
+        "/iep04/peers",
+        "IEP04 (admin): every relay link with its counters and last error",
+    ),
+    (
+        "GET",
+        "/iep04/peers/{name}",
+        "IEP04 (admin): one relay link",
+    ),
+    (
         "POST",
         "/iep04/peers/redeem",
         "IEP04: redeem an invitation key (once) {url, fingerprint, org, name, key}",
@@ -195,6 +210,12 @@ pub enum Endpoint {
     Who,
     /// `GET /_api/openapi.yaml`.
     OpenApi,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /iep04/peers`.
+    Iep04Peers,
+    /// `GET /iep04/peers/{name}`.
+    Iep04Peer(String),
     /// `POST /_api/merge` or `/_api/tier` (SightingDB's galaxy; refused, 501): `true` for tier.
     Galaxy(bool),
     /// `GET /_api/keys`.
@@ -256,6 +277,9 @@ impl Endpoint {
             Endpoint::Namespaces => ("GET", "/_api/namespaces"),
             Endpoint::Who => ("GET", "/_api/who"),
             Endpoint::OpenApi => ("GET", "/_api/openapi.yaml"),
+            Endpoint::Metrics => ("GET", "/metrics"),
+            Endpoint::Iep04Peers => ("GET", "/iep04/peers"),
+            Endpoint::Iep04Peer(_) => ("GET", "/iep04/peers/{name}"),
             Endpoint::Galaxy(false) => ("POST", "/_api/merge"),
             Endpoint::Galaxy(true) => ("POST", "/_api/tier"),
             Endpoint::KeysList => ("GET", "/_api/keys"),
@@ -358,7 +382,16 @@ fn parse_iep04(method: &Method, path: &str, rest: &str) -> Result<Endpoint, ApiE
         ["status"] if get => Ok(Endpoint::Iep04Status),
         ["status"] => wrong("GET"),
         ["peers", "redeem"] if post => Ok(Endpoint::Iep04Redeem),
-        ["peers", "redeem"] => wrong("POST"),
+        ["peers"] if get => Ok(Endpoint::Iep04Peers),
+        ["peers"] => wrong("GET"),
+        ["peers", name] if !name.is_empty() => {
+            let name = decode_segment(name)?;
+            if get {
+                Ok(Endpoint::Iep04Peer(name))
+            } else {
+                wrong("GET")
+            }
+        }
         _ => Err(ApiError::NoRoute(path.to_owned())),
     }
 }
@@ -432,6 +465,7 @@ pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError>
         "/_api/openapi.yaml" => (Endpoint::OpenApi, false),
         "/_api/peers/invite" => (Endpoint::PeersInvite, true),
         "/_api/merge" => (Endpoint::Galaxy(false), true),
+        "/metrics" => (Endpoint::Metrics, false),
         "/_api/tier" => (Endpoint::Galaxy(true), true),
         "/_api/peers/join" => (Endpoint::PeersJoin, true),
         "/" => (Endpoint::Help, false),

@@ -215,6 +215,8 @@ pub trait ExchangeLog: Send + Sync + 'static {
     fn consumer(&self, org: Uuid, name: &str) -> Result<Option<ConsumerState>>;
     /// How many consumers `org` holds, counting at most to `max`.
     fn consumer_count(&self, org: Uuid, max: usize) -> Result<usize>;
+    /// Up to `max` consumers of every organisation, in key order.
+    fn consumers(&self, max: usize) -> Result<Vec<(Uuid, String, ConsumerState)>>;
     /// Writes a consumer's cursor (one key).
     fn consumer_put(&self, org: Uuid, name: &str, state: ConsumerState) -> Result<()>;
     /// Removes a consumer; `true` when it existed.

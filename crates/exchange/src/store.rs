@@ -231,6 +231,47 @@ pub struct ExchangeStore<L: ExchangeLog = FjallLog> {
     org: Uuid,
     instance: Uuid,
     opts: StoreOptions,
+    /// What the publish pipeline answered, by kind (`ExchangeStore::counters`), since start.
+    counters: PublishCounters,
+}
+
+/// What [`ExchangeStore::publish`] answered since start, by kind: every path that publishes
+/// (HTTP, IntelMQ transports, relay pulls) is counted here, once.
+#[derive(Debug, Default)]
+pub struct PublishCounters {
+    /// New messages appended.
+    pub accepted: AtomicU64,
+    /// Tag updates of known messages.
+    pub updated: AtomicU64,
+    /// Duplicates found by uuid.
+    pub duplicate_uuid: AtomicU64,
+    /// Duplicates found by content (bare events without uuid, within the window).
+    pub duplicate_content: AtomicU64,
+    /// Messages refused by the store's rules (another organisation's message, limits).
+    pub refused: AtomicU64,
+    /// Updates of unknown or dropped messages (nothing to do).
+    pub ignored: AtomicU64,
+}
+
+impl PublishCounters {
+    fn count(&self, outcomes: &[std::result::Result<Outcome, String>], refused: usize) {
+        let add = |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
+        };
+        for o in outcomes {
+            match o {
+                Ok(Outcome::Accepted { .. }) => add(&self.accepted),
+                Ok(Outcome::Updated { .. }) => add(&self.updated),
+                Ok(Outcome::Duplicate {
+                    by_content: true, ..
+                }) => add(&self.duplicate_content),
+                Ok(Outcome::Duplicate { .. }) => add(&self.duplicate_uuid),
+                Ok(Outcome::UnknownTarget | Outcome::Gone { .. }) => add(&self.ignored),
+                Err(_) => {}
+            }
+        }
+        self.refused.fetch_add(refused as u64, Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -354,6 +395,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
                 filter,
             }),
             consumer_lock: Mutex::new(()),
+            counters: PublishCounters::default(),
             durable,
             first_seq: AtomicU64::new(first),
             epoch,
@@ -690,6 +732,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
                     .await
                     .map_err(Error::join)??;
             store.wait_durable(appended.ticket, appended.high).await?;
+            store.counters.count(&appended.outcomes, appended.refused);
             Ok(Published {
                 outcomes: appended.outcomes,
                 refused: appended.refused,
@@ -819,6 +862,16 @@ impl<L: ExchangeLog> ExchangeStore<L> {
             ControlFlow::Continue(())
         })?;
         Ok(out)
+    }
+
+    /// What the publish pipeline answered since start.
+    pub fn counters(&self) -> &PublishCounters {
+        &self.counters
+    }
+
+    /// Up to `max` named consumers of every organisation, in key order (metrics: lag).
+    pub fn consumers(&self, max: usize) -> Result<Vec<(Uuid, String, ConsumerState)>> {
+        self.engine.consumers(max)
     }
 
     /// A named consumer's state.

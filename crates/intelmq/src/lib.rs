@@ -42,6 +42,7 @@ pub mod frame;
 pub mod out;
 pub mod redis_in;
 pub mod sink;
+pub mod stats;
 pub mod tcp_in;
 
 pub use config::IntelmqConfig;
@@ -60,6 +61,8 @@ pub struct Intelmq {
     cfg: IntelmqConfig,
     store: Arc<ExchangeStore>,
     default_tlp: Tlp,
+    /// Every transport's counters, in configuration order.
+    stats: Vec<Arc<stats::TransportStats>>,
 }
 
 /// Started transports.
@@ -81,11 +84,38 @@ impl Intelmq {
     /// (`ExchangeConfig::default_tlp`).
     pub fn new(cfg: &IntelmqConfig, store: Arc<ExchangeStore>, default_tlp: Tlp) -> Result<Self> {
         cfg.validate().map_err(Error::Config)?;
+        let mut all = Vec::new();
+        for l in &cfg.tcp_in {
+            all.push(Arc::new(stats::TransportStats::new("tcp_in", &l.name)));
+        }
+        for r in &cfg.redis_in {
+            all.push(Arc::new(stats::TransportStats::new("redis_in", &r.name)));
+        }
+        for o in &cfg.out {
+            all.push(Arc::new(stats::TransportStats::new("out", &o.name)));
+        }
+        for r in &cfg.redis_out {
+            all.push(Arc::new(stats::TransportStats::new("redis_out", &r.name)));
+        }
         Ok(Intelmq {
             cfg: cfg.clone(),
             store,
             default_tlp,
+            stats: all,
         })
+    }
+
+    /// Every transport's counters since start.
+    pub fn stats(&self) -> Vec<stats::TransportSnapshot> {
+        self.stats.iter().map(|s| s.snapshot()).collect()
+    }
+
+    fn stats_of(&self, kind: &str, name: &str) -> Arc<stats::TransportStats> {
+        self.stats
+            .iter()
+            .find(|s| s.kind == kind && s.name == name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(stats::TransportStats::new("unknown", name)))
     }
 
     /// Binds the listeners (an address in use fails here) and starts every transport;
@@ -94,7 +124,8 @@ impl Intelmq {
         let mut tasks = tokio::task::JoinSet::new();
         let mut bound = Vec::new();
         for l in &self.cfg.tcp_in {
-            let sink = sink::Sink::new(Arc::clone(&self.store), l.org, &l.tags);
+            let sink = sink::Sink::new(Arc::clone(&self.store), l.org, &l.tags)
+                .with_stats(self.stats_of("tcp_in", &l.name));
             let t = tcp_in::TcpIn::bind(l.clone(), sink).await?;
             let addr = t.local_addr()?;
             tracing::info!(tcp_in = %l.name, %addr, "intelmq tcp_in bound");
@@ -103,7 +134,8 @@ impl Intelmq {
         }
         for r in &self.cfg.redis_in {
             let sink = sink::Sink::new(Arc::clone(&self.store), r.org, &r.tags)
-                .with_max_bytes(r.max_message_bytes);
+                .with_max_bytes(r.max_message_bytes)
+                .with_stats(self.stats_of("redis_in", &r.name));
             tasks.spawn(redis_in::RedisIn::new(r.clone(), sink).run(shutdown.clone()));
         }
         for o in &self.cfg.out {
@@ -112,6 +144,7 @@ impl Intelmq {
                 config::OutKind::Api => out::Target::Api(o.url.clone().unwrap_or_default()),
             };
             let d = self.delivery(
+                self.stats_of("out", &o.name),
                 &o.name,
                 &o.read,
                 o.tlp_max,
@@ -125,6 +158,7 @@ impl Intelmq {
         for r in &self.cfg.redis_out {
             let target = out::Target::Redis(r.url.clone(), r.queue.clone());
             let d = self.delivery(
+                self.stats_of("redis_out", &r.name),
                 &format!("redis/{}", r.name),
                 &r.read,
                 r.tlp_max,
@@ -144,6 +178,7 @@ impl Intelmq {
     #[allow(clippy::too_many_arguments)]
     fn delivery(
         &self,
+        stats: Arc<stats::TransportStats>,
         name: &str,
         read: &[Feed],
         tlp_max: Tlp,
@@ -161,6 +196,7 @@ impl Intelmq {
             batch,
             timeout: Duration::from_secs(timeout),
             target,
+            stats,
         }
     }
 }

@@ -228,6 +228,8 @@ pub struct Delivery {
     pub timeout: Duration,
     /// Where to.
     pub target: Target,
+    /// Its counters.
+    pub stats: Arc<crate::stats::TransportStats>,
 }
 
 /// The page size of a delivery, smaller while a refused event is searched for, and the count
@@ -345,7 +347,9 @@ impl Delivery {
         let pos = cursor.position()?;
         let (reader, batch) = (cursor.clone(), pace.batch);
         let page = tokio::task::spawn_blocking(move || read_page(&reader, pos, batch)).await??;
+        use crate::stats::TransportStats as S;
         for (seq, uuid) in &page.unrenderable {
+            S::add(&self.stats.skipped, 1);
             pace.skipped = pace.skipped.saturating_add(1);
             tracing::warn!(out = %self.name, seq, %uuid, skipped_total = pace.skipped, "intelmq out: a record without a bare IntelMQ form is skipped");
         }
@@ -360,17 +364,19 @@ impl Delivery {
                 Err((_, Error::Refused(reason))) => {
                     let seq = page.events.first().map_or(page.last, |(s, _)| *s);
                     let uuid = page.uuids.first().copied().unwrap_or_default();
+                    S::add(&self.stats.skipped, 1);
                     pace.skipped = pace.skipped.saturating_add(1);
                     tracing::warn!(out = %self.name, seq, %uuid, %reason, skipped_total = pace.skipped, "intelmq out: the collector refused this event for good; skipped");
                 }
                 Err((confirmed, e)) => {
+                    S::add(&self.stats.failures, 1);
                     // Keep what was confirmed before the failure.
                     if let Some(seq) = confirmed {
                         cursor.advance(seq).await?;
                     }
                     return Err(e);
                 }
-                Ok(()) => {}
+                Ok(()) => S::add(&self.stats.delivered, page.events.len() as u64),
             }
         }
         if page.last > pos {
@@ -596,7 +602,9 @@ mod tests {
             batch: 10,
             timeout: Duration::from_secs(5),
             target: Target::Api(url),
+            stats: Arc::new(crate::stats::TransportStats::new("out", "t")),
         };
+        let stats = Arc::clone(&d.stats);
         let cursor = d.cursor().await.expect("cursor");
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(d.run(rx));
@@ -618,6 +626,8 @@ mod tests {
             assert_eq!(all.matches(f).count(), 1, "{f} delivered once: {all}");
         }
         assert!(!all.contains("refuse-me"));
+        let st = stats.snapshot();
+        assert_eq!((st.delivered, st.skipped), (3, 1), "{st:?}");
     }
 
     #[test]

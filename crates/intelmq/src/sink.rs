@@ -15,6 +15,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::stats::TransportStats;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,7 @@ pub struct Sink {
     grants: Arc<Grants>,
     receiver: Receiver,
     max_bytes: usize,
+    stats: Option<Arc<TransportStats>>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -69,7 +71,14 @@ impl Sink {
             grants: Arc::new(grants),
             receiver,
             max_bytes: usize::MAX,
+            stats: None,
         }
+    }
+
+    /// Counts what it takes in `stats`.
+    pub fn with_stats(mut self, stats: Arc<TransportStats>) -> Sink {
+        self.stats = Some(stats);
+        self
     }
 
     /// Refuses (without parsing) messages longer than `n` bytes.
@@ -103,6 +112,24 @@ impl Sink {
     /// every stored one is durable. An `Err` means nothing can be said about the batch
     /// (storage failure): acknowledge nothing.
     pub async fn accept(&self, frames: Vec<Vec<u8>>) -> Result<Vec<Taken>> {
+        let taken = self.accept_uncounted(frames).await?;
+        if let Some(st) = &self.stats {
+            TransportStats::add(&st.received, taken.len() as u64);
+            for t in &taken {
+                TransportStats::add(
+                    match t {
+                        Taken::Stored(Outcome::Duplicate { .. }) => &st.duplicates,
+                        Taken::Stored(_) => &st.stored,
+                        Taken::Rejected(_) => &st.rejected,
+                    },
+                    1,
+                );
+            }
+        }
+        Ok(taken)
+    }
+
+    async fn accept_uncounted(&self, frames: Vec<Vec<u8>>) -> Result<Vec<Taken>> {
         let me = self.clone();
         let (mut taken, items, index) = tokio::task::spawn_blocking(move || {
             let mut taken = Vec::with_capacity(frames.len());

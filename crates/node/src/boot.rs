@@ -211,6 +211,12 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         exchange: exchange.clone(),
         identity: identity.map(|f| f.to_string()),
         peering,
+        status: Some(Arc::new(crate::status::Report {
+            relay: relay.clone(),
+            bridge: bridge.clone(),
+            intelmq: intelmq.clone(),
+        })),
+        metrics: Default::default(),
     });
     Ok(Node {
         cfg: cfg.clone(),

@@ -59,6 +59,18 @@ pub struct Config {
     pub relay: sighthub_relay::RelayConfig,
     /// IntelMQ transports (TCP in, collectors out, Redis queues in and out).
     pub intelmq: sighthub_intelmq::IntelmqConfig,
+    /// `GET /metrics`: always on the main listener with the admin key; also without a key
+    /// on `listen`, when set.
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A second, plain-HTTP listener serving only `GET /metrics`, without a key: bind it to
+    /// a monitoring network or loopback (for example `127.0.0.1:9464`).
+    pub listen: Option<SocketAddr>,
 }
 
 /// TLS files.
@@ -165,6 +177,7 @@ impl Default for Config {
             bridge: sighthub_bridge::BridgeConfig::default(),
             relay: sighthub_relay::RelayConfig::default(),
             intelmq: sighthub_intelmq::IntelmqConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

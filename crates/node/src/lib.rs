@@ -28,6 +28,7 @@
 pub mod boot;
 pub mod config;
 pub mod peering;
+pub mod status;
 pub mod worker;
 
 pub use boot::{boot, BootError, ADMIN_KEY_ENV};
@@ -256,6 +257,23 @@ impl Node {
                 move |_stop: Stop| async move {
                     // Every transport watches the same stop signal; this waits for all of them.
                     running.join().await;
+                    Ok(())
+                },
+            )));
+        }
+        if let Some(addr) = self.cfg.metrics.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?;
+            tracing::info!(%addr, "metrics: GET /metrics without a key on this address");
+            let app = Arc::clone(&self.app);
+            sup.spawn(Box::new(Task::new(
+                "metrics",
+                move |mut stop: Stop| async move {
+                    sighthub_api::metrics::serve_open(listener, app, async move {
+                        stop.stopped().await;
+                    })
+                    .await;
                     Ok(())
                 },
             )));

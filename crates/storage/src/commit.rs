@@ -10,7 +10,7 @@
 //! [`Error::Poisoned`], because the journal's state on disk is unknown.
 
 use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::watch;
@@ -50,6 +50,88 @@ struct Shared {
     /// Async waiters watch this (synced ticket number).
     synced_tx: watch::Sender<u64>,
     poisoned: AtomicBool,
+    /// What the sync thread did (`GroupCommit::stats`); touched once per fsync, never per
+    /// write.
+    fsync_seconds: Histogram,
+    batch_writes: Histogram,
+}
+
+/// Upper bounds (seconds) of the fsync latency buckets.
+pub const FSYNC_SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+];
+/// Upper bounds of the writes-per-fsync buckets.
+pub const BATCH_WRITES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
+/// A fixed-bucket histogram of atomics (the group commit's, read by the metrics).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    /// Sum, in millionths of the unit.
+    sum_micros: AtomicU64,
+}
+
+/// A copy of a [`Histogram`]: cumulative counts per upper bound (the last is `+Inf`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// `(upper bound, observations at or below it)`, cumulative, ending with `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of the observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Empty, with these upper bounds (ascending; `+Inf` is implied).
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, v: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// A copy.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut acc = 0;
+        let mut buckets = Vec::with_capacity(self.counts.len());
+        for (i, c) in self.counts.iter().enumerate() {
+            acc += c.load(Ordering::Relaxed);
+            buckets.push((self.bounds.get(i).copied().unwrap_or(f64::INFINITY), acc));
+        }
+        HistogramSnapshot {
+            buckets,
+            sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            count: acc,
+        }
+    }
+}
+
+/// What a group commit did since it started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitStats {
+    /// Seconds per fsync (the persist call).
+    pub fsync_seconds: HistogramSnapshot,
+    /// Writes (tickets) covered by each fsync.
+    pub batch_writes: HistogramSnapshot,
+    /// Whether a failed fsync poisoned it.
+    pub poisoned: bool,
 }
 
 /// Batches the fsyncs of concurrent writers. See the module docs.
@@ -74,6 +156,8 @@ impl GroupCommit {
             done: Condvar::new(),
             synced_tx,
             poisoned: AtomicBool::new(false),
+            fsync_seconds: Histogram::new(FSYNC_SECONDS),
+            batch_writes: Histogram::new(BATCH_WRITES),
         });
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -99,6 +183,15 @@ impl GroupCommit {
             self.shared.work.notify_one();
         }
         Ok(Ticket(t))
+    }
+
+    /// What it did since it started (fsync latencies, writes per fsync).
+    pub fn stats(&self) -> CommitStats {
+        CommitStats {
+            fsync_seconds: self.shared.fsync_seconds.snapshot(),
+            batch_writes: self.shared.batch_writes.snapshot(),
+            poisoned: self.is_poisoned(),
+        }
     }
 
     /// True once a persist has failed.
@@ -151,7 +244,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn sync_loop(shared: &Shared, persist: &mut PersistFn) {
     loop {
-        let target = {
+        let (target, from) = {
             let mut s = lock(&shared.state);
             while s.issued == s.synced && !s.shutdown {
                 s.idle = true;
@@ -164,9 +257,14 @@ fn sync_loop(shared: &Shared, persist: &mut PersistFn) {
             if s.issued == s.synced {
                 return; // shutdown with nothing pending
             }
-            s.issued
+            (s.issued, s.synced)
         };
+        let started = std::time::Instant::now();
         let outcome = persist();
+        shared
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        shared.batch_writes.observe((target - from) as f64);
         let mut s = lock(&shared.state);
         match outcome {
             Ok(()) => {
@@ -222,6 +320,14 @@ mod test {
         }
         let n = calls.load(Ordering::SeqCst);
         assert!((1..50).contains(&n), "50 tickets took {n} fsyncs");
+        // The stats saw each fsync once and every ticket in some batch.
+        let st = gc.stats();
+        assert_eq!(st.fsync_seconds.count, n as u64);
+        assert_eq!(st.batch_writes.count, n as u64);
+        assert_eq!(st.batch_writes.sum, 50.0);
+        assert!(st.fsync_seconds.sum >= 0.005 * n as f64, "{st:?}");
+        assert_eq!(st.batch_writes.buckets.last().map(|b| b.1), Some(n as u64));
+        assert!(!st.poisoned);
     }
 
     #[test]

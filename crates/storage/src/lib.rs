@@ -20,5 +20,5 @@ pub mod error;
 pub mod file;
 pub mod journal;
 
-pub use commit::{GroupCommit, PersistFn, Ticket};
+pub use commit::{CommitStats, GroupCommit, HistogramSnapshot, PersistFn, Ticket};
 pub use error::{Error, Result};

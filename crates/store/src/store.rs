@@ -310,6 +310,15 @@ impl<'a> Durability<'a> {
         Self(Mechanism::Group(commit))
     }
 
+    /// What the group commit did since start (fsync latencies, writes per fsync); `None` for
+    /// a store without fsyncs.
+    pub fn stats(&self) -> Option<sighthub_storage::CommitStats> {
+        match self.0 {
+            Mechanism::Immediate => None,
+            Mechanism::Group(g) => Some(g.stats()),
+        }
+    }
+
     /// Waits until `ticket` is durable; [`crate::Error::Poisoned`] when it never will be.
     pub async fn wait(self, ticket: Ticket) -> Result<()> {
         match self.0 {

@@ -61,6 +61,8 @@ pub fn app(dir: &Path, exchange: Exchange, keys: &[(&str, &str)]) -> Arc<App> {
         exchange,
         identity: None,
         peering: None,
+        status: None,
+        metrics: Default::default(),
     })
 }
 

@@ -194,6 +194,29 @@ impl App {
         ))
     }
 
+    /// `GET /iep04/peers[/{name}]` (the exchange's admin key): each relay link with its
+    /// counters, cursor and last error, as `/metrics` and the console show them.
+    pub(crate) fn peers_status(
+        &self,
+        grants: &sighthub_exchange::Grants,
+        name: Option<&str>,
+    ) -> Result<Resp, ApiError> {
+        if !grants.admin {
+            return Err(ApiError::Denied(
+                "Only the admin key sees the relay links.".into(),
+            ));
+        }
+        let links = self.status.as_ref().map(|s| s.links()).unwrap_or_default();
+        match name {
+            None => Ok(json_response(StatusCode::OK, &json!({ "links": links }))),
+            Some(n) => links
+                .into_iter()
+                .find(|l| l.name == n)
+                .map(|l| json_response(StatusCode::OK, &json!(l)))
+                .ok_or_else(|| ApiError::NotFound(format!("No relay link named '{n}'."))),
+        }
+    }
+
     /// `POST /iep04/peers/redeem`, authenticated by the invitation key itself.
     pub(crate) async fn peers_redeem(
         self: &Arc<Self>,

@@ -322,6 +322,28 @@ impl ExchangeLog for FjallLog {
         Ok(self.consumers.prefix(org.as_bytes()).take(max).count())
     }
 
+    fn consumers(&self, max: usize) -> Result<Vec<(Uuid, String, ConsumerState)>> {
+        let mut out = Vec::new();
+        for kv in self.consumers.iter().take(max) {
+            let (k, v) = kv.into_inner()?;
+            let (Some(org), Ok(name)) = (
+                k.get(..16).and_then(|b| Uuid::from_slice(b).ok()),
+                std::str::from_utf8(k.get(16..).unwrap_or_default()),
+            ) else {
+                continue;
+            };
+            out.push((
+                org,
+                name.to_owned(),
+                ConsumerState {
+                    acked: le_u64(&v).unwrap_or(0),
+                    updated_at: v.get(8..16).and_then(le_u64).unwrap_or(0),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     fn consumer_put(&self, org: Uuid, name: &str, state: ConsumerState) -> Result<()> {
         let mut v = state.acked.to_le_bytes().to_vec();
         v.extend_from_slice(&state.updated_at.to_le_bytes());

@@ -234,6 +234,16 @@ impl ExchangeLog for MemoryLog {
             .count())
     }
 
+    fn consumers(&self, max: usize) -> Result<Vec<(Uuid, String, ConsumerState)>> {
+        Ok(self
+            .read()
+            .consumers
+            .iter()
+            .take(max)
+            .map(|((o, n), s)| (*o, n.clone(), *s))
+            .collect())
+    }
+
     fn consumer_put(&self, org: Uuid, name: &str, state: ConsumerState) -> Result<()> {
         self.write().consumers.insert((org, name.to_owned()), state);
         Ok(())

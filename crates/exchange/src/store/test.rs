@@ -62,6 +62,7 @@ on_both_engines!(
     publish_skip_refused_stores_the_rest,
     publish_answers_once_durable,
     a_dropped_publish_still_becomes_durable,
+    publish_counts_what_it_answered_and_consumers_are_listed,
 );
 
 fn open<B: Backend>(dir: &Path, opts: StoreOptions) -> ExchangeStore<B> {
@@ -795,4 +796,44 @@ async fn a_dropped_publish_still_becomes_durable<B: Backend>() {
     }
     assert_eq!(store.durable(), 1, "written, then made durable and visible");
     assert_eq!(all(&store, 0).len(), 1);
+}
+
+/// The publish counters (the metrics' `sighthub_exchange_messages`) count each answer once,
+/// by kind, and every organisation's consumers are listed (their lag).
+async fn publish_counts_what_it_answered_and_consumers_are_listed<B: Backend>() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(open::<B>(dir.path(), StoreOptions::default()));
+    let u = Uuid::new_v4();
+    for _ in 0..2 {
+        store
+            .publish(prep(&env(u, r#"{"raw":""}"#, "")), OnRefusal::RefuseRequest)
+            .await
+            .expect("publish");
+    }
+    let c = store.counters();
+    assert_eq!(
+        (
+            c.accepted.load(Relaxed),
+            c.duplicate_uuid.load(Relaxed),
+            c.duplicate_content.load(Relaxed),
+            c.refused.load(Relaxed)
+        ),
+        (1, 1, 0, 0)
+    );
+    let (_, t) = store.consumer_ack(ORG, "a", 1, NOW).expect("ack");
+    store.group_commit().wait(t).await.expect("durable");
+    let (_, t) = store.consumer_ack(OTHER, "b", 0, NOW).expect("ack");
+    store.group_commit().wait(t).await.expect("durable");
+    let mut listed: Vec<(Uuid, String, u64)> = store
+        .consumers(10)
+        .expect("consumers")
+        .into_iter()
+        .map(|(o, n, st)| (o, n, st.acked))
+        .collect();
+    listed.sort();
+    let mut want = vec![(ORG, "a".to_owned(), 1), (OTHER, "b".to_owned(), 0)];
+    want.sort();
+    assert_eq!(listed, want);
+    assert_eq!(store.consumers(1).expect("bounded").len(), 1);
 }

@@ -1,0 +1,449 @@
+//! `GET /metrics`: the Prometheus (OpenMetrics text) exposition of both halves, with the
+//! `prometheus-client` crate.
+//!
+//! Request counts and latencies per route and status are recorded live by
+//! [`App::handle`](crate::App::handle) in [`HttpMetrics`] (bounded labels: the route
+//! pattern, never the path). Everything else is read at scrape time from where it already
+//! lives — the stores' group commits, the exchange's publish counters and consumers, the
+//! relay's link files, the bridge and the IntelMQ transports ([`crate::status::NodeStatus`])
+//! — so nothing is counted twice and a scrape costs nothing between scrapes. Every family is
+//! listed, with example alerts, in `docs/OPERATIONS.md`.
+
+use crate::app::App;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+use sighthub_storage::HistogramSnapshot;
+use std::time::Duration;
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Most consumers reported (their lag), over every organisation.
+pub const MAX_CONSUMERS: usize = 1000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+fn latency() -> Histogram {
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        10.0, 60.0,
+    ])
+}
+
+/// The live request metrics (cheap to clone: the families are shared).
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(latency),
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Records one answered request: its route pattern (`("", "unmatched")` when no route
+    /// matched), status and time.
+    pub fn observe(&self, route: (&'static str, &'static str), status: u16, took: Duration) {
+        let (method, route) = route;
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
+        self.seconds
+            .get_or_create(&RouteLabels { route })
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// A histogram copied from somewhere else (the group commit's atomics).
+#[derive(Debug)]
+struct Snapshot(HistogramSnapshot);
+
+impl TypedMetric for Snapshot {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Snapshot {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder adds the buckets up itself and writes `+Inf` for `f64::MAX`.
+        let mut below = 0;
+        let buckets: Vec<(f64, u64)> = self
+            .0
+            .buckets
+            .iter()
+            .map(|&(le, cumulative)| {
+                let n = cumulative.saturating_sub(below);
+                below = cumulative;
+                (if le.is_finite() { le } else { f64::MAX }, n)
+            })
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum, self.0.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Labelled snapshot histograms.
+type SnapshotFamily = Vec<(Vec<(&'static str, String)>, Snapshot)>;
+
+#[derive(Debug)]
+struct Snapshots(SnapshotFamily);
+
+impl TypedMetric for Snapshots {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Snapshots {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, h) in &self.0 {
+            let e = encoder.encode_family(labels)?;
+            h.encode(e)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counter_family(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, u64)>) {
+    let f = Family::<Labels, Counter>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).inc_by(v);
+    }
+    reg.register(name, help, f);
+}
+
+fn gauge_family(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, i64)>) {
+    let f = Family::<Labels, Gauge>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).set(v);
+    }
+    reg.register(name, help, f);
+}
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(v);
+    reg.register(name, help, g);
+}
+
+fn label(k: &'static str, v: impl Into<String>) -> Labels {
+    vec![(k, v.into())]
+}
+
+fn sat(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The exposition, read now (blocking: it reads the stores).
+pub fn render(app: &App) -> String {
+    let mut reg = Registry::with_prefix("sighthub");
+    reg.register(
+        "http_requests",
+        "HTTP requests answered, by route pattern, method and status",
+        app.metrics.requests.clone(),
+    );
+    reg.register(
+        "http_request_duration_seconds",
+        "Time from the request head to the answer, by route pattern",
+        app.metrics.seconds.clone(),
+    );
+
+    // Sightings.
+    match app.store.namespaces() {
+        Ok(all) => {
+            let (private, public): (Vec<_>, Vec<_>) =
+                all.iter().partition(|n| n.namespace.is_internal());
+            gauge_family(
+                &mut reg,
+                "sightings_namespaces",
+                "Namespaces stored, public or private (_all, _shadow/…, _expired/…)",
+                vec![
+                    (label("kind", "public"), sat(public.len() as u64)),
+                    (label("kind", "private"), sat(private.len() as u64)),
+                ],
+            );
+            let distinct = all
+                .iter()
+                .find(|n| n.namespace.as_str() == "_all")
+                .map_or(0, |n| n.values);
+            gauge_family(
+                &mut reg,
+                "sightings_values",
+                "Values stored: in public namespaces (one per namespace), and distinct (the values of _all)",
+                vec![
+                    (
+                        label("kind", "public"),
+                        sat(public.iter().map(|n| n.values).sum()),
+                    ),
+                    (label("kind", "distinct"), sat(distinct)),
+                ],
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: sighting namespaces unreadable"),
+    }
+    let mut fsync = Vec::new();
+    let mut batch = Vec::new();
+    let mut poisoned = Vec::new();
+    if let Some(s) = app.store.durability().stats() {
+        fsync.push((label("store", "sightings"), Snapshot(s.fsync_seconds)));
+        batch.push((label("store", "sightings"), Snapshot(s.batch_writes)));
+        poisoned.push((label("store", "sightings"), i64::from(s.poisoned)));
+    }
+
+    // Exchange.
+    if let Ok(inner) = app.exchange.inner() {
+        let ex = &inner.store;
+        let s = ex.group_commit().stats();
+        fsync.push((label("store", "exchange"), Snapshot(s.fsync_seconds)));
+        batch.push((label("store", "exchange"), Snapshot(s.batch_writes)));
+        poisoned.push((label("store", "exchange"), i64::from(s.poisoned)));
+        let head = ex.durable();
+        gauge(
+            &mut reg,
+            "exchange_head_seq",
+            "Sequence number of the last durable message of the exchange log",
+            sat(head),
+        );
+        gauge(
+            &mut reg,
+            "exchange_log_bytes",
+            "Bytes of the exchange log",
+            sat(ex.log_bytes()),
+        );
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = ex.counters();
+        counter_family(
+            &mut reg,
+            "exchange_messages",
+            "Messages the exchange's publish answered since start, by outcome (every path: HTTP, IntelMQ, relay pulls)",
+            vec![
+                (label("outcome", "accepted"), c.accepted.load(Relaxed)),
+                (label("outcome", "updated"), c.updated.load(Relaxed)),
+                (label("outcome", "duplicate_uuid"), c.duplicate_uuid.load(Relaxed)),
+                (
+                    label("outcome", "duplicate_content"),
+                    c.duplicate_content.load(Relaxed),
+                ),
+                (label("outcome", "refused"), c.refused.load(Relaxed)),
+                (label("outcome", "ignored"), c.ignored.load(Relaxed)),
+            ],
+        );
+        match ex.consumers(MAX_CONSUMERS) {
+            Ok(list) => gauge_family(
+                &mut reg,
+                "exchange_consumer_lag",
+                "Messages between a named consumer's cursor and the head of the log",
+                list.into_iter()
+                    .map(|(org, name, st)| {
+                        (
+                            vec![("org", org.to_string()), ("consumer", name)],
+                            sat(head.saturating_sub(st.acked)),
+                        )
+                    })
+                    .collect(),
+            ),
+            Err(e) => tracing::warn!(error = %e, "metrics: consumers unreadable"),
+        }
+    }
+    reg.register(
+        "commit_fsync_seconds",
+        "Seconds per fsync of a store's group commit",
+        Snapshots(fsync),
+    );
+    reg.register(
+        "commit_batch_writes",
+        "Writes made durable by one fsync of a store's group commit",
+        Snapshots(batch),
+    );
+    gauge_family(
+        &mut reg,
+        "commit_poisoned",
+        "1 when a failed fsync stopped a store's writes (restart needed)",
+        poisoned,
+    );
+
+    // Node: relay links, bridge, IntelMQ transports.
+    if let Some(node) = &app.status {
+        let links = node.links();
+        let mut rows = Vec::new();
+        let mut up = Vec::new();
+        for l in &links {
+            let base = vec![("kind", l.kind.to_owned()), ("link", l.name.clone())];
+            for field in [
+                "attempted",
+                "sent",
+                "accepted",
+                "duplicate",
+                "errors",
+                "refused",
+                "skipped",
+                "own",
+            ] {
+                let mut lab = base.clone();
+                lab.push(("outcome", field.to_owned()));
+                rows.push((lab, l.state[field].as_u64().unwrap_or(0)));
+            }
+            up.push((base, i64::from(l.last_error.is_none())));
+        }
+        counter_family(
+            &mut reg,
+            "relay_messages",
+            "Messages of each relay link by outcome (persisted: they survive restarts)",
+            rows,
+        );
+        gauge_family(
+            &mut reg,
+            "relay_link_up",
+            "1 while a relay link works, 0 while it fails (its status says why)",
+            up,
+        );
+        if let Some(b) = node.bridge() {
+            gauge(
+                &mut reg,
+                "bridge_lag",
+                "Exchange log records not yet turned into sightings",
+                sat(b.log_end.saturating_sub(b.position)),
+            );
+            counter_family(
+                &mut reg,
+                "bridge_records",
+                "Log records the bridge could not apply (skipped) and sightings the store refused",
+                vec![
+                    (label("outcome", "skipped"), b.skipped),
+                    (label("outcome", "refused"), b.refused),
+                ],
+            );
+        }
+        let mut rows = Vec::new();
+        for t in node.transports() {
+            for (field, v) in &t.counters {
+                rows.push((
+                    vec![
+                        ("kind", t.kind.to_owned()),
+                        ("transport", t.name.clone()),
+                        ("outcome", (*field).to_owned()),
+                    ],
+                    *v,
+                ));
+            }
+        }
+        counter_family(
+            &mut reg,
+            "intelmq_messages",
+            "Messages of each IntelMQ transport since start, by outcome",
+            rows,
+        );
+    }
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+        tracing::error!(error = %e, "metrics: encoding failed");
+    }
+    out
+}
+
+/// Most connections the open metrics listener serves at once (a scraper needs one).
+pub const OPEN_MAX_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` without a key on its own listener (`[metrics] listen`, meant for a
+/// monitoring network), until `stop` resolves: plain HTTP/1.1, at most
+/// [`OPEN_MAX_CONNECTIONS`] at once, a 10 s header timeout; every other path is a 404.
+pub async fn serve_open(
+    listener: tokio::net::TcpListener,
+    app: std::sync::Arc<App>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(OPEN_MAX_CONNECTIONS));
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stop => return,
+            p = std::sync::Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut stop => return,
+            s = listener.accept() => match s {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics listener: accept failed");
+                    continue;
+                }
+            },
+        };
+        let app = std::sync::Arc::clone(&app);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let app = std::sync::Arc::clone(&app);
+                async move {
+                    let resp = if req.uri().path() == "/metrics"
+                        && (req.method() == hyper::Method::GET
+                            || req.method() == hyper::Method::HEAD)
+                    {
+                        let text = tokio::task::spawn_blocking(move || render(&app))
+                            .await
+                            .unwrap_or_default();
+                        crate::error::bytes_response(
+                            hyper::StatusCode::OK,
+                            CONTENT_TYPE,
+                            text.into_bytes(),
+                        )
+                    } else {
+                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(
+                            b"only GET /metrics here\n",
+                        )));
+                        *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                        r
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
