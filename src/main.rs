@@ -3,6 +3,7 @@
 
 mod datadir;
 mod listen;
+mod progress;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -35,8 +36,21 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log format on stderr: `text` (for people) or `json` (one JSON object per line, for
+    /// log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, message).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -165,14 +179,17 @@ fn with_default(help: &str, value: fn(&Config) -> String) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     private_files();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let done = match cli.command {
         Command::Serve(args) => serve(args),
         Command::RebuildSightings(args) => rebuild(args),
@@ -357,19 +374,9 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     cfg.authenticate = false;
     let _lock = datadir::lock(&cfg.data_dir)?;
     let node = sighthub_node::boot(&cfg).context("opening the stores")?;
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} log records ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    let done = node.rebuild(args.batch, |position, total| {
-        bar.set_length(total);
-        bar.set_position(position);
-    })?;
-    bar.finish();
+    let mut progress = progress::Progress::new("rebuild-sightings", "log records");
+    let done = node.rebuild(args.batch, |position, total| progress.set(position, total))?;
+    progress.finish();
     eprintln!(
         "deleted {} bridge namespaces and replayed the exchange log",
         done.namespaces_deleted

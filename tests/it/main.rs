@@ -12,6 +12,7 @@ mod hostile_api;
 mod hostile_exchange;
 mod intelmq;
 mod keys;
+mod logs;
 mod metrics;
 mod peering;
 mod relay;
