@@ -73,6 +73,8 @@ enum Guard {
     Exchange,
     /// The admin key (runtime keys, peering).
     Admin,
+    /// An exchange key, answered in TAXII's media type and errors.
+    Taxii,
 }
 
 /// The guard of a route.
@@ -102,6 +104,7 @@ fn route_access(endpoint: &Endpoint) -> Guard {
         | Endpoint::PeersInvite
         | Endpoint::PeersJoin
         | Endpoint::Metrics => Guard::Admin,
+        Endpoint::Taxii(_) => Guard::Taxii,
         Endpoint::Iep04Publish
         | Endpoint::Iep04Redeem
         | Endpoint::Iep04Peers
@@ -166,6 +169,12 @@ impl App {
             Guard::Open => return Ok(self.public(&endpoint)),
             Guard::Exchange => return self.dispatch_iep04(endpoint, req).await,
             Guard::Admin => return self.dispatch_admin(endpoint, req).await,
+            Guard::Taxii => {
+                return Ok(match self.dispatch_taxii(endpoint, req).await {
+                    Ok(r) => r,
+                    Err(e) => cmd::taxii::error_response(&e),
+                })
+            }
             Guard::Sightings(access) => access,
         };
         // Authenticate before anything is read or looked up: a missing key is 401, an unknown
@@ -260,6 +269,33 @@ impl App {
             }
             _ => Err(ApiError::Internal("a route without a handler")),
         }
+    }
+
+    /// The `/taxii2/` routes: the exchange must be on (404), an acceptable `Accept` (406),
+    /// an exchange key (401/403), then the route.
+    async fn dispatch_taxii<B>(
+        &self,
+        endpoint: Endpoint,
+        req: Request<B>,
+    ) -> Result<Resp, ApiError> {
+        let Endpoint::Taxii(route) = endpoint else {
+            return Err(ApiError::Internal("a route without a handler"));
+        };
+        let inner = Arc::clone(self.exchange.inner()?);
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        if !cmd::taxii::acceptable(accept) {
+            return Err(ApiError::NotAcceptable(
+                "Accept application/taxii+json;version=2.1 (or application/json).",
+            ));
+        }
+        let grants = self
+            .keys
+            .exchange_caller(&inner.keys(), authorization(&req))?;
+        let raw_query = req.uri().query().unwrap_or("").to_owned();
+        cmd::taxii::route(&inner, grants, route, &raw_query).await
     }
 
     /// The `/iep04/` routes: the exchange must be on (404), then the caller is one of its

@@ -114,6 +114,9 @@ pub enum ApiError {
     /// A store cannot make writes durable any more (an fsync failed): 503 until restart.
     #[error("The server cannot make writes durable (an fsync failed); restart the server.")]
     Unavailable,
+    /// The `Accept` header admits nothing this route answers (406).
+    #[error("{0}")]
+    NotAcceptable(&'static str),
     /// A SightingDB feature sighthub deliberately does not implement (its galaxy and tier
     /// synchronisation): 501, with what to do instead.
     #[error("{0}")]
@@ -203,6 +206,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::Internal(_) | Self::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

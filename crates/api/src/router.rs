@@ -174,6 +174,28 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/iep04/peers/redeem",
         "IEP04: redeem an invitation key (once) {url, fingerprint, org, name, key}",
     ),
+    ("GET", "/taxii2/", "TAXII 2.1 discovery (exchange keys)"),
+    ("GET", "/taxii2/api/", "TAXII 2.1 API root"),
+    (
+        "GET",
+        "/taxii2/api/collections/",
+        "TAXII 2.1: one collection per feed the key reads",
+    ),
+    (
+        "GET",
+        "/taxii2/api/collections/{id}/",
+        "TAXII 2.1: one collection",
+    ),
+    (
+        "GET",
+        "/taxii2/api/collections/{id}/objects/",
+        "TAXII 2.1: STIX 2.1 objects, ?added_after=&limit=&next=&match[type]=&match[id]=",
+    ),
+    (
+        "GET",
+        "/taxii2/api/collections/{id}/manifest/",
+        "TAXII 2.1: the objects' manifest, same paging",
+    ),
     ("GET", "/", "this help"),
 ];
 
@@ -254,6 +276,8 @@ pub enum Endpoint {
     Iep04Status,
     /// `POST /iep04/peers/redeem`.
     Iep04Redeem,
+    /// A `/taxii2/` route.
+    Taxii(crate::cmd::taxii::TaxiiRoute),
 }
 
 impl Endpoint {
@@ -300,6 +324,20 @@ impl Endpoint {
             Endpoint::Iep04ConsumerAck(_) => ("POST", "/iep04/consumers/{name}/ack"),
             Endpoint::Iep04Status => ("GET", "/iep04/status"),
             Endpoint::Iep04Redeem => ("POST", "/iep04/peers/redeem"),
+            Endpoint::Taxii(r) => {
+                use crate::cmd::taxii::TaxiiRoute as T;
+                (
+                    "GET",
+                    match r {
+                        T::Discovery => "/taxii2/",
+                        T::ApiRoot => "/taxii2/api/",
+                        T::Collections => "/taxii2/api/collections/",
+                        T::Collection(_) => "/taxii2/api/collections/{id}/",
+                        T::Objects(_) => "/taxii2/api/collections/{id}/objects/",
+                        T::Manifest(_) => "/taxii2/api/collections/{id}/manifest/",
+                    },
+                )
+            }
         }
     }
 
@@ -396,10 +434,37 @@ fn parse_iep04(method: &Method, path: &str, rest: &str) -> Result<Endpoint, ApiE
     }
 }
 
+/// The `/taxii2/` routes (a trailing `/` is optional): route first (404), then method (405).
+fn parse_taxii(method: &Method, path: &str, rest: &str) -> Result<Endpoint, ApiError> {
+    use crate::cmd::taxii::TaxiiRoute as T;
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let route = match parts.as_slice() {
+        [""] => T::Discovery,
+        ["api"] => T::ApiRoot,
+        ["api", "collections"] => T::Collections,
+        ["api", "collections", id] if !id.is_empty() => T::Collection(decode_segment(id)?),
+        ["api", "collections", id, "objects"] if !id.is_empty() => T::Objects(decode_segment(id)?),
+        ["api", "collections", id, "manifest"] if !id.is_empty() => {
+            T::Manifest(decode_segment(id)?)
+        }
+        _ => return Err(ApiError::NoRoute(path.to_owned())),
+    };
+    if *method == Method::GET || *method == Method::HEAD {
+        Ok(Endpoint::Taxii(route))
+    } else {
+        Err(ApiError::Method(method.to_string(), "GET"))
+    }
+}
+
 /// Parses method and path. HEAD is served as GET.
 pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
     if let Some(rest) = path.strip_prefix("/iep04/") {
         return parse_iep04(method, path, rest);
+    }
+    if let Some(rest) = path.strip_prefix("/taxii2") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return parse_taxii(method, path, rest.trim_start_matches('/'));
+        }
     }
     let get = *method == Method::GET || *method == Method::HEAD;
     let post = *method == Method::POST;

@@ -15,6 +15,7 @@
 //! | [`iep04_links`] | `GET /iep04/links/{uuid}`, `GET /iep04/links?alternate=` |
 //! | [`iep04_consumers`] | `/iep04/consumers/{name}`, its `messages` and `ack` |
 //! | [`iep04_status`] | `GET /iep04/status` |
+//! | [`taxii`] | `/taxii2/…` (TAXII 2.1 over the exchange log, read-only) |
 //! | [`keys`] | `/_api/keys`, `/_api/keys/{id}` (admin: runtime keys) |
 //! | [`peers`] | `/_api/peers/invite`, `/_api/peers/join` (admin), `POST /iep04/peers/redeem` |
 //!
@@ -33,6 +34,7 @@ pub mod keys;
 pub mod namespace;
 pub mod peers;
 pub mod read;
+pub mod taxii;
 pub mod write;
 
 use crate::error::{json_bytes, ApiError};
