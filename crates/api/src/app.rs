@@ -53,6 +53,8 @@ pub struct App {
     pub status: Option<Arc<dyn crate::status::NodeStatus>>,
     /// Live request counts and latencies (`GET /metrics`).
     pub metrics: crate::metrics::HttpMetrics,
+    /// The web console's sessions.
+    pub sessions: crate::console::Sessions,
 }
 
 /// Unix seconds now.
@@ -75,6 +77,8 @@ enum Guard {
     Admin,
     /// An exchange key, answered in TAXII's media type and errors.
     Taxii,
+    /// The web console (its own login; the data it shows needs the admin).
+    Console,
 }
 
 /// The guard of a route.
@@ -105,6 +109,7 @@ fn route_access(endpoint: &Endpoint) -> Guard {
         | Endpoint::PeersJoin
         | Endpoint::Metrics => Guard::Admin,
         Endpoint::Taxii(_) => Guard::Taxii,
+        Endpoint::Console(_) => Guard::Console,
         Endpoint::Iep04Publish
         | Endpoint::Iep04Redeem
         | Endpoint::Iep04Peers
@@ -169,6 +174,12 @@ impl App {
             Guard::Open => return Ok(self.public(&endpoint)),
             Guard::Exchange => return self.dispatch_iep04(endpoint, req).await,
             Guard::Admin => return self.dispatch_admin(endpoint, req).await,
+            Guard::Console => {
+                let crate::router::Endpoint::Console(route) = endpoint else {
+                    return Err(ApiError::Internal("a route without a handler"));
+                };
+                return self.console(route, req).await;
+            }
             Guard::Taxii => {
                 return Ok(match self.dispatch_taxii(endpoint, req).await {
                     Ok(r) => r,
@@ -179,7 +190,7 @@ impl App {
         };
         // Authenticate before anything is read or looked up: a missing key is 401, an unknown
         // key (or one without this kind of grant anywhere) 403, on the headers alone.
-        let caller = self.keys.sightings_caller(authorization(&req))?;
+        let caller = self.sightings_caller(&req)?;
         caller.as_caller().check_any(access)?;
         let raw_query = req.uri().query().unwrap_or("").to_owned();
         let query = || Query::parse(&raw_query).map_err(|e| ApiError::BadRequest(e.to_string()));
@@ -225,6 +236,38 @@ impl App {
         }
     }
 
+    /// The caller of a sighting or admin route: the console's session (the admin, with its
+    /// CSRF token: [`crate::console::Sessions::check`]), else the `Authorization` key.
+    pub(crate) fn sightings_caller<B>(
+        &self,
+        req: &Request<B>,
+    ) -> Result<crate::auth::OwnedCaller, ApiError> {
+        if self.sessions.check(req.headers())? {
+            return Ok(crate::auth::OwnedCaller::key(Some(
+                crate::auth::KeyGrants {
+                    admin: true,
+                    grants: Vec::new(),
+                },
+            )));
+        }
+        self.keys.sightings_caller(authorization(req))
+    }
+
+    /// The caller of an exchange route: the console's session (the exchange's admin), else
+    /// the `Authorization` key.
+    pub(crate) fn exchange_caller<B>(
+        &self,
+        inner: &sighthub_exchange::Inner,
+        req: &Request<B>,
+    ) -> Result<Arc<sighthub_exchange::Grants>, ApiError> {
+        if self.sessions.check(req.headers())? {
+            return Ok(Arc::new(sighthub_exchange::Grants::admin(
+                inner.store.org(),
+            )));
+        }
+        self.keys.exchange_caller(&inner.keys(), authorization(req))
+    }
+
     /// The admin routes: the admin key (401/403 on the headers alone), then the handler.
     async fn dispatch_admin<B>(
         self: &Arc<Self>,
@@ -235,7 +278,7 @@ impl App {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let caller = self.keys.sightings_caller(authorization(&req))?;
+        let caller = self.sightings_caller(&req)?;
         if !caller.as_caller().is_admin() {
             return Err(ApiError::NotAdmin);
         }
@@ -291,9 +334,7 @@ impl App {
                 "Accept application/taxii+json;version=2.1 (or application/json).",
             ));
         }
-        let grants = self
-            .keys
-            .exchange_caller(&inner.keys(), authorization(&req))?;
+        let grants = self.exchange_caller(&inner, &req)?;
         let raw_query = req.uri().query().unwrap_or("").to_owned();
         cmd::taxii::route(&inner, grants, route, &raw_query).await
     }
@@ -319,9 +360,7 @@ impl App {
             let body = read_json(req, self.max_body_bytes).await?;
             return self.peers_redeem(header, body).await;
         }
-        let grants = self
-            .keys
-            .exchange_caller(&inner.keys(), authorization(&req))?;
+        let grants = self.exchange_caller(&inner, &req)?;
         let raw_query = req.uri().query().unwrap_or("").to_owned();
         let accept = req
             .headers()

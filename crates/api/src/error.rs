@@ -30,6 +30,10 @@ pub enum ApiError {
     /// No `Authorization` header while authentication is on.
     #[error("Please add the API key in the Authorization headers.")]
     Unauthorized,
+    /// A request with the console's session cookie but no live session or no (or another)
+    /// CSRF token.
+    #[error("The console session has ended, or the request lacks its X-CSRF-Token; log in again at /_management/.")]
+    SessionExpired,
     /// Unknown key, or key without the grant (same body for both).
     #[error("API key is not permitted to {} this namespace.", if *.0 == Access::Read { "read" } else { "write" })]
     Forbidden(Access),
@@ -180,7 +184,7 @@ impl ApiError {
     /// the request (500). A panicked or cancelled handler is a 500, never the client's fault.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::SessionExpired => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_)
             | Self::Denied(_)
             | Self::NotAdmin

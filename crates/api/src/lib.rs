@@ -24,6 +24,7 @@
 //! - [`status`]: the seam through which the node reports relay links, the bridge and the
 //!   IntelMQ transports (`GET /iep04/peers`, metrics).
 //! - [`metrics`]: `GET /metrics`, the Prometheus exposition of both halves.
+//! - [`console`]: the web console's embedded assets, sessions and the CSRF rule.
 //! - [`latest`]: the in-memory ring behind `/_api/latest`.
 //! - [`tls`]: rustls set-up and the self-signed certificate.
 //! - [`error`]: [`error::ApiError`], the one error of the edge: status and public body, and
@@ -36,6 +37,7 @@ pub mod auth;
 pub mod body;
 pub mod bulk;
 pub mod cmd;
+pub mod console;
 pub mod deadline;
 pub mod error;
 pub mod files;

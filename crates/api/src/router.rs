@@ -196,6 +196,25 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/taxii2/api/collections/{id}/manifest/",
         "TAXII 2.1: the objects' manifest, same paging",
     ),
+    ("GET", "/_management/", "the web console (admin key)"),
+    ("GET", "/_management/app.js", "the console's script (embedded)"),
+    ("GET", "/_management/app.css", "the console's style sheet (embedded)"),
+    (
+        "POST",
+        "/_management/login",
+        "console: open a session with the admin key {key}",
+    ),
+    ("POST", "/_management/logout", "console: end the session"),
+    (
+        "GET",
+        "/_management/session",
+        "console: the session's CSRF token",
+    ),
+    (
+        "GET",
+        "/_management/overview",
+        "console (admin): exchange, consumers, links, transports, configuration",
+    ),
     ("GET", "/", "this help"),
 ];
 
@@ -278,6 +297,27 @@ pub enum Endpoint {
     Iep04Redeem,
     /// A `/taxii2/` route.
     Taxii(crate::cmd::taxii::TaxiiRoute),
+    /// A `/_management/` route (the web console).
+    Console(ConsoleRoute),
+}
+
+/// The console's routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleRoute {
+    /// The page.
+    Page,
+    /// The script.
+    Script,
+    /// The style sheet.
+    Style,
+    /// `POST login`.
+    Login,
+    /// `POST logout`.
+    Logout,
+    /// `GET session`.
+    Session,
+    /// `GET overview`.
+    Overview,
 }
 
 impl Endpoint {
@@ -324,6 +364,15 @@ impl Endpoint {
             Endpoint::Iep04ConsumerAck(_) => ("POST", "/iep04/consumers/{name}/ack"),
             Endpoint::Iep04Status => ("GET", "/iep04/status"),
             Endpoint::Iep04Redeem => ("POST", "/iep04/peers/redeem"),
+            Endpoint::Console(r) => match r {
+                ConsoleRoute::Page => ("GET", "/_management/"),
+                ConsoleRoute::Script => ("GET", "/_management/app.js"),
+                ConsoleRoute::Style => ("GET", "/_management/app.css"),
+                ConsoleRoute::Login => ("POST", "/_management/login"),
+                ConsoleRoute::Logout => ("POST", "/_management/logout"),
+                ConsoleRoute::Session => ("GET", "/_management/session"),
+                ConsoleRoute::Overview => ("GET", "/_management/overview"),
+            },
             Endpoint::Taxii(r) => {
                 use crate::cmd::taxii::TaxiiRoute as T;
                 (
@@ -460,6 +509,27 @@ fn parse_taxii(method: &Method, path: &str, rest: &str) -> Result<Endpoint, ApiE
 pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
     if let Some(rest) = path.strip_prefix("/iep04/") {
         return parse_iep04(method, path, rest);
+    }
+    if path == "/_management" || path.starts_with("/_management/") {
+        let (route, is_post) = match path
+            .trim_start_matches("/_management")
+            .trim_start_matches('/')
+        {
+            "" => (ConsoleRoute::Page, false),
+            "app.js" => (ConsoleRoute::Script, false),
+            "app.css" => (ConsoleRoute::Style, false),
+            "login" => (ConsoleRoute::Login, true),
+            "logout" => (ConsoleRoute::Logout, true),
+            "session" => (ConsoleRoute::Session, false),
+            "overview" => (ConsoleRoute::Overview, false),
+            _ => return Err(ApiError::NoRoute(path.to_owned())),
+        };
+        let get = *method == Method::GET || *method == Method::HEAD;
+        return match (is_post, *method == Method::POST, get) {
+            (true, true, _) | (false, _, true) => Ok(Endpoint::Console(route)),
+            (true, _, _) => Err(ApiError::Method(method.to_string(), "POST")),
+            (false, _, _) => Err(ApiError::Method(method.to_string(), "GET")),
+        };
     }
     if let Some(rest) = path.strip_prefix("/taxii2") {
         if rest.is_empty() || rest.starts_with('/') {

@@ -51,4 +51,9 @@ pub trait NodeStatus: Send + Sync {
     fn bridge(&self) -> Option<BridgeStatus>;
     /// Every IntelMQ transport.
     fn transports(&self) -> Vec<TransportStatus>;
+    /// The running configuration with every secret masked, and the TLS certificate's
+    /// expiry (the console shows it).
+    fn settings(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }

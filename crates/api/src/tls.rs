@@ -222,6 +222,34 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(cfg))
 }
 
+/// When a certificate file's first certificate expires (unix seconds), for the console;
+/// `None` when it cannot be read. webpki exposes `notAfter` only through the expiry error,
+/// so the certificate is checked against its own key at a time past any validity.
+pub fn cert_not_after(cert: &Path) -> Option<u64> {
+    let pem = std::fs::read(cert).ok()?;
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok()?;
+    let ee = webpki::EndEntityCert::try_from(&der).ok()?;
+    let anchor = webpki::anchor_from_trusted_cert(&der).ok()?;
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let far = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        253_402_300_799, // 9999-12-31
+    ));
+    match ee.verify_for_usage(
+        algs,
+        &[anchor],
+        &[],
+        far,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    ) {
+        Err(webpki::Error::CertExpired { not_after, .. }) => Some(not_after.as_secs()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

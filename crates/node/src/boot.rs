@@ -154,10 +154,12 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         exchange_admin = sighthub_exchange::AdminKey::Key(key);
     }
     let auth = config_auth(cfg, cfg.authenticate, admin_digest);
+    let mut cert_file = None;
     let (tls, identity) = if cfg.plain_http {
         (None, None)
     } else {
         let (cert, key) = tls_files(cfg)?;
+        cert_file = Some(cert.clone());
         let identity = fingerprint_of(&cert)?;
         tracing::info!(%identity, cert = %cert.display(), "this instance's identity (peers pin it as `fingerprint`)");
         (
@@ -215,8 +217,11 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
             relay: relay.clone(),
             bridge: bridge.clone(),
             intelmq: intelmq.clone(),
+            cfg: cfg.clone(),
+            cert: cert_file,
         })),
         metrics: Default::default(),
+        sessions: Default::default(),
     });
     Ok(Node {
         cfg: cfg.clone(),

@@ -13,6 +13,16 @@ pub struct Report {
     pub bridge: Option<Arc<sighthub_bridge::Feeder>>,
     /// The IntelMQ transports, when on.
     pub intelmq: Option<Arc<sighthub_intelmq::Intelmq>>,
+    /// The configuration it started with.
+    pub cfg: crate::config::Config,
+    /// The TLS certificate file (TLS on).
+    pub cert: Option<std::path::PathBuf>,
+}
+
+/// A secret as the console shows it: its first 4 characters and its length.
+fn mask(secret: &str) -> String {
+    let head: String = secret.chars().take(4).collect();
+    format!("{head}… ({} characters)", secret.chars().count())
 }
 
 impl NodeStatus for Report {
@@ -56,6 +66,55 @@ impl NodeStatus for Report {
             log_end: b.log_end(),
             skipped: counters.skipped,
             refused: counters.refused,
+        })
+    }
+
+    fn settings(&self) -> serde_json::Value {
+        let c = &self.cfg;
+        let not_after = self
+            .cert
+            .as_deref()
+            .and_then(sighthub_api::tls::cert_not_after);
+        serde_json::json!({
+            "listen": c.listen.to_string(),
+            "data_dir": c.data_dir.display().to_string(),
+            "tls": {
+                "on": !c.plain_http,
+                "cert": self.cert.as_ref().map(|p| p.display().to_string()),
+                "names": c.tls.names,
+                "not_after": not_after,
+            },
+            "authenticate": c.authenticate,
+            "acl": c.acl.iter().map(|(k, g)| serde_json::json!({
+                "key": mask(k),
+                "admin": g.admin,
+                "grants": g.grants.iter().map(|g| format!(
+                    "{}{}{}",
+                    if g.read { "r" } else { "" },
+                    if g.write { "w" } else { "" },
+                    g.scope.as_deref().map(|s| format!(":{s}")).unwrap_or_default()
+                )).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "exchange": {
+                "enabled": c.exchange.enabled,
+                "keys": c.exchange.keys.iter().map(|(k, kc)| serde_json::json!({
+                    "key": mask(k), "org": kc.org.to_string(), "relay": kc.relay,
+                    "tlp_max": format!("{:?}", kc.tlp_max),
+                })).collect::<Vec<_>>(),
+            },
+            "relay": {
+                "enabled": c.relay.enabled,
+                "peers": c.relay.peers.iter().map(|p| serde_json::json!({
+                    "name": p.name, "url": p.url, "key": mask(&p.key),
+                    "fingerprint": p.fingerprint.as_ref().map(|f| f.to_string()),
+                })).collect::<Vec<_>>(),
+                "pulls": c.relay.pulls.iter().map(|p| serde_json::json!({
+                    "name": p.name, "url": p.url, "key": mask(&p.key), "consumer": p.consumer,
+                })).collect::<Vec<_>>(),
+            },
+            "bridge": { "enabled": c.bridge.enabled },
+            "intelmq": { "enabled": c.intelmq.enabled },
+            "metrics": { "listen": c.metrics.listen.map(|a| a.to_string()) },
         })
     }
 

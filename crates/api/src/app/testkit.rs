@@ -63,6 +63,7 @@ pub fn app(dir: &Path, exchange: Exchange, keys: &[(&str, &str)]) -> Arc<App> {
         peering: None,
         status: None,
         metrics: Default::default(),
+        sessions: Default::default(),
     })
 }
 

@@ -15,6 +15,7 @@
 //! | [`iep04_links`] | `GET /iep04/links/{uuid}`, `GET /iep04/links?alternate=` |
 //! | [`iep04_consumers`] | `/iep04/consumers/{name}`, its `messages` and `ack` |
 //! | [`iep04_status`] | `GET /iep04/status` |
+//! | [`console`] | `/_management/…` (the web console) |
 //! | [`taxii`] | `/taxii2/…` (TAXII 2.1 over the exchange log, read-only) |
 //! | [`keys`] | `/_api/keys`, `/_api/keys/{id}` (admin: runtime keys) |
 //! | [`peers`] | `/_api/peers/invite`, `/_api/peers/join` (admin), `POST /iep04/peers/redeem` |
@@ -23,6 +24,7 @@
 //! its response.
 
 pub mod bulk;
+pub mod console;
 pub mod iep04;
 pub mod iep04_consumers;
 pub mod iep04_links;
