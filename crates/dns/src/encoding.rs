@@ -286,4 +286,24 @@ mod test {
             Ok((Encoding::Base32, "1.2.3.4".into()))
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_labels_decode_to_a_value_that_encodes_back(name in proptest::collection::vec("_b32|[0-9]{1,3}|[0-9a-fA-F]|[a-zA-Z0-7_-]{0,9}|[\\x00-\\xff]{1,3}", 1..40)) {
+            let labels: Vec<&[u8]> = name.iter().map(String::as_bytes).collect();
+            if let Ok((how, value)) = decode(&labels) {
+                let again = encode(&value, how).expect("a decoded value has its encoding");
+                let relabels: Vec<&[u8]> = again.split('.').map(str::as_bytes).collect();
+                proptest::prop_assert_eq!(decode(&relabels), Ok((how, value)));
+            }
+        }
+
+        #[test]
+        fn any_text_round_trips_in_base32(value in "\\PC{1,120}") {
+            let q = encode(&value, Encoding::Base32).expect("always");
+            let labels: Vec<&[u8]> = q.split('.').map(str::as_bytes).collect();
+            proptest::prop_assert!(labels.iter().all(|l| l.len() <= 63));
+            proptest::prop_assert_eq!(decode(&labels), Ok((Encoding::Base32, value)));
+        }
+    }
 }
