@@ -65,7 +65,7 @@ def write_values(port, values):
     for i in range(0, len(values), 1000):
         items = [{"namespace": "load/ipv4", "value": v} for v in values[i:i + 1000]]
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        c.request("POST", "/wb", body=json.dumps({"items": items}), headers={"Authorization": KEY})
+        c.request("POST", "/wb", body=json.dumps({"items": items}), headers={"Authorization": KEY, "Content-Type": "application/json"})
         r = c.getresponse()
         body = r.read()
         if r.status != 200:
