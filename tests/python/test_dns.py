@@ -8,6 +8,7 @@ import base64
 import re
 import socket
 import struct
+import time
 
 import dns.flags
 import dns.message
@@ -209,4 +210,26 @@ def test_hostile_queries_get_formerr_or_are_dropped_without_stalling_others(bloc
     for proto in ["udp", "tcp"]:
         r = ask(port, f"4.3.2.1.ip.{ZONE}", "A", proto)
         assert [rr.address for rr in r.answer[0]] == ["127.0.0.3"], proto
+
+    # One address holds at most max_tcp_connections_per_address (8) connections: with the slow
+    # one and 7 more open, the next is closed at once; UDP is still answered.
+    held = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) for _ in range(7)]
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as extra:
+        try:
+            assert extra.recv(10) == b"", "the ninth connection is closed"
+        except ConnectionResetError:
+            pass
+    r = ask(port, f"4.3.2.1.ip.{ZONE}", "A", "udp")
+    assert r.rcode() == dns.rcode.NOERROR
+    for s in held:
+        s.close()
     slow.close()
+    # Once they are closed, TCP serves again (the server notices the closes in its own time).
+    r = None
+    for _ in range(100):
+        try:
+            r = ask(port, f"4.3.2.1.ip.{ZONE}", "A", "tcp")
+            break
+        except (ConnectionError, EOFError, dns.exception.DNSException):
+            time.sleep(0.1)
+    assert r is not None and r.rcode() == dns.rcode.NOERROR
