@@ -6,6 +6,7 @@
 //! | fewer than 12 bytes, or a response (QR set) | nothing (dropped: no id to answer, or never answer an answer) |
 //! | more than 1024 bytes ([`crate::server::MAX_QUERY_LEN`]) | FORMERR |
 //! | an opcode other than QUERY | NOTIMP |
+//! | EDNS of a version other than 0 | BADVERS (RFC 6891) |
 //! | not exactly one question, any answer or authority record, more than one additional (the OPT) | FORMERR (decoded from the header alone, before the body) |
 //! | a body that does not decode (bad names, compression loops, truncated) | FORMERR |
 //! | a class other than IN, a name outside the zone, AXFR/IXFR | REFUSED |
@@ -171,13 +172,18 @@ impl Responder {
             }
             None => 512,
         };
-        self.fill(
-            &mut resp,
-            query.name(),
-            query.query_type(),
-            query.query_class(),
-            now,
-        );
+        if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            // RFC 6891 6.1.3: only EDNS version 0 is implemented.
+            resp.metadata.response_code = ResponseCode::BADVERS;
+        } else {
+            self.fill(
+                &mut resp,
+                query.name(),
+                query.query_type(),
+                query.query_class(),
+                now,
+            );
+        }
         let bytes = match resp.to_vec() {
             Ok(b) => b,
             Err(e) => {
@@ -478,6 +484,28 @@ mod test {
         let mut big = good.clone();
         big.resize(crate::server::MAX_QUERY_LEN + 1, 0);
         assert_eq!(rcode(&big), 1);
+        // EDNS version 1: BADVERS (16, its high bits in the OPT record).
+        let mut v1 = Message::query();
+        v1.add_query(Query::query(
+            Name::from_ascii("4.3.2.1.ip.bl.example.org.").expect("name"),
+            RecordType::A,
+        ));
+        let mut edns = Edns::new();
+        edns.set_version(1);
+        v1.set_edns(edns);
+        match r.respond(&v1.to_vec().expect("encodes"), true, NOW) {
+            // 16 is BADVERS in an answer (hickory-proto decodes it as BADSIG, same number).
+            Reply::Send(b) => assert_eq!(
+                u16::from(
+                    Message::from_vec(&b)
+                        .expect("decodes")
+                        .metadata
+                        .response_code
+                ),
+                16
+            ),
+            Reply::Drop => panic!("dropped"),
+        }
         // An update (opcode 5): not implemented.
         let mut upd = good.clone();
         upd[2] = 5 << 3;
