@@ -59,6 +59,9 @@ pub struct Config {
     pub relay: sighthub_relay::RelayConfig,
     /// IntelMQ transports (TCP in, collectors out, Redis queues in and out).
     pub intelmq: sighthub_intelmq::IntelmqConfig,
+    /// The DNS blocklist front end (`[dns] listen` starts it; `[dns.zones]` maps labels to
+    /// namespaces).
+    pub dns: sighthub_dns::DnsConfig,
     /// `GET /metrics`: always on the main listener with the admin key; also without a key
     /// on `listen`, when set.
     pub metrics: MetricsConfig,
@@ -177,6 +180,7 @@ impl Default for Config {
             bridge: sighthub_bridge::BridgeConfig::default(),
             relay: sighthub_relay::RelayConfig::default(),
             intelmq: sighthub_intelmq::IntelmqConfig::default(),
+            dns: sighthub_dns::DnsConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -355,6 +359,7 @@ impl Config {
         if self.intelmq.enabled && !self.exchange.enabled {
             return bad("[intelmq] needs the exchange ([exchange] enabled = true)".into());
         }
+        self.dns.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

@@ -17,8 +17,8 @@
 //!    group-commit thread, owned and stopped by its store), the keys and TLS, and builds the
 //!    bridge, relay and IntelMQ subsystems without starting them.
 //! 2. [`Node::serve`] binds the listener, then starts the workers under one supervisor: the
-//!    expiry sweep, the exchange retention, the bridge, the relay, the IntelMQ transports and
-//!    the SIGHUP reload.
+//!    expiry sweep, the exchange retention, the bridge, the relay, the IntelMQ transports, the
+//!    DNS server (`[dns] listen`) and the SIGHUP reload.
 //! 3. On the shutdown signal the listener drains its connections, the supervisor stops every
 //!    worker (each finishes what it is doing; [`SHUTDOWN_DEADLINE`] bounds the wait), and only
 //!    then [`Node::close`] seals the exchange store and the sighting store, in that order.
@@ -63,6 +63,9 @@ pub enum NodeError {
     /// The IntelMQ transports could not start (an address in use, …).
     #[error("starting the [intelmq] transports: {0}")]
     Intelmq(#[from] sighthub_intelmq::Error),
+    /// The DNS server could not start (an address in use, …).
+    #[error("starting the [dns] server: {0}")]
+    Dns(#[from] sighthub_dns::Error),
     /// The sighting store failed.
     #[error("sighting store: {0}")]
     Store(#[from] sighthub_store::Error),
@@ -185,7 +188,8 @@ impl Node {
     }
 
     /// Starts every background job of the configuration under `sup`. The IntelMQ listeners
-    /// are bound here, so an address in use fails the start instead of being a log line.
+    /// and the DNS sockets are bound here, so an address in use fails the start instead of
+    /// being a log line.
     async fn start_workers(
         &self,
         sup: &mut Supervisor,
@@ -277,6 +281,18 @@ impl Node {
                     Ok(())
                 },
             )));
+        }
+        let store: Arc<dyn SightingStore> = self.store.clone();
+        if let Some(dns) = sighthub_dns::DnsServer::bind(&self.cfg.dns, store).await? {
+            let addr = dns.local_addr().map_err(|source| NodeError::Bind {
+                addr: self.cfg.dns.listen.unwrap_or(self.cfg.listen),
+                source,
+            })?;
+            tracing::info!("dns listening on udp+tcp {addr}");
+            sup.spawn(Box::new(Task::new("dns", move |stop: Stop| async move {
+                dns.run(stop.receiver()).await;
+                Ok(())
+            })));
         }
         #[cfg(unix)]
         if let Some(hup) = reload {
