@@ -531,6 +531,9 @@ mod tests {
         fn set_format(&self, ns: &Namespace, f: ValueFormat) -> sighthub_store::Result<Ticket> {
             self.0.set_format(ns, f)
         }
+        fn set_digest_lookups(&self, ns: &Namespace, on: bool) {
+            self.0.set_digest_lookups(ns, on)
+        }
         fn sweep(&self, now: i64) -> sighthub_store::Result<usize> {
             self.0.sweep(now)
         }

@@ -107,6 +107,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         if let (Ok(ns), Some(f)) = (Namespace::parse(ns), ValueFormat::parse(&nc.value_format)) {
             let ticket = store.set_format(&ns, f)?;
             store.durability().wait_blocking(ticket)?;
+            store.set_digest_lookups(&ns, nc.digest_lookups);
         }
     }
     let mut generated = None;
@@ -114,7 +115,13 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     let auth = if cfg.authenticate {
         let mut auth = Auth::enabled();
         for (key, grants) in &cfg.acl {
-            auth.add_key(key, grants.clone());
+            if key == sighthub_api::auth::ANONYMOUS {
+                // Validated above: read grants only.
+                auth.set_anonymous(grants.clone())
+                    .map_err(crate::config::ConfigError::Invalid)?;
+            } else {
+                auth.add_key(key, grants.clone());
+            }
         }
         let admin = KeyGrants {
             admin: true,

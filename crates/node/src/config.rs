@@ -37,7 +37,8 @@ pub struct Config {
     /// TLS certificate and key (PEM). Absent: a self-signed pair in `data_dir/tls`.
     pub tls: TlsConfig,
     /// API keys and their grants, SightingDB's syntax: `"key" = "rw:feeds/misp, r"` (a bad
-    /// grant is refused when the file is read).
+    /// grant is refused when the file is read). The entry `anonymous` is not a key: the read
+    /// grants of requests without a key (`anonymous = "r:misp"`, for MISP's lookups).
     pub acl: BTreeMap<String, sighthub_api::auth::KeyGrants>,
     /// Per-namespace settings: `[namespaces."org/ipv4"] value_format = "SHA256"`.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -91,6 +92,10 @@ impl Default for TlsConfig {
 pub struct NamespaceConfig {
     /// `RAW`, `SHA256` or `BASE64URL`.
     pub value_format: String,
+    /// SHA256 only: a looked-up value of exactly 64 hex digits is the digest itself, not
+    /// hashed again (MISP's `/rb` lookups send digests). Writes always hash.
+    #[serde(default)]
+    pub digest_lookups: bool,
 }
 
 /// Shadow sightings settings.
@@ -274,7 +279,7 @@ impl Config {
     /// Whether the file holds secrets: API keys (`[acl]`, `[exchange.keys]`) or the keys this
     /// instance presents to peers and hubs (`[relay]`).
     pub fn holds_keys(&self) -> bool {
-        !self.acl.is_empty()
+        self.acl.keys().any(|k| k != sighthub_api::auth::ANONYMOUS)
             || !self.exchange.keys.is_empty()
             || !self.relay.peers.is_empty()
             || !self.relay.pulls.is_empty()
@@ -320,16 +325,28 @@ impl Config {
         if self.acl.keys().any(|key| key.trim().is_empty()) {
             return bad("an [acl] key is empty".into());
         }
+        if let Some(anonymous) = self.acl.get(sighthub_api::auth::ANONYMOUS) {
+            sighthub_api::auth::Auth::enabled()
+                .set_anonymous(anonymous.clone())
+                .map_err(ConfigError::Invalid)?;
+        }
         for (ns, nc) in &self.namespaces {
             let parsed = sighthub_store::Namespace::parse(ns)
                 .map_err(|e| ConfigError::Invalid(format!("[namespaces] '{ns}': {e}")))?;
             if parsed.is_internal() {
                 return bad(format!("[namespaces] '{ns}' is a private namespace"));
             }
-            if sighthub_store::ValueFormat::parse(&nc.value_format).is_none() {
+            let format = sighthub_store::ValueFormat::parse(&nc.value_format);
+            if format.is_none() {
                 return bad(format!(
                     "[namespaces] '{ns}': unknown value_format '{}' (RAW, SHA256 or BASE64URL)",
                     nc.value_format
+                ));
+            }
+            if nc.digest_lookups && format != Some(sighthub_store::ValueFormat::Sha256) {
+                return bad(format!(
+                    "[namespaces] '{ns}': digest_lookups needs value_format = \"SHA256\" \
+                     (only a namespace of SHA-256 digests can answer a digest)"
                 ));
             }
         }
@@ -397,8 +414,34 @@ mod test {
             "_all".into(),
             NamespaceConfig {
                 value_format: "RAW".into(),
+                digest_lookups: false,
             },
         );
         assert!(cfg.validate().is_err());
+    }
+
+    /// `[acl] anonymous` reads only; `digest_lookups` only on SHA256 namespaces.
+    #[test]
+    fn anonymous_grants_and_digest_lookups() {
+        let cfg: Config = toml::from_str("[acl]\nanonymous = 'r:misp'").expect("parses");
+        cfg.validate().expect("read grants");
+        assert!(!cfg.holds_keys(), "the anonymous grants are not a key");
+        for spec in ["rw:misp", "w", "admin"] {
+            let cfg: Config =
+                toml::from_str(&format!("[acl]\nanonymous = '{spec}'")).expect("parses");
+            let e = cfg.validate().expect_err(spec).to_string();
+            assert!(e.contains("may only hold read grants"), "{e}");
+        }
+        let ok = "[namespaces.'misp/hashed']\nvalue_format = 'SHA256'\ndigest_lookups = true";
+        toml::from_str::<Config>(ok)
+            .expect("parses")
+            .validate()
+            .expect("valid");
+        let raw = "[namespaces.'misp/ip']\nvalue_format = 'RAW'\ndigest_lookups = true";
+        let e = toml::from_str::<Config>(raw)
+            .expect("parses")
+            .validate()
+            .expect_err("RAW");
+        assert!(e.to_string().contains("digest_lookups needs"), "{e}");
     }
 }

@@ -243,6 +243,12 @@ pub trait SightingStore: Send + Sync + 'static {
     /// and the format would change.
     fn set_format(&self, namespace: &Namespace, format: ValueFormat) -> Result<Ticket>;
 
+    /// Turns digest lookups of a SHA256 namespace on or off: a looked-up value of 64 hex
+    /// digits is then the digest itself ([`ValueFormat::encode_lookup`]). Not stored: the
+    /// configuration (`[namespaces."x"] digest_lookups = true`) sets it at each start. No
+    /// effect on other formats.
+    fn set_digest_lookups(&self, namespace: &Namespace, on: bool);
+
     /// Moves every value whose TTL ran out by `now` to `_expired/<ns>`; returns how many.
     fn sweep(&self, now: i64) -> Result<usize>;
 
