@@ -39,6 +39,9 @@ pub enum BootError {
     /// The IntelMQ transports are misconfigured.
     #[error("[intelmq]: {0}")]
     Intelmq(#[from] sighthub_intelmq::Error),
+    /// MISP's ZeroMQ ingest cannot be set up.
+    #[error("{0}")]
+    Misp(#[from] sighthub_misp::Error),
     /// The data directory cannot be created or made private.
     #[error("data directory {path} {reason}")]
     DataDir {
@@ -176,6 +179,14 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         )?)),
         _ => None,
     };
+    let misp = if cfg.zmq.enabled {
+        Some(Arc::new(sighthub_misp::Ingest::new(
+            &cfg.zmq,
+            Arc::clone(&store) as Arc<dyn SightingStore>,
+        )?))
+    } else {
+        None
+    };
     let relay = match exchange.store() {
         Some(ex) => Some(Arc::new(sighthub_relay::Relay::new(
             cfg.relay.clone(),
@@ -205,6 +216,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         bridge,
         relay,
         intelmq,
+        misp,
     })
 }
 

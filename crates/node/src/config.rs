@@ -60,6 +60,8 @@ pub struct Config {
     pub relay: sighthub_relay::RelayConfig,
     /// IntelMQ transports (TCP in, collectors out, Redis queues in and out).
     pub intelmq: sighthub_intelmq::IntelmqConfig,
+    /// MISP's ZeroMQ publisher as a source of sightings (`docs/MISP.md`).
+    pub zmq: sighthub_misp::ZmqConfig,
 }
 
 /// TLS files.
@@ -170,6 +172,7 @@ impl Default for Config {
             bridge: sighthub_bridge::BridgeConfig::default(),
             relay: sighthub_relay::RelayConfig::default(),
             intelmq: sighthub_intelmq::IntelmqConfig::default(),
+            zmq: sighthub_misp::ZmqConfig::default(),
         }
     }
 }
@@ -356,6 +359,24 @@ impl Config {
         self.bridge.validate().map_err(ConfigError::Invalid)?;
         self.relay.validate().map_err(ConfigError::Invalid)?;
         self.intelmq.validate().map_err(ConfigError::Invalid)?;
+        self.zmq.validate().map_err(ConfigError::Invalid)?;
+        if self.zmq.enabled && !self.zmq.hashed_namespace.trim().is_empty() {
+            let hashed = sighthub_store::Namespace::parse(&self.zmq.hashed_namespace)
+                .map_err(|e| ConfigError::Invalid(format!("[zmq] hashed_namespace: {e}")))?;
+            let format = self
+                .namespaces
+                .iter()
+                .find(|(ns, _)| sighthub_store::Namespace::parse(ns).is_ok_and(|n| n == hashed));
+            if let Some((ns, nc)) = format {
+                if !nc.value_format.eq_ignore_ascii_case("SHA256") {
+                    return bad(format!(
+                        "[zmq] hashed_namespace '{ns}' is configured as {} in [namespaces]; \
+                         it holds SHA-256 digests (SHA256, made so at start): remove that entry",
+                        nc.value_format
+                    ));
+                }
+            }
+        }
         if self.intelmq.enabled && !self.exchange.enabled {
             return bad("[intelmq] needs the exchange ([exchange] enabled = true)".into());
         }

@@ -71,6 +71,21 @@ impl Limits {
     pub const DEFAULT_STATS_BUCKETS: usize = 366 * 24;
 }
 
+impl Limits {
+    /// Joins `tags` into the list one write carries, keeping what fits these limits: an
+    /// over-long tag is dropped, and at most [`Limits::max_tags_per_item`] are kept, so a
+    /// feeder's sighting (IntelMQ events, MISP attributes) is counted, never refused for its
+    /// tags. Each tag must not contain a separator (`,` `;`).
+    pub fn fit_tags<'t>(&self, tags: impl IntoIterator<Item = &'t str>) -> String {
+        tags.into_iter()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= self.max_tag_len)
+            .take(self.max_tags_per_item)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
