@@ -335,6 +335,26 @@ mod test {
     }
 
     #[test]
+    fn a_hashed_namespace_holding_raw_values_is_refused_with_what_to_do() {
+        let store: Arc<dyn SightingStore> =
+            Arc::new(Sightings::new(MemEngine::default(), StoreOptions::default()).expect("store"));
+        let ns = Namespace::parse("misp/hashed").expect("ns");
+        let (_, _) = store
+            .write(&[WriteOp::new(&ns, "raw", 1_700_000_000)], 1_700_000_000)
+            .expect("write");
+        let cfg = ZmqConfig {
+            enabled: true,
+            hashed_namespace: "misp/hashed".into(),
+            ..ZmqConfig::default()
+        };
+        let e = Ingest::new(&cfg, store).err().expect("refused").to_string();
+        assert!(
+            e.contains("already holds values") && e.contains("name a new namespace"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn frames_become_durable_sightings_and_bad_ones_are_counted() {
         let (ingest, store) = ingest();
         let event = br#"misp_json {"Event": {"Tag": [{"name": "tlp:green"}], "Attribute": [

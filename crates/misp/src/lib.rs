@@ -32,6 +32,9 @@ pub enum Error {
     Config(String),
     /// The hashed namespace could not be made SHA256 (it holds values of another format),
     /// or the store failed.
-    #[error("[zmq] hashed_namespace: {0}")]
+    #[error(
+        "[zmq] hashed_namespace must be a SHA256 namespace and could not be made one: {0}; \
+         name a new namespace there, or delete that one (/d/<namespace>) if its values may go"
+    )]
     Store(#[from] sighthub_store::Error),
 }
