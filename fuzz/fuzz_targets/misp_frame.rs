@@ -3,6 +3,10 @@
 //! refused, and every sighting keeps the mapping's promises: a non-empty value, trimmed, no
 //! longer than its attribute's; a namespace under the prefix (or the hashed one), never
 //! private; tags that fit the store's limits and never split.
+//!
+//! Input: one byte choosing the limit and the mapping options, then the frame. Seed the corpus
+//! with a few MISP frames (`misp_json {"Event": …}`, `misp_json_attribute {…}`): random bytes
+//! rarely get past the topic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
