@@ -133,6 +133,15 @@ fn authorization<B>(req: &Request<B>) -> Option<&[u8]> {
         .map(header::HeaderValue::as_bytes)
 }
 
+/// A request without a key that the anonymous grants (`[acl] anonymous`) do not cover is told
+/// to bring a key (401), not that "the key" lacks a grant (403).
+fn refusal_without_key(e: ApiError, without_key: bool) -> ApiError {
+    match e {
+        ApiError::Forbidden(_) | ApiError::NotAdmin if without_key => ApiError::Unauthorized,
+        e => e,
+    }
+}
+
 impl App {
     /// Answers one request. Never fails: every error becomes its response.
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Resp
@@ -142,13 +151,14 @@ impl App {
     {
         let started = Instant::now();
         let is_head = req.method() == hyper::Method::HEAD;
+        let without_key = authorization(&req).is_none();
         let endpoint = parse_endpoint(req.method(), req.uri().path());
         let route = endpoint
             .as_ref()
             .map_or(("", "unmatched"), Endpoint::pattern);
         let mut resp = match async { self.dispatch(endpoint?, req).await }.await {
             Ok(r) => r,
-            Err(e) => e.into_response(),
+            Err(e) => refusal_without_key(e, without_key).into_response(),
         };
         if is_head {
             *resp.body_mut() = Full::new(Bytes::new());
@@ -404,6 +414,8 @@ impl App {
 
 #[cfg(test)]
 mod test;
+#[cfg(test)]
+mod test_anonymous;
 #[cfg(test)]
 mod test_iep04;
 #[cfg(test)]

@@ -126,11 +126,17 @@ fn acl_target(ns: &Namespace) -> Option<Namespace> {
     }
 }
 
+/// The `[acl]` entry that is not a key: the read grants of a request without an
+/// `Authorization` header (`anonymous = "r:misp"`), see [`Auth::set_anonymous`].
+pub const ANONYMOUS: &str = "anonymous";
+
 /// The key table, or "authentication off".
 #[derive(Debug, Default)]
 pub struct Auth {
     enabled: bool,
     keys: HashMap<[u8; 32], KeyGrants>,
+    /// What a request without credentials may do (read grants only); `None`: nothing (401).
+    anonymous: Option<KeyGrants>,
 }
 
 /// Who is calling.
@@ -201,7 +207,7 @@ impl Auth {
     pub fn enabled() -> Self {
         Self {
             enabled: true,
-            keys: HashMap::new(),
+            ..Self::default()
         }
     }
 
@@ -220,6 +226,30 @@ impl Auth {
         self.keys.contains_key(&digest(key))
     }
 
+    /// Gives requests without an `Authorization` header these grants (`[acl] anonymous`, so
+    /// MISP can look values up without a key). Read grants only: `w`, `rw` and `admin` are
+    /// refused, with what to write instead. A request that presents a key, even a wrong one,
+    /// never gets them.
+    pub fn set_anonymous(&mut self, grants: KeyGrants) -> Result<(), String> {
+        if grants.admin || grants.grants.iter().any(|g| g.write) {
+            return Err(format!(
+                "[acl] {ANONYMOUS} may only hold read grants (r, or r:<namespace prefix> such \
+                 as \"r:misp\"): requests without a key must not write or administer"
+            ));
+        }
+        self.anonymous = (!grants.grants.is_empty()).then_some(grants);
+        Ok(())
+    }
+
+    /// The caller of a request without credentials: the anonymous grants when configured,
+    /// else 401.
+    fn without_credentials(&self) -> Result<Caller<'_>, ApiError> {
+        match &self.anonymous {
+            Some(grants) => Ok(Caller::Key(Some(grants))),
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+
     /// Whether keys are checked.
     pub fn is_enabled(&self) -> bool {
         self.enabled
@@ -231,7 +261,9 @@ impl Auth {
         if !self.enabled {
             return Ok(Caller::Anyone);
         }
-        let raw = header.ok_or(ApiError::Unauthorized)?;
+        let Some(raw) = header else {
+            return self.without_credentials();
+        };
         let text = std::str::from_utf8(raw)
             .map_err(|_| ApiError::BadRequest("Authorization header is not valid UTF-8.".into()))?;
         let grants = sighthub_exchange::access::credentials(text.trim())

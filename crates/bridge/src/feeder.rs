@@ -135,11 +135,7 @@ fn write_op<'a>(ns: &'a Namespace, s: &'a Sighting) -> WriteOp<'a> {
 /// `classification.identifier`) is dropped rather than refusing the sighting, so that an
 /// event is always counted.
 fn fit_tags(tags: &str, limits: &Limits) -> String {
-    tags.split(',')
-        .filter(|t| !t.is_empty() && t.len() <= limits.max_tag_len)
-        .take(limits.max_tags_per_item)
-        .collect::<Vec<_>>()
-        .join(",")
+    limits.fit_tags(tags.split(','))
 }
 
 fn unix_now() -> i64 {
@@ -530,6 +526,9 @@ mod tests {
         }
         fn set_format(&self, ns: &Namespace, f: ValueFormat) -> sighthub_store::Result<Ticket> {
             self.0.set_format(ns, f)
+        }
+        fn set_digest_lookups(&self, ns: &Namespace, on: bool) {
+            self.0.set_digest_lookups(ns, on)
         }
         fn sweep(&self, now: i64) -> sighthub_store::Result<usize> {
             self.0.sweep(now)

@@ -40,6 +40,9 @@ pub enum BootError {
     /// The IntelMQ transports are misconfigured.
     #[error("[intelmq]: {0}")]
     Intelmq(#[from] sighthub_intelmq::Error),
+    /// MISP's ZeroMQ ingest cannot be set up.
+    #[error("{0}")]
+    Misp(#[from] sighthub_misp::Error),
     /// The data directory cannot be created or made private.
     #[error("data directory {path} {reason}")]
     DataDir {
@@ -99,7 +102,14 @@ pub fn config_auth(cfg: &Config, enabled: bool, admin: Option<[u8; 32]>) -> Auth
     }
     let mut auth = Auth::enabled();
     for (key, grants) in &cfg.acl {
-        auth.add_key(key, grants.clone());
+        if key == sighthub_api::auth::ANONYMOUS {
+            // `Config::validate` refused write and admin grants there already.
+            if let Err(e) = auth.set_anonymous(grants.clone()) {
+                tracing::warn!(error = %e, "[acl] anonymous ignored");
+            }
+        } else {
+            auth.add_key(key, grants.clone());
+        }
     }
     if let Some(d) = admin {
         auth.add_digest(
@@ -133,6 +143,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         if let (Ok(ns), Some(f)) = (Namespace::parse(ns), ValueFormat::parse(&nc.value_format)) {
             let ticket = store.set_format(&ns, f)?;
             store.durability().wait_blocking(ticket)?;
+            store.set_digest_lookups(&ns, nc.digest_lookups);
         }
     }
     let mut generated = None;
@@ -186,6 +197,14 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         )?)),
         _ => None,
     };
+    let misp = if cfg.zmq.enabled {
+        Some(Arc::new(sighthub_misp::Ingest::new(
+            &cfg.zmq,
+            Arc::clone(&store) as Arc<dyn SightingStore>,
+        )?))
+    } else {
+        None
+    };
     let relay = match exchange.store() {
         Some(ex) => Some(Arc::new(sighthub_relay::Relay::new(
             cfg.relay.clone(),
@@ -234,6 +253,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         bridge,
         relay,
         intelmq,
+        misp,
     })
 }
 

@@ -37,7 +37,8 @@ pub struct Config {
     /// TLS certificate and key (PEM). Absent: a self-signed pair in `data_dir/tls`.
     pub tls: TlsConfig,
     /// API keys and their grants, SightingDB's syntax: `"key" = "rw:feeds/misp, r"` (a bad
-    /// grant is refused when the file is read).
+    /// grant is refused when the file is read). The entry `anonymous` is not a key: the read
+    /// grants of requests without a key (`anonymous = "r:misp"`, for MISP's lookups).
     pub acl: BTreeMap<String, sighthub_api::auth::KeyGrants>,
     /// Per-namespace settings: `[namespaces."org/ipv4"] value_format = "SHA256"`.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -59,6 +60,8 @@ pub struct Config {
     pub relay: sighthub_relay::RelayConfig,
     /// IntelMQ transports (TCP in, collectors out, Redis queues in and out).
     pub intelmq: sighthub_intelmq::IntelmqConfig,
+    /// MISP's ZeroMQ publisher as a source of sightings (`docs/MISP.md`).
+    pub zmq: sighthub_misp::ZmqConfig,
     /// The DNS blocklist front end (`[dns] listen` starts it; `[dns.zones]` maps labels to
     /// namespaces).
     pub dns: sighthub_dns::DnsConfig,
@@ -106,6 +109,10 @@ impl Default for TlsConfig {
 pub struct NamespaceConfig {
     /// `RAW`, `SHA256` or `BASE64URL`.
     pub value_format: String,
+    /// SHA256 only: a looked-up value of exactly 64 hex digits is the digest itself, not
+    /// hashed again (MISP's `/rb` lookups send digests). Writes always hash.
+    #[serde(default)]
+    pub digest_lookups: bool,
 }
 
 /// Shadow sightings settings.
@@ -180,6 +187,7 @@ impl Default for Config {
             bridge: sighthub_bridge::BridgeConfig::default(),
             relay: sighthub_relay::RelayConfig::default(),
             intelmq: sighthub_intelmq::IntelmqConfig::default(),
+            zmq: sighthub_misp::ZmqConfig::default(),
             dns: sighthub_dns::DnsConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -291,7 +299,7 @@ impl Config {
     /// Whether the file holds secrets: API keys (`[acl]`, `[exchange.keys]`) or the keys this
     /// instance presents to peers and hubs (`[relay]`).
     pub fn holds_keys(&self) -> bool {
-        !self.acl.is_empty()
+        self.acl.keys().any(|k| k != sighthub_api::auth::ANONYMOUS)
             || !self.exchange.keys.is_empty()
             || !self.relay.peers.is_empty()
             || !self.relay.pulls.is_empty()
@@ -337,16 +345,28 @@ impl Config {
         if self.acl.keys().any(|key| key.trim().is_empty()) {
             return bad("an [acl] key is empty".into());
         }
+        if let Some(anonymous) = self.acl.get(sighthub_api::auth::ANONYMOUS) {
+            sighthub_api::auth::Auth::enabled()
+                .set_anonymous(anonymous.clone())
+                .map_err(ConfigError::Invalid)?;
+        }
         for (ns, nc) in &self.namespaces {
             let parsed = sighthub_store::Namespace::parse(ns)
                 .map_err(|e| ConfigError::Invalid(format!("[namespaces] '{ns}': {e}")))?;
             if parsed.is_internal() {
                 return bad(format!("[namespaces] '{ns}' is a private namespace"));
             }
-            if sighthub_store::ValueFormat::parse(&nc.value_format).is_none() {
+            let format = sighthub_store::ValueFormat::parse(&nc.value_format);
+            if format.is_none() {
                 return bad(format!(
                     "[namespaces] '{ns}': unknown value_format '{}' (RAW, SHA256 or BASE64URL)",
                     nc.value_format
+                ));
+            }
+            if nc.digest_lookups && format != Some(sighthub_store::ValueFormat::Sha256) {
+                return bad(format!(
+                    "[namespaces] '{ns}': digest_lookups needs value_format = \"SHA256\" \
+                     (only a namespace of SHA-256 digests can answer a digest)"
                 ));
             }
         }
@@ -356,6 +376,24 @@ impl Config {
         self.bridge.validate().map_err(ConfigError::Invalid)?;
         self.relay.validate().map_err(ConfigError::Invalid)?;
         self.intelmq.validate().map_err(ConfigError::Invalid)?;
+        self.zmq.validate().map_err(ConfigError::Invalid)?;
+        if self.zmq.enabled && !self.zmq.hashed_namespace.trim().is_empty() {
+            let hashed = sighthub_store::Namespace::parse(&self.zmq.hashed_namespace)
+                .map_err(|e| ConfigError::Invalid(format!("[zmq] hashed_namespace: {e}")))?;
+            let format = self
+                .namespaces
+                .iter()
+                .find(|(ns, _)| sighthub_store::Namespace::parse(ns).is_ok_and(|n| n == hashed));
+            if let Some((ns, nc)) = format {
+                if !nc.value_format.eq_ignore_ascii_case("SHA256") {
+                    return bad(format!(
+                        "[zmq] hashed_namespace '{ns}' is configured as {} in [namespaces]; \
+                         it holds SHA-256 digests (SHA256, made so at start): remove that entry",
+                        nc.value_format
+                    ));
+                }
+            }
+        }
         if self.intelmq.enabled && !self.exchange.enabled {
             return bad("[intelmq] needs the exchange ([exchange] enabled = true)".into());
         }
@@ -415,8 +453,34 @@ mod test {
             "_all".into(),
             NamespaceConfig {
                 value_format: "RAW".into(),
+                digest_lookups: false,
             },
         );
         assert!(cfg.validate().is_err());
+    }
+
+    /// `[acl] anonymous` reads only; `digest_lookups` only on SHA256 namespaces.
+    #[test]
+    fn anonymous_grants_and_digest_lookups() {
+        let cfg: Config = toml::from_str("[acl]\nanonymous = 'r:misp'").expect("parses");
+        cfg.validate().expect("read grants");
+        assert!(!cfg.holds_keys(), "the anonymous grants are not a key");
+        for spec in ["rw:misp", "w", "admin"] {
+            let cfg: Config =
+                toml::from_str(&format!("[acl]\nanonymous = '{spec}'")).expect("parses");
+            let e = cfg.validate().expect_err(spec).to_string();
+            assert!(e.contains("may only hold read grants"), "{e}");
+        }
+        let ok = "[namespaces.'misp/hashed']\nvalue_format = 'SHA256'\ndigest_lookups = true";
+        toml::from_str::<Config>(ok)
+            .expect("parses")
+            .validate()
+            .expect("valid");
+        let raw = "[namespaces.'misp/ip']\nvalue_format = 'RAW'\ndigest_lookups = true";
+        let e = toml::from_str::<Config>(raw)
+            .expect("parses")
+            .validate()
+            .expect_err("RAW");
+        assert!(e.to_string().contains("digest_lookups needs"), "{e}");
     }
 }

@@ -17,8 +17,9 @@
 //!    group-commit thread, owned and stopped by its store), the keys and TLS, and builds the
 //!    bridge, relay and IntelMQ subsystems without starting them.
 //! 2. [`Node::serve`] binds the listener, then starts the workers under one supervisor: the
-//!    expiry sweep, the exchange retention, the bridge, the relay, the IntelMQ transports, the
-//!    DNS server (`[dns] listen`) and the SIGHUP reload.
+//!    expiry sweep, the exchange retention, the bridge, the relay, the IntelMQ transports,
+//!    MISP's ZeroMQ ingest, the DNS server (`[dns] listen`), the key-less metrics listener
+//!    (`[metrics] listen`) and the SIGHUP reload.
 //! 3. On the shutdown signal the listener drains its connections, the supervisor stops every
 //!    worker (each finishes what it is doing; [`SHUTDOWN_DEADLINE`] bounds the wait), and only
 //!    then [`Node::close`] seals the exchange store and the sighting store, in that order.
@@ -103,6 +104,8 @@ pub struct Node {
     pub relay: Option<Arc<sighthub_relay::Relay>>,
     /// The IntelMQ transports, when `[intelmq] enabled`.
     pub intelmq: Option<Arc<sighthub_intelmq::Intelmq>>,
+    /// MISP's ZeroMQ ingest, when `[zmq] enabled`.
+    pub misp: Option<Arc<sighthub_misp::Ingest>>,
 }
 
 /// What the process tells a serving node (installed by the binary before anything is
@@ -278,6 +281,16 @@ impl Node {
                         stop.stopped().await;
                     })
                     .await;
+                    Ok(())
+                },
+            )));
+        }
+        if let Some(misp) = &self.misp {
+            let misp = Arc::clone(misp);
+            sup.spawn(Box::new(Task::new(
+                "misp-zmq",
+                move |stop: Stop| async move {
+                    misp.run(stop.receiver()).await;
                     Ok(())
                 },
             )));

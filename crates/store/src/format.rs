@@ -51,6 +51,25 @@ impl ValueFormat {
         }
     }
 
+    /// The stored form of a value that is looked up (read, bulk read, the shadow sighting of a
+    /// read, `/_api/who`). Equal to [`Self::encode`], except in a SHA256 namespace with digest
+    /// lookups (`digests`): there a value of exactly 64 hex digits is taken as the digest
+    /// itself (lowercased), not hashed again, which is what MISP sends. No ambiguity arises:
+    /// writes always hash, and a lookup of a raw value that happens to be 64 hex digits must
+    /// send its digest, as every lookup of that namespace does.
+    pub fn encode_lookup(self, raw: &str, digests: bool) -> Cow<'_, str> {
+        match self {
+            Self::Sha256 if digests && is_sha256_hex(raw) => {
+                if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(raw.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(raw)
+                }
+            }
+            other => other.encode(raw),
+        }
+    }
+
     /// One-byte tag for storage.
     pub(crate) fn tag(self) -> u8 {
         match self {
@@ -69,6 +88,11 @@ impl ValueFormat {
             _ => None,
         }
     }
+}
+
+/// True for exactly 64 hex digits (either case): the text form of a SHA-256 digest.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
@@ -98,5 +122,31 @@ mod test {
         }
         assert_eq!(ValueFormat::parse("sha256"), Some(ValueFormat::Sha256));
         assert_eq!(ValueFormat::parse("MD5"), None);
+    }
+
+    #[test]
+    fn digest_lookups_take_a_digest_as_it_is() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let f = ValueFormat::Sha256;
+        assert_eq!(f.encode_lookup("abc", true), abc, "a raw value is hashed");
+        assert_eq!(
+            f.encode_lookup(abc, true),
+            abc,
+            "a digest is not hashed again"
+        );
+        assert_eq!(f.encode_lookup(&abc.to_uppercase(), true), abc);
+        assert_ne!(f.encode_lookup(abc, false), abc, "off: hashed like a write");
+        assert_eq!(
+            f.encode_lookup(&abc[1..], true),
+            f.encode(&abc[1..]),
+            "63 digits"
+        );
+        let not_hex = format!("{}g", &abc[1..]);
+        assert_eq!(f.encode_lookup(&not_hex, true), f.encode(&not_hex));
+        assert_eq!(ValueFormat::Raw.encode_lookup(abc, true), abc);
+        assert_eq!(
+            ValueFormat::Base64Url.encode_lookup(abc, true),
+            ValueFormat::Base64Url.encode(abc)
+        );
     }
 }

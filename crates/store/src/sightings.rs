@@ -58,7 +58,7 @@ use crate::store::{
 };
 use rustc_hash::FxHashMap;
 use sighthub_storage::Ticket;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -104,6 +104,9 @@ pub struct Sightings<E: Engine> {
     formats: RwLock<HashMap<String, ValueFormat>>,
     /// False while no namespace has a non-RAW format: skips the lock on every value.
     any_format: AtomicBool,
+    /// SHA256 namespaces whose lookups take a 64-hex value as the digest itself
+    /// ([`ValueFormat::encode_lookup`]); set from the configuration at each start.
+    digest_lookups: RwLock<HashSet<String>>,
     /// Earliest `expires_at` in the expiry index (`i64::MAX` when empty).
     next_expiry: AtomicI64,
     opts: StoreOptions,
@@ -248,6 +251,7 @@ impl<E: Engine> Sightings<E> {
             writer: Mutex::new(()),
             any_format: AtomicBool::new(!formats.is_empty()),
             formats: RwLock::new(formats),
+            digest_lookups: RwLock::new(HashSet::new()),
             next_expiry: AtomicI64::new(next_expiry),
             opts,
         })
@@ -295,6 +299,23 @@ impl<E: Engine> Sightings<E> {
 
     fn stored_value<'v>(&self, ns: &Namespace, raw: &'v str) -> std::borrow::Cow<'v, str> {
         self.format_of(ns.format_owner()).encode(raw)
+    }
+
+    /// The stored form of a value that is looked up in `ns` (or whose lookup a shadow
+    /// sighting records): [`ValueFormat::encode_lookup`] with the namespace's digest setting.
+    fn lookup_value<'v>(&self, ns: &Namespace, raw: &'v str) -> std::borrow::Cow<'v, str> {
+        let owner = ns.format_owner();
+        match self.format_of(owner) {
+            ValueFormat::Raw => std::borrow::Cow::Borrowed(raw),
+            f => {
+                let digests = self
+                    .digest_lookups
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .contains(owner);
+                f.encode_lookup(raw, digests)
+            }
+        }
     }
 
     fn get_record(&self, ov: &Overlay, key: &[u8]) -> Result<Option<Record>> {
@@ -371,7 +392,12 @@ impl<E: Engine> Sightings<E> {
         op: &WriteOp<'_>,
     ) -> Result<std::result::Result<WriteOutcome, ItemError>> {
         let ns = op.namespace.as_str();
-        let stored = self.stored_value(op.namespace, op.value);
+        // A shadow sighting records a lookup: it keeps what was looked up.
+        let stored = if ns.starts_with(crate::namespace::SHADOW_PREFIX) {
+            self.lookup_value(op.namespace, op.value)
+        } else {
+            self.stored_value(op.namespace, op.value)
+        };
         let key = skey(ns, &stored);
         let existing = self.get_record(ov, &key)?;
         let new = existing.is_none();
@@ -599,7 +625,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
                 ReadOutcome::NoNamespace
             });
         }
-        let stored = self.stored_value(namespace, value);
+        let stored = self.lookup_value(namespace, value);
         match self
             .engine
             .get(Space::Sightings, &skey(namespace.as_str(), &stored))?
@@ -778,6 +804,18 @@ impl<E: Engine> SightingStore for Sightings<E> {
         Ok(ticket)
     }
 
+    fn set_digest_lookups(&self, namespace: &Namespace, on: bool) {
+        let mut set = self
+            .digest_lookups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if on {
+            set.insert(namespace.as_str().to_owned());
+        } else {
+            set.remove(namespace.as_str());
+        }
+    }
+
     fn sweep(&self, now: i64) -> Result<usize> {
         self.sweep_rounds(now)
     }
@@ -848,7 +886,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
             if info.namespace.is_internal() || info.values == 0 {
                 continue;
             }
-            let stored = self.stored_value(&info.namespace, value);
+            let stored = self.lookup_value(&info.namespace, value);
             if let Some(v) = self
                 .engine
                 .get(Space::Sightings, &skey(info.namespace.as_str(), &stored))?

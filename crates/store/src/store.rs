@@ -71,6 +71,21 @@ impl Limits {
     pub const DEFAULT_STATS_BUCKETS: usize = 366 * 24;
 }
 
+impl Limits {
+    /// Joins `tags` into the list one write carries, keeping what fits these limits: an
+    /// over-long tag is dropped, and at most [`Limits::max_tags_per_item`] are kept, so a
+    /// feeder's sighting (IntelMQ events, MISP attributes) is counted, never refused for its
+    /// tags. Each tag must not contain a separator (`,` `;`).
+    pub fn fit_tags<'t>(&self, tags: impl IntoIterator<Item = &'t str>) -> String {
+        tags.into_iter()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= self.max_tag_len)
+            .take(self.max_tags_per_item)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -242,6 +257,12 @@ pub trait SightingStore: Send + Sync + 'static {
     /// Sets the value format; refused with `FormatConflict` when the namespace holds values
     /// and the format would change.
     fn set_format(&self, namespace: &Namespace, format: ValueFormat) -> Result<Ticket>;
+
+    /// Turns digest lookups of a SHA256 namespace on or off: a looked-up value of 64 hex
+    /// digits is then the digest itself ([`ValueFormat::encode_lookup`]). Not stored: the
+    /// configuration (`[namespaces."x"] digest_lookups = true`) sets it at each start. No
+    /// effect on other formats.
+    fn set_digest_lookups(&self, namespace: &Namespace, on: bool);
 
     /// Moves every value whose TTL ran out by `now` to `_expired/<ns>`; returns how many.
     fn sweep(&self, now: i64) -> Result<usize>;

@@ -714,3 +714,39 @@ mod mem {
     use super::*;
     suite!(MemEngine);
 }
+
+/// A SHA256 namespace with digest lookups answers the digest MISP sends (and its shadow and
+/// `holders` agree); without the setting the digest is hashed again and not found.
+#[test]
+fn digest_lookups_find_the_digest_as_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open::<MemEngine>(dir.path());
+    let h = ns("misp/hashed");
+    let _ = s.set_format(&h, ValueFormat::Sha256).expect("set");
+    write1(&s, &h, "abc", T0);
+    let digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    assert!(matches!(s.read(&h, digest, T0), Ok(ReadOutcome::NoValue)));
+    s.set_digest_lookups(&h, true);
+    assert_eq!(found(s.read(&h, digest, T0).expect("read")).record.count, 1);
+    assert_eq!(found(s.read(&h, "abc", T0).expect("read")).value, digest);
+    let upper = digest.to_uppercase();
+    assert_eq!(found(s.read(&h, &upper, T0).expect("read")).value, digest);
+    assert_eq!(s.holders(digest, T0).expect("holders").len(), 1);
+    s.shadow(&[(&h, digest)], T0).expect("shadow");
+    let page = s
+        .list(&h.shadow(), None, usize::MAX, usize::MAX, T0)
+        .expect("list")
+        .expect("exists");
+    assert_eq!(
+        page.items[0].value, digest,
+        "the shadow records the digest looked up"
+    );
+    // Writes always hash: the digest written is a raw value like any other.
+    write1(&s, &h, digest, T0);
+    assert_eq!(found(s.read(&h, "abc", T0).expect("read")).record.count, 1);
+    s.set_digest_lookups(&h, false);
+    assert!(
+        matches!(s.read(&h, digest, T0), Ok(ReadOutcome::Found(_))),
+        "H(digest) was written"
+    );
+}
