@@ -7,16 +7,18 @@ use crate::auth::KeyGrants;
 use serde_json::json;
 
 fn with_anonymous(dir: &std::path::Path, grants: &str) -> Arc<App> {
-    let mut app = app(
+    let app = app(
         dir,
         sighthub_exchange::Exchange::disabled(),
         &[("reader", "r")],
     );
-    Arc::get_mut(&mut app)
-        .expect("not shared yet")
-        .auth
-        .set_anonymous(KeyGrants::parse(grants).expect("grants"))
+    // The same keys as the test kit's, plus the anonymous grants.
+    let mut auth = crate::auth::Auth::enabled();
+    auth.add_key(SIGHT_ADMIN, KeyGrants::parse("rw, admin").expect("grants"));
+    auth.add_key("reader", KeyGrants::parse("r").expect("grants"));
+    auth.set_anonymous(KeyGrants::parse(grants).expect("grants"))
         .expect("read grants");
+    app.keys.set_config(auth);
     app
 }
 
