@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sightingdb-0.7.8")
+    fixture_of("0.7.8")
+}
+
+fn fixture_of(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/sightingdb-{version}"))
 }
 
 fn sighthub() -> Command {
@@ -45,8 +49,8 @@ fn enc(s: &str) -> String {
 
 /// Every value SightingDB answered for (`expected.jsonl`, its own `/rs` answers), asked of
 /// sighthub with the same request.
-async fn every_value_as_sightingdb_answered(f: &Fixture) {
-    let expected = std::fs::read_to_string(fixture().join("expected.jsonl")).expect("expected");
+async fn every_value_as_sightingdb_answered(f: &Fixture, fixture: &Path) {
+    let expected = std::fs::read_to_string(fixture.join("expected.jsonl")).expect("expected");
     let mut checked = 0;
     for line in expected.lines() {
         let e: serde_json::Value = serde_json::from_str(line).expect("json line");
@@ -82,7 +86,7 @@ async fn sightingdbs_own_snapshot_reads_back_value_by_value_and_a_second_run_cha
     assert!(out.contains("activity.json, latest.json"), "{out}");
     {
         let f = Fixture::on(&data, &Opts::default());
-        every_value_as_sightingdb_answered(&f).await;
+        every_value_as_sightingdb_answered(&f, &fixture()).await;
         let (_, count) = f.get("/r/feeds/ips?count").await;
         assert_eq!(count["values"], 3, "{count}");
         assert!(f.server.terminate());
@@ -95,7 +99,7 @@ async fn sightingdbs_own_snapshot_reads_back_value_by_value_and_a_second_run_cha
         "{out}"
     );
     let f = Fixture::on(&data, &Opts::default());
-    every_value_as_sightingdb_answered(&f).await;
+    every_value_as_sightingdb_answered(&f, &fixture()).await;
 }
 
 #[tokio::test]
@@ -273,4 +277,21 @@ async fn the_config_importer_carries_sightingdbs_keys_and_says_what_it_leaves() 
         .await
         .expect("r");
     assert_eq!(r.status(), 200);
+}
+
+/// SightingDB 0.5.9's version-1 shards (one `count`, one `stats` per value), and the single
+/// `sightingdb.json` of the versions before 0.5.0, which 0.5.9 itself read back with the same
+/// answers (see the fixture's README).
+#[tokio::test]
+async fn sightingdb_0_5_shards_and_the_single_file_read_back_value_by_value() {
+    for source in ["db", "legacy/sightingdb.json"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let run = import(&fixture_of("0.5.9").join(source), &data);
+        assert!(run.status.success(), "{source}: {}", text(&run.stderr));
+        let out = text(&run.stdout);
+        assert!(out.contains("values: 9 new, 0 updated"), "{source}: {out}");
+        let f = Fixture::on(&data, &Opts::default());
+        every_value_as_sightingdb_answered(&f, &fixture_of("0.5.9")).await;
+    }
 }
