@@ -1,7 +1,8 @@
 //! SightingDB's `sightingdb.toml` (0.7.8; earlier files are subsets) → an equivalent
 //! `sighthub.toml`, and the list of what has no equivalent ([`convert`]).
 //!
-//! Mapped: `[daemon] listen_ip`/`listen_port` → `listen`; `ssl = false` → `plain_http`;
+//! Mapped: `[daemon] listen_ip`/`listen_port` → `listen` (always written, with SightingDB's
+//! defaults `0.0.0.0` and 9999 where absent); `ssl = false` → `plain_http`;
 //! `ssl_cert`/`ssl_key` → `[tls] cert`/`key` (resolved against the SightingDB file's folder,
 //! as SightingDB resolves them); `authenticate`; `post_limit` → `max_body_bytes`;
 //! `sweep_interval`; `stats_retention` → `[stats] retention_hours`; `shadow_ttl` →
@@ -144,17 +145,20 @@ pub fn convert_text(text: &str, path: &Path, base: &Path) -> Result<Converted, C
             Some(_) => Err(shape(&format!("[daemon] {k} is not true or false"))),
         }
     };
-    let ip = string("listen_ip")?;
-    let port = int("listen_port")?;
-    if ip.is_some() || port.is_some() {
-        let ip = ip.unwrap_or("127.0.0.1");
-        let port = port.unwrap_or(9999);
-        let host = if ip.contains(':') {
-            format!("[{ip}]")
-        } else {
-            ip.to_owned()
-        };
-        top.push(format!("listen = {}", quote(&format!("{host}:{port}"))));
+    // Always written: SightingDB's defaults (every interface, port 9999) are not sighthub's
+    // (loopback), and the converted file must listen where SightingDB did.
+    let ip = string("listen_ip")?.unwrap_or("0.0.0.0");
+    let port = int("listen_port")?.unwrap_or(9999);
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    top.push(format!("listen = {}", quote(&format!("{host}:{port}"))));
+    if ip == "0.0.0.0" || ip == "::" {
+        out.notes.push(format!(
+            "listening on every interface ({host}:{port}), as SightingDB did; set listen to a narrower address if that was not meant"
+        ));
     }
     if let Some(a) = boolean("authenticate")? {
         top.push(format!("authenticate = {a}"));
@@ -333,6 +337,18 @@ enabled = true
             "{:?}",
             c.unmapped
         );
+    }
+
+    #[test]
+    fn sightingdbs_listen_defaults_are_kept() {
+        let c = convert_text(
+            "[daemon]\nssl = false\n",
+            Path::new("s.toml"),
+            Path::new("."),
+        )
+        .expect("converts");
+        assert!(c.toml.contains("listen = \"0.0.0.0:9999\""), "{}", c.toml);
+        assert!(c.toml.contains("plain_http = true"), "{}", c.toml);
     }
 
     #[test]
