@@ -72,6 +72,44 @@ enum Command {
     /// configuration blocks instead.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Import SightingDB's data: its data directory (`dbdir`: the `*.json.zst` shards of 0.5
+    /// to 0.7.8, the single `sightingdb.json` of earlier versions) or one snapshot file. Sets
+    /// every value with its count, first/last seen, tags, TTL and hourly stats; consensus is
+    /// recomputed. A value sighthub already holds keeps the larger of each. Run it with
+    /// sighthub stopped; run it again to resume an interrupted import (a finished one changes
+    /// nothing the second time).
+    ImportSightingdb(ImportArgs),
+    /// Convert SightingDB's sightingdb.toml into a sighthub.toml (listen address, TLS files,
+    /// API keys, retention settings) and list what has no equivalent.
+    ImportSightingdbConfig(ImportConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// SightingDB's data directory (its `dbdir`), or one snapshot file.
+    path: PathBuf,
+    /// TOML configuration file (the one the server uses: value formats of namespaces,
+    /// [limits], [stats]). Without it, every setting has its default.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory. Overrides the config.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Values applied per batch (one atomic commit with the progress marker).
+    #[arg(long, default_value_t = sighthub_migrate::import::DEFAULT_BATCH)]
+    batch: usize,
+}
+
+#[derive(clap::Args)]
+struct ImportConfigArgs {
+    /// SightingDB's configuration file.
+    path: PathBuf,
+    /// Where to write the sighthub configuration.
+    #[arg(long, short, default_value = "sighthub.toml")]
+    output: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -196,6 +234,8 @@ fn main() -> ExitCode {
         Command::Identity(args) => identity(args),
         Command::Peer(PeerCommand::Invite(args)) => invite(args),
         Command::Peer(PeerCommand::Join(args)) => join(args),
+        Command::ImportSightingdb(args) => import_sightingdb(args),
+        Command::ImportSightingdbConfig(args) => import_sightingdb_config(args),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
@@ -390,6 +430,111 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
             "not applied: {} sightings refused by the store, {} log records skipped (logged above with their seq and uuid)",
             done.refused, done.skipped
         );
+    }
+    Ok(())
+}
+
+fn import_sightingdb(args: ImportArgs) -> anyhow::Result<()> {
+    use sighthub_migrate::import;
+    let mut cfg = load_config(args.config.as_deref(), args.data_dir)?;
+    // Nothing is served: no listener, TLS or key generation.
+    cfg.plain_http = true;
+    cfg.authenticate = false;
+    let source = import::Source::open(&args.path)?;
+    let _lock = datadir::lock(&cfg.data_dir)?;
+    let node = sighthub_node::boot(&cfg).context("opening the stores")?;
+    let mut progress = progress::Progress::new("import-sightingdb", "bytes read");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let opts = import::Options {
+        batch: args.batch,
+        now,
+    };
+    let done = import::import(&*node.store, &source, &opts, &mut progress);
+    progress.finish();
+    node.close().context("closing the stores")?;
+    let s = done?;
+    if let Some((file, records)) = &s.resumed {
+        println!("resumed an interrupted import at {file}, after its first {records} records");
+    }
+    println!(
+        "imported {} from {} file(s): {} namespaces; values: {} new, {} updated (larger of each kept), {} unchanged",
+        args.path.display(),
+        s.files,
+        s.namespaces,
+        s.new,
+        s.updated,
+        s.unchanged
+    );
+    println!(
+        "consensus: recomputed ({} _all records of SightingDB not imported)",
+        s.consensus_recomputed
+    );
+    if s.skipped_total() > 0 {
+        println!("not imported: {} records", s.skipped_total());
+        for (reason, (n, examples)) in &s.skipped {
+            println!("  {n} × {reason}; e.g. {}", examples.join(" | "));
+        }
+    }
+    if !s.ignored_files.is_empty() {
+        println!(
+            "ignored (no sightings in them): {}",
+            s.ignored_files.join(", ")
+        );
+    }
+    if !s.failed_files.is_empty() {
+        for (path, why) in &s.failed_files {
+            eprintln!("sighthub: {}: {why}", path.display());
+        }
+        anyhow::bail!(
+            "{} snapshot file(s) could not be read to the end (above); everything else, and what \
+             came before the damage in them, was imported. Restore those files from a backup \
+             (or take a fresh snapshot with SightingDB) and run the import again: it changes \
+             nothing that is already there",
+            s.failed_files.len()
+        );
+    }
+    Ok(())
+}
+
+fn import_sightingdb_config(args: ImportConfigArgs) -> anyhow::Result<()> {
+    let converted = sighthub_migrate::config::convert(&args.path)?;
+    if args.output.exists() && !args.force {
+        anyhow::bail!(
+            "{} exists; give another --output, or --force to replace it",
+            args.output.display()
+        );
+    }
+    // Written next to its final place, checked by sighthub's own reader, then renamed: a
+    // file that sighthub would refuse is never left behind.
+    let mut tmp = args.output.clone().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, &converted.toml).with_context(|| format!("writing {}", tmp.display()))?;
+    if let Err(e) = Config::load(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!(
+            "the configuration converted from {} is not valid for sighthub",
+            args.path.display()
+        )));
+    }
+    std::fs::rename(&tmp, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "wrote {} ({} API keys) from {}",
+        args.output.display(),
+        converted.keys,
+        args.path.display()
+    );
+    for note in &converted.notes {
+        println!("note: {note}");
+    }
+    if !converted.unmapped.is_empty() {
+        println!("no equivalent in sighthub (not carried over):");
+        for line in &converted.unmapped {
+            println!("  {line}");
+        }
     }
     Ok(())
 }

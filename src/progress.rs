@@ -17,6 +17,7 @@ pub struct Progress {
     last_line: Instant,
     pos: u64,
     len: u64,
+    message: String,
 }
 
 impl Progress {
@@ -26,7 +27,7 @@ impl Progress {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(&format!(
-                    "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
+                    "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}}) {{msg}}"
                 ))
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -42,6 +43,24 @@ impl Progress {
             last_line: now,
             pos: 0,
             len: 0,
+            message: String::new(),
+        }
+    }
+
+    /// Text shown after the counts (`1234 values applied`).
+    pub fn set_message(&mut self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.clone());
+        }
+        self.message = message;
+    }
+
+    /// A line of its own (`file 2/4: shard-1.json.zst`), above the bar on a terminal.
+    pub fn note(&self, line: &str) {
+        let line = format!("{}: {line}", self.what);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
 
@@ -74,8 +93,13 @@ impl Progress {
         } else {
             String::new()
         };
+        let msg = if self.message.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", self.message)
+        };
         format!(
-            "{}: {}{} {} in {:.0} s ({:.0}/s)",
+            "{}: {}{} {} in {:.0} s ({:.0}/s){msg}",
             self.what, self.pos, of, self.unit, secs, rate
         )
     }
@@ -86,5 +110,17 @@ impl Progress {
             Some(bar) => bar.finish(),
             None => eprintln!("{}", self.line()),
         }
+    }
+}
+
+/// The SightingDB import reports through the same progress as every long command.
+impl sighthub_migrate::import::Progress for Progress {
+    fn advanced(&mut self, bytes: u64, total: u64, values: u64) {
+        self.set_message(format!("{values} values applied"));
+        self.set(bytes, total);
+    }
+
+    fn file(&mut self, index: usize, count: usize, name: &str) {
+        self.note(&format!("file {}/{count}: {name}", index + 1));
     }
 }

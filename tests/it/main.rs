@@ -10,6 +10,7 @@ mod exchange;
 mod first_hour;
 mod hostile_api;
 mod hostile_exchange;
+mod import;
 mod intelmq;
 mod keys;
 mod logs;

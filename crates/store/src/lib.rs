@@ -57,7 +57,7 @@ pub use format::ValueFormat;
 pub use namespace::{Namespace, NamespaceError};
 pub use record::{merge_tags, split_tags, Record};
 pub use sighthub_storage::Ticket;
-pub use sightings::{Sightings, StoreOptions};
+pub use sightings::{ImportOutcome, Imported, Sightings, StoreOptions};
 pub use store::{
     key_order, value_fits, Durability, Limits, ListPage, NamespaceInfo, ReadOutcome, SightingStore,
     View, WriteOp, WriteOutcome, MAX_KEY_LEN, MAX_TIMESTAMP, MAX_VALUE_LEN, MIN_TIMESTAMP,

@@ -423,20 +423,34 @@ impl<E: Engine> Sightings<E> {
         };
         ov.records.insert(key, Some(rec));
         if new {
-            self.add_count(ov, ns, 1)?;
-            if !op.namespace.is_internal() {
-                let all_key = skey(crate::namespace::ALL, &stored);
-                let all = self.get_record(ov, &all_key)?;
-                if all.is_none() {
-                    self.add_count(ov, crate::namespace::ALL, 1)?;
-                }
-                let mut all = all.unwrap_or_default();
-                all.sight(op.timestamp, 1);
-                self.trim(&mut all);
-                ov.records.insert(all_key, Some(all));
-            }
+            self.count_new_value(ov, op.namespace, &stored, op.timestamp)?;
         }
         Ok(Ok(outcome))
+    }
+
+    /// A value just arrived in `ns`: the namespace count, and in a public namespace the
+    /// value's consensus (`_all`, seen at `ts`). The one place a new value is counted, for
+    /// writes and imports alike.
+    fn count_new_value(
+        &self,
+        ov: &mut Overlay,
+        ns: &Namespace,
+        stored: &str,
+        ts: i64,
+    ) -> Result<()> {
+        self.add_count(ov, ns.as_str(), 1)?;
+        if !ns.is_internal() {
+            let all_key = skey(crate::namespace::ALL, stored);
+            let all = self.get_record(ov, &all_key)?;
+            if all.is_none() {
+                self.add_count(ov, crate::namespace::ALL, 1)?;
+            }
+            let mut all = all.unwrap_or_default();
+            all.sight(ts, 1);
+            self.trim(&mut all);
+            ov.records.insert(all_key, Some(all));
+        }
+        Ok(())
     }
 
     /// Removes a value from its namespace, giving back its consensus. The caller decides
@@ -906,6 +920,9 @@ impl<E: Engine> SightingStore for Sightings<E> {
         self.engine.durability()
     }
 }
+
+mod import;
+pub use import::{ImportOutcome, Imported};
 
 #[cfg(test)]
 mod test;
