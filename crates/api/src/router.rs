@@ -73,6 +73,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/_api/openapi.yaml", "this API as OpenAPI 3"),
     (
+        "GET",
+        "/stix/{namespace}",
+        "a namespace as a STIX 2.1 bundle: ?limit=N&val=V&recursive&untyped=include",
+    ),
+    (
+        "POST",
+        "/_api/stix",
+        "namespaces as one STIX 2.1 bundle {\"namespaces\":[..],q?,limit?,untyped?,recursive?}",
+    ),
+    (
         "POST",
         "/iep04/messages",
         "IEP04: publish envelopes, a JSON array, ND-JSON, or a bare IntelMQ event",
@@ -176,6 +186,10 @@ pub enum Endpoint {
     Iep04ConsumerAck(String),
     /// `GET /iep04/status`.
     Iep04Status,
+    /// `GET /stix/<ns>`.
+    Stix(String),
+    /// `POST /_api/stix`.
+    StixApi,
 }
 
 impl Endpoint {
@@ -210,6 +224,8 @@ impl Endpoint {
             Endpoint::Iep04ConsumerMessages(_) => ("GET", "/iep04/consumers/{name}/messages"),
             Endpoint::Iep04ConsumerAck(_) => ("POST", "/iep04/consumers/{name}/ack"),
             Endpoint::Iep04Status => ("GET", "/iep04/status"),
+            Endpoint::Stix(_) => ("GET", "/stix/{namespace}"),
+            Endpoint::StixApi => ("POST", "/_api/stix"),
         }
     }
 
@@ -316,6 +332,13 @@ pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError>
             };
         }
     }
+    if let Some(rest) = path.strip_prefix("/stix/") {
+        return if get {
+            Ok(Endpoint::Stix(decode_path(rest)?))
+        } else {
+            wrong("GET")
+        };
+    }
     if let Some(rest) = path.strip_prefix("/d/") {
         return if get || post {
             Ok(Endpoint::Delete(decode_path(rest)?))
@@ -344,8 +367,9 @@ pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError>
         "/_api/namespaces" => (Endpoint::Namespaces, false),
         "/_api/who" => (Endpoint::Who, false),
         "/_api/openapi.yaml" => (Endpoint::OpenApi, false),
+        "/_api/stix" => (Endpoint::StixApi, true),
         "/" => (Endpoint::Help, false),
-        "/w" | "/r" | "/rs" | "/d" | "/c" => {
+        "/w" | "/r" | "/rs" | "/d" | "/c" | "/stix" => {
             return Err(ApiError::BadRequest(format!(
                 "{path} needs a namespace: {path}/<namespace>"
             )))

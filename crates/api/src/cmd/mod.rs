@@ -15,6 +15,7 @@
 //! | [`iep04_links`] | `GET /iep04/links/{uuid}`, `GET /iep04/links?alternate=` |
 //! | [`iep04_consumers`] | `/iep04/consumers/{name}`, its `messages` and `ack` |
 //! | [`iep04_status`] | `GET /iep04/status` |
+//! | [`stix`] | `GET /stix/{ns}`, `POST /_api/stix` (STIX 2.1 bundles) |
 //!
 //! A handler returns `Result<Resp, ApiError>`; [`crate::App::handle`] turns the error into
 //! its response.
@@ -29,6 +30,7 @@ pub mod iep04_status;
 pub mod info;
 pub mod namespace;
 pub mod read;
+pub mod stix;
 pub mod write;
 
 use crate::error::{json_bytes, ApiError};
