@@ -2,6 +2,7 @@
 //! command line, set up logging and the signals, read the configuration, and hand over.
 
 mod datadir;
+mod import_stix;
 mod listen;
 
 use anyhow::Context as _;
@@ -56,6 +57,11 @@ enum Command {
     /// side prints the configuration both sides add (pinned identities, a key each way).
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Import STIX 2.1 bundles (observed-data, sighting and indicator objects) as sightings:
+    /// one file, or every .json file of a directory. Run it with the server stopped; importing
+    /// the same bundle again changes nothing.
+    #[command(after_help = env_help())]
+    ImportStix(import_stix::ImportStixArgs),
 }
 
 #[derive(Subcommand)]
@@ -167,6 +173,8 @@ fn main() -> ExitCode {
         Command::Identity(args) => identity(args),
         Command::Peer(PeerCommand::Invite(args)) => invite(args),
         Command::Peer(PeerCommand::Join(args)) => join(args),
+        Command::ImportStix(args) => load_config(args.config.as_deref(), args.data_dir.clone())
+            .and_then(|cfg| import_stix::run(args, cfg)),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
