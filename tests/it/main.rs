@@ -13,4 +13,5 @@ mod hostile_exchange;
 mod intelmq;
 mod peering;
 mod relay;
+mod stix;
 mod tls;
