@@ -142,11 +142,19 @@ def test_an_exported_bundle_reimported_gives_the_same_sightings(start_server, tm
 
 
 @pytest.mark.parametrize(
-    "body,status",
-    [({"namespaces": []}, 400), ({"namespaces": "org"}, 400), ({"namespaces": ["nope"]}, 404)],
+    "body,status,answer",
+    [
+        ({"namespaces": []}, 400, {"message": "Name at least one namespace to export."}),
+        ({"namespaces": ["nope"]}, 404, {"error": "Path not found", "namespace": "nope", "value": ""}),
+    ],
 )
-def test_bad_export_requests_are_4xx(server, body, status):
+def test_bad_export_requests_are_4xx(server, body, status, answer):
     fill(server)
     r = post(server, "/_api/stix", body)
-    assert r.status_code == status, r.text
-    assert "message" in r.json() or "error" in r.json()
+    assert (r.status_code, r.json()) == (status, answer)
+
+
+def test_a_wrongly_typed_request_is_a_400_saying_why(server):
+    r = post(server, "/_api/stix", {"namespaces": "org"})
+    assert r.status_code == 400
+    assert "invalid type" in r.json()["message"]
