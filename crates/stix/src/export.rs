@@ -10,14 +10,17 @@
 //! namespaces asked for, an indicator's over its observable type and value (so the same
 //! value in two namespaces is *one* indicator with a sighting each), a sighting's over its
 //! namespace, type and value, an identity's over its name. A `stix-id:indicator--<uuid>` tag
-//! (written by the importer) is used instead of a minted indicator id.
+//! (written by the importer) is used instead of a minted indicator id — for the first value
+//! carrying it; a later value with the same tag and another pattern (the importer tags every
+//! value of an `[a] OR [b]` pattern with that indicator's id) gets its minted id, where
+//! SightingDB would point its sighting at the first value's pattern.
 //!
 //! [`Exporter`] writes objects into one buffer as values are pushed, keeping only the ids
 //! needed to drop repeats (bounded by the values pushed), so an export of `limit` values
 //! holds its answer and nothing of the namespace beyond it.
 
 use crate::vocab::{rfc3339, tag_value, tag_values, tlp_index, uuid_for, TLP, TLP_CREATED};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -93,6 +96,8 @@ pub struct Exporter {
     author_id: String,
     /// Ids already written (indicators, sightings, the author).
     written: FxHashSet<String>,
+    /// The pattern of each indicator written under a `stix-id:` tag's id.
+    given_ids: FxHashMap<String, String>,
     /// Identities named by tags, in the order met (written at the end).
     identities: Vec<(String, String)>,
     identity_ids: FxHashSet<String>,
@@ -194,6 +199,7 @@ impl Exporter {
             untyped,
             author_id: identity_id(&settings.identity),
             written: FxHashSet::default(),
+            given_ids: FxHashMap::default(),
             identities: Vec::new(),
             identity_ids: FxHashSet::default(),
             markings: [false; 4],
@@ -292,7 +298,20 @@ impl Exporter {
         let confidence = tag_value(v.tags, "confidence")
             .and_then(|c| c.parse::<u64>().ok())
             .filter(|c| *c <= 100);
-        let indicator_id = indicator_id(v, &observable);
+        let indicator_id = match given_id(v) {
+            // An imported indicator whose pattern named several values is written once, for
+            // the first; the others get their minted id, so that no sighting points at a
+            // pattern that is not its value's (SightingDB points them all at the first).
+            Some(given) => match self.given_ids.get(given) {
+                Some(p) if *p != pattern => minted_id(v, &observable),
+                Some(_) => given.to_owned(),
+                None => {
+                    self.given_ids.insert(given.to_owned(), pattern.clone());
+                    given.to_owned()
+                }
+            },
+            None => minted_id(v, &observable),
+        };
         let author = self.author_id.clone();
         if self.written.insert(indicator_id.clone()) {
             let indicator = Indicator {
@@ -465,14 +484,14 @@ pub fn pattern_for(observable: &str, value: &str) -> Option<String> {
     Some(format!("[{observable}:{property} = '{literal}']"))
 }
 
-fn indicator_id(v: &Value<'_>, observable: &str) -> String {
-    if let Some(given) = tag_value(v.tags, "stix-id") {
-        if let Some(uuid) = given.strip_prefix("indicator--") {
-            if Uuid::parse_str(uuid).is_ok() {
-                return given.to_owned();
-            }
-        }
-    }
+/// The indicator id of a `stix-id:indicator--<uuid>` tag, when it holds a valid one.
+fn given_id<'a>(v: &Value<'a>) -> Option<&'a str> {
+    let given = tag_value(v.tags, "stix-id")?;
+    let uuid = given.strip_prefix("indicator--")?;
+    Uuid::parse_str(uuid).is_ok().then_some(given)
+}
+
+fn minted_id(v: &Value<'_>, observable: &str) -> String {
     format!(
         "indicator--{}",
         uuid_for(&format!("indicator:{observable}:{}", v.value))

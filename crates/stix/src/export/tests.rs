@@ -184,3 +184,38 @@ fn a_ttl_gives_valid_until() {
         "2020-09-13T14:26:40.000Z"
     );
 }
+
+/// Two values imported from one indicator (`[a] OR [b]`) carry its id; the bundle keeps each
+/// sighting pointing at a pattern of its own value, so a re-import gives both values back.
+#[test]
+fn one_given_id_for_two_values_keeps_each_pattern() {
+    let tags = "stix-id:indicator--9299f726-ce06-492e-8472-2b52ccb53191";
+    let (b, _) = export(
+        &[("n", v("10.0.0.1", tags)), ("n", v("10.0.0.2", tags))],
+        Untyped::Skip,
+    );
+    let indicators = of(&b, "indicator");
+    assert_eq!(indicators.len(), 2);
+    assert_eq!(
+        indicators[0]["id"],
+        "indicator--9299f726-ce06-492e-8472-2b52ccb53191"
+    );
+    for s in of(&b, "sighting") {
+        let target = indicators
+            .iter()
+            .find(|i| i["id"] == s["sighting_of_ref"])
+            .expect("the indicator is in the bundle");
+        assert!(target["pattern"].as_str().unwrap_or("").contains("10.0.0."));
+    }
+    let patterns: Vec<&str> = indicators
+        .iter()
+        .filter_map(|i| i["pattern"].as_str())
+        .collect();
+    assert_eq!(
+        patterns,
+        [
+            "[ipv4-addr:value = '10.0.0.1']",
+            "[ipv4-addr:value = '10.0.0.2']"
+        ]
+    );
+}
