@@ -2,6 +2,7 @@
 //! command line, set up logging and the signals, read the configuration, and hand over.
 
 mod datadir;
+mod import_stix;
 mod listen;
 mod progress;
 
@@ -72,6 +73,11 @@ enum Command {
     /// configuration blocks instead.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Import STIX 2.1 bundles (observed-data, sighting and indicator objects) as sightings:
+    /// one file, or every .json file of a directory. Run it with the server stopped; importing
+    /// the same bundle again changes nothing.
+    #[command(after_help = env_help())]
+    ImportStix(import_stix::ImportStixArgs),
     /// Import SightingDB's data: its data directory (`dbdir`: the `*.json.zst` shards of 0.5
     /// to 0.7.8, the single `sightingdb.json` of earlier versions) or one snapshot file. Sets
     /// every value with its count, first/last seen, tags, TTL and hourly stats; consensus is
@@ -236,6 +242,8 @@ fn main() -> ExitCode {
         Command::Peer(PeerCommand::Join(args)) => join(args),
         Command::ImportSightingdb(args) => import_sightingdb(args),
         Command::ImportSightingdbConfig(args) => import_sightingdb_config(args),
+        Command::ImportStix(args) => load_config(args.config.as_deref(), args.data_dir.clone())
+            .and_then(|cfg| import_stix::run(args, cfg)),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

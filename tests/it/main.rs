@@ -17,4 +17,5 @@ mod logs;
 mod metrics;
 mod peering;
 mod relay;
+mod stix;
 mod tls;

@@ -100,7 +100,9 @@ fn route_access(endpoint: &Endpoint) -> Guard {
         | Endpoint::BulkRead(_)
         | Endpoint::Latest
         | Endpoint::Namespaces
-        | Endpoint::Who => Guard::Sightings(Access::Read),
+        | Endpoint::Who
+        | Endpoint::Stix(_)
+        | Endpoint::StixApi => Guard::Sightings(Access::Read),
         Endpoint::KeysList
         | Endpoint::KeysCreate
         | Endpoint::KeysUpdate(_)
@@ -242,6 +244,11 @@ impl App {
             Endpoint::Latest => self.latest_answer(&caller.as_caller(), &query()?),
             Endpoint::Who => self.who(caller, query()?).await,
             Endpoint::Namespaces => self.namespaces(caller).await,
+            Endpoint::Stix(ns) => self.stix_get(caller, &ns, &raw_query).await,
+            Endpoint::StixApi => {
+                let body = read_json(req, self.max_body_bytes).await?;
+                self.stix_post(caller, body).await
+            }
             _ => Err(ApiError::Internal("a route without a handler")),
         }
     }

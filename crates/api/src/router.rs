@@ -114,6 +114,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "admin: join by invitation {token, url, name}",
     ),
     (
+        "GET",
+        "/stix/{namespace}",
+        "a namespace as a STIX 2.1 bundle: ?limit=N&val=V&recursive&untyped=include",
+    ),
+    (
+        "POST",
+        "/_api/stix",
+        "namespaces as one STIX 2.1 bundle {\"namespaces\":[..],q?,limit?,untyped?,recursive?}",
+    ),
+    (
         "POST",
         "/iep04/messages",
         "IEP04: publish envelopes, a JSON array, ND-JSON, or a bare IntelMQ event",
@@ -293,6 +303,10 @@ pub enum Endpoint {
     Iep04ConsumerAck(String),
     /// `GET /iep04/status`.
     Iep04Status,
+    /// `GET /stix/<ns>`.
+    Stix(String),
+    /// `POST /_api/stix`.
+    StixApi,
     /// `POST /iep04/peers/redeem`.
     Iep04Redeem,
     /// A `/taxii2/` route.
@@ -387,6 +401,8 @@ impl Endpoint {
                     },
                 )
             }
+            Endpoint::Stix(_) => ("GET", "/stix/{namespace}"),
+            Endpoint::StixApi => ("POST", "/_api/stix"),
         }
     }
 
@@ -570,6 +586,13 @@ pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError>
             };
         }
     }
+    if let Some(rest) = path.strip_prefix("/stix/") {
+        return if get {
+            Ok(Endpoint::Stix(decode_path(rest)?))
+        } else {
+            wrong("GET")
+        };
+    }
     if let Some(rest) = path.strip_prefix("/d/") {
         return if get || post {
             Ok(Endpoint::Delete(decode_path(rest)?))
@@ -603,8 +626,9 @@ pub fn parse_endpoint(method: &Method, path: &str) -> Result<Endpoint, ApiError>
         "/metrics" => (Endpoint::Metrics, false),
         "/_api/tier" => (Endpoint::Galaxy(true), true),
         "/_api/peers/join" => (Endpoint::PeersJoin, true),
+        "/_api/stix" => (Endpoint::StixApi, true),
         "/" => (Endpoint::Help, false),
-        "/w" | "/r" | "/rs" | "/d" | "/c" => {
+        "/w" | "/r" | "/rs" | "/d" | "/c" | "/stix" => {
             return Err(ApiError::BadRequest(format!(
                 "{path} needs a namespace: {path}/<namespace>"
             )))

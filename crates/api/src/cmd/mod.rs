@@ -19,6 +19,7 @@
 //! | [`taxii`] | `/taxii2/…` (TAXII 2.1 over the exchange log, read-only) |
 //! | [`keys`] | `/_api/keys`, `/_api/keys/{id}` (admin: runtime keys) |
 //! | [`peers`] | `/_api/peers/invite`, `/_api/peers/join` (admin), `POST /iep04/peers/redeem` |
+//! | [`stix`] | `GET /stix/{ns}`, `POST /_api/stix` (STIX 2.1 bundles) |
 //!
 //! A handler returns `Result<Resp, ApiError>`; [`crate::App::handle`] turns the error into
 //! its response.
@@ -36,6 +37,7 @@ pub mod keys;
 pub mod namespace;
 pub mod peers;
 pub mod read;
+pub mod stix;
 pub mod taxii;
 pub mod write;
 
