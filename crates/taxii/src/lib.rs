@@ -92,26 +92,16 @@ pub fn collection_json(c: &Collection) -> Value {
     })
 }
 
-/// A STIX/TAXII timestamp (RFC 3339, UTC, milliseconds) of unix seconds.
+/// A STIX/TAXII timestamp (RFC 3339, UTC, milliseconds) of unix seconds: the STIX crate's
+/// one writer of STIX timestamps.
 pub fn timestamp(secs: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    sighthub_stix::vocab::rfc3339(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 /// Reads an `added_after` timestamp (RFC 3339) as unix seconds (fractions are dropped:
 /// `date_added` has whole seconds).
 pub fn parse_timestamp(s: &str) -> Option<u64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    u64::try_from(t.unix_timestamp()).ok()
+    sighthub_stix::vocab::parse_rfc3339(s).and_then(|t| u64::try_from(t).ok())
 }
 
 fn derived(kind: &str, uuid: &Uuid) -> String {
