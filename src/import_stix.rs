@@ -101,7 +101,10 @@ pub fn run(args: ImportStixArgs, mut cfg: sighthub_node::Config) -> anyhow::Resu
     let node = sighthub_node::boot(&cfg).context("opening the stores")?;
     let mut failed: Vec<String> = Vec::new();
     let (mut applied, mut unchanged, mut writes, mut refused, mut skipped) = (0, 0, 0u64, 0, 0);
-    for file in &files {
+    let mut progress = crate::progress::Progress::new("import-stix", "bundles");
+    let total = files.len() as u64;
+    for (index, file) in files.iter().enumerate() {
+        progress.set(index as u64, total);
         let shown = file.display();
         let bytes = match std::fs::metadata(file) {
             Ok(m) if m.len() > limits.max_bytes as u64 => {
@@ -159,6 +162,8 @@ pub fn run(args: ImportStixArgs, mut cfg: sighthub_node::Config) -> anyhow::Resu
         refused += done.refused.len();
         skipped += decoded.skipped.len();
     }
+    progress.set(total, total);
+    progress.finish();
     node.close().context("closing the stores")?;
     eprintln!(
         "done: {} bundles, {applied} values with new sightings ({writes} sightings), {unchanged} already imported, {refused} refused, {skipped} objects skipped",
