@@ -79,6 +79,12 @@ def test_metrics_parse_and_count_what_happened(start_server):
     assert {s.labels["store"] for s in fsync} == {"sightings", "exchange"}
     assert all(s.value >= 1 for s in fsync), fsync
     assert value(fams, "sighthub_commit_poisoned", store="sightings") == 0
+    # The engines' own activity, for both stores.
+    for fam in ("sighthub_storage_memtable_bytes", "sighthub_storage_disk_bytes",
+                "sighthub_storage_journals", "sighthub_storage_compactions"):
+        stores = {s.labels["store"] for s in fams[fam].samples}
+        assert stores == {"sightings", "exchange"}, (fam, stores)
+    assert value(fams, "sighthub_storage_journals", store="exchange") >= 1
 
     # The same exposition without a key on the monitoring listener; nothing else there.
     r = scrape(f"http://127.0.0.1:{open_port}/metrics")

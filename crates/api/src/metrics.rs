@@ -165,6 +165,74 @@ fn sat(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The storage engines' own activity: memtables, flushes, compactions, journals, disk, cache.
+fn engine_families(reg: &mut Registry, engines: &[(&'static str, sighthub_storage::EngineStats)]) {
+    type G = fn(&sighthub_storage::EngineStats) -> u64;
+    let gauges: [(&str, &str, G); 7] = [
+        (
+            "storage_memtable_bytes",
+            "Bytes in memtables not yet flushed to tables",
+            |e| e.write_buffer_bytes,
+        ),
+        (
+            "storage_flushes_pending",
+            "Sealed memtables waiting for a flush",
+            |e| e.flushes_pending,
+        ),
+        (
+            "storage_compactions_active",
+            "Compactions running now",
+            |e| e.compactions_active,
+        ),
+        (
+            "storage_journals",
+            "Journal files on disk (replayed after a crash)",
+            |e| e.journals,
+        ),
+        ("storage_journal_bytes", "Bytes of the journal files", |e| {
+            e.journal_bytes
+        }),
+        ("storage_disk_bytes", "Bytes of the store on disk", |e| {
+            e.disk_bytes
+        }),
+        (
+            "storage_cache_bytes",
+            "Bytes in the block cache (its capacity is storage.cache_mb)",
+            |e| e.cache_bytes,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        gauge_family(
+            reg,
+            name,
+            help,
+            engines
+                .iter()
+                .map(|(s, e)| (label("store", *s), sat(get(e))))
+                .collect(),
+        );
+    }
+    counter_family(
+        reg,
+        "storage_compactions",
+        "Compactions finished since start",
+        engines
+            .iter()
+            .map(|(s, e)| (label("store", *s), e.compactions_completed))
+            .collect(),
+    );
+    let secs = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    for (s, e) in engines {
+        secs.get_or_create(&label("store", *s))
+            .inc_by(e.compaction_micros as f64 / 1e6);
+    }
+    reg.register(
+        "storage_compaction_seconds",
+        "Time spent compacting since start",
+        secs,
+    );
+}
+
 /// The exposition, read now (blocking: it reads the stores).
 pub fn render(app: &App) -> String {
     let mut reg = Registry::with_prefix("sighthub");
@@ -215,6 +283,10 @@ pub fn render(app: &App) -> String {
     let mut fsync = Vec::new();
     let mut batch = Vec::new();
     let mut poisoned = Vec::new();
+    let mut engines: Vec<(&'static str, sighthub_storage::EngineStats)> = Vec::new();
+    if let Some(e) = app.store.engine_stats() {
+        engines.push(("sightings", e));
+    }
     if let Some(s) = app.store.durability().stats() {
         fsync.push((label("store", "sightings"), Snapshot(s.fsync_seconds)));
         batch.push((label("store", "sightings"), Snapshot(s.batch_writes)));
@@ -225,6 +297,9 @@ pub fn render(app: &App) -> String {
     if let Ok(inner) = app.exchange.inner() {
         let ex = &inner.store;
         let s = ex.group_commit().stats();
+        if let Some(e) = ex.engine_stats() {
+            engines.push(("exchange", e));
+        }
         fsync.push((label("store", "exchange"), Snapshot(s.fsync_seconds)));
         batch.push((label("store", "exchange"), Snapshot(s.batch_writes)));
         poisoned.push((label("store", "exchange"), i64::from(s.poisoned)));
@@ -292,6 +367,7 @@ pub fn render(app: &App) -> String {
         "1 when a failed fsync stopped a store's writes (restart needed)",
         poisoned,
     );
+    engine_families(&mut reg, &engines);
 
     // Node: relay links, bridge, IntelMQ transports.
     if let Some(node) = &app.status {

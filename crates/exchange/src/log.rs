@@ -241,6 +241,12 @@ pub trait ExchangeLog: Send + Sync + 'static {
 
     /// Approximate numbers: (log records, known uuids).
     fn approximate_counts(&self) -> (usize, usize);
+
+    /// The engine's own activity (memtables, flushes, compactions, journals, disk); `None`
+    /// for an engine without such a thing.
+    fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {
+        None
+    }
 }
 
 #[cfg(test)]

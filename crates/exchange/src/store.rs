@@ -864,6 +864,11 @@ impl<L: ExchangeLog> ExchangeStore<L> {
         Ok(out)
     }
 
+    /// The storage engine's own activity (`GET /metrics`).
+    pub fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {
+        self.engine.engine_stats()
+    }
+
     /// What the publish pipeline answered since start.
     pub fn counters(&self) -> &PublishCounters {
         &self.counters

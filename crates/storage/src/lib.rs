@@ -11,6 +11,7 @@
 //! - [`journal`]: fjall journal helpers: [`journal::JournalSyncer`] (the group commit's
 //!   persist step) and [`journal::seal`] (a clean shutdown with nothing left to replay).
 //! - [`file`]: small files replaced atomically and durably ([`file::replace_durably`]).
+//! - [`stats`]: a fjall database's own activity (memtables, flushes, compactions, journals).
 //! - [`error`]: the crate's typed errors.
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
@@ -19,6 +20,8 @@ pub mod commit;
 pub mod error;
 pub mod file;
 pub mod journal;
+pub mod stats;
 
 pub use commit::{CommitStats, GroupCommit, HistogramSnapshot, PersistFn, Ticket};
 pub use error::{Error, Result};
+pub use stats::EngineStats;

@@ -199,6 +199,12 @@ pub trait Engine: Send + Sync + 'static {
     /// How this engine's tickets become durable.
     fn durability(&self) -> Durability<'_>;
 
+    /// The engine's own activity (memtables, flushes, compactions, journals, disk); `None`
+    /// for an engine without such a thing.
+    fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {
+        None
+    }
+
     /// Makes everything durable and leaves the engine's files ready for a fast next start.
     /// For a clean shutdown, with no writer left.
     fn close(&self) -> Result<()>;

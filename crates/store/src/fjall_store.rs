@@ -162,6 +162,10 @@ impl Engine for FjallEngine {
         Ok(())
     }
 
+    fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {
+        Some(sighthub_storage::stats::of(&self.db))
+    }
+
     fn durability(&self) -> Durability<'_> {
         Durability::group(&self.commit)
     }

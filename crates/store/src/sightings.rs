@@ -916,6 +916,10 @@ impl<E: Engine> SightingStore for Sightings<E> {
         &self.opts.limits
     }
 
+    fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {
+        self.engine.engine_stats()
+    }
+
     fn durability(&self) -> Durability<'_> {
         self.engine.durability()
     }

@@ -294,6 +294,11 @@ pub trait SightingStore: Send + Sync + 'static {
 
     /// The handle that turns this store's tickets into durability.
     fn durability(&self) -> Durability<'_>;
+
+    /// The storage engine's own activity, when it reports one (`GET /metrics`).
+    fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {
+        None
+    }
 }
 
 /// How a store turns its [`Ticket`]s into durability. Opaque: callers only wait on it and ask

@@ -419,6 +419,10 @@ impl ExchangeLog for FjallLog {
         Ok(())
     }
 
+    fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {
+        Some(sighthub_storage::stats::of(&self.db))
+    }
+
     fn approximate_counts(&self) -> (usize, usize) {
         (self.log.approximate_len(), self.seen.approximate_len())
     }
