@@ -210,5 +210,12 @@ def test_misp_publishes_sighthub_counts_misp_looks_up(start_server):
         assert misp_lookup(srv, "misp/hashed", [ip]).json()["items"][0]["count"] == 2
 
         assert any("[zmq] frame skipped" in line for line in srv.lines), srv.log()
+        # The skipped frames are counted where an operator sees them: GET /metrics (the three
+        # malformed frames of the subscribed topics; the other two never reach a subscriber).
+        metrics = requests.get(f"{srv.url}/metrics", headers={"Authorization": srv.key},
+                               verify=False, timeout=10).text
+        malformed = [l for l in metrics.splitlines() if l.startswith(
+            'sighthub_worker_records_total{worker="misp-zmq",outcome="malformed"}')]
+        assert malformed and float(malformed[0].split()[-1]) == 3, metrics
     finally:
         pub.close()

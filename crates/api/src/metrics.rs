@@ -440,6 +440,24 @@ pub fn render(app: &App) -> String {
             "Messages of each IntelMQ transport since start, by outcome",
             rows,
         );
+        let mut rows = Vec::new();
+        for (worker, counters) in node.worker_counters() {
+            for (outcome, v) in counters {
+                rows.push((
+                    vec![
+                        ("worker", worker.to_owned()),
+                        ("outcome", outcome.to_owned()),
+                    ],
+                    v,
+                ));
+            }
+        }
+        counter_family(
+            &mut reg,
+            "worker_records",
+            "What other background workers did since start, by outcome (MISP's ZeroMQ ingest: frames, sightings, ignored, malformed, refused, failed)",
+            rows,
+        );
     }
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {

@@ -51,6 +51,11 @@ pub trait NodeStatus: Send + Sync {
     fn bridge(&self) -> Option<BridgeStatus>;
     /// Every IntelMQ transport.
     fn transports(&self) -> Vec<TransportStatus>;
+    /// Other background workers' counters since start, as `(worker, [(outcome, count)])`
+    /// (MISP's ZeroMQ ingest: frames, sightings, malformed…).
+    fn worker_counters(&self) -> Vec<(&'static str, Vec<(&'static str, u64)>)> {
+        Vec::new()
+    }
     /// The running configuration with every secret masked, and the TLS certificate's
     /// expiry (the console shows it).
     fn settings(&self) -> serde_json::Value {

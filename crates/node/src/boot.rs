@@ -236,6 +236,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
             relay: relay.clone(),
             bridge: bridge.clone(),
             intelmq: intelmq.clone(),
+            misp: misp.clone(),
             cfg: cfg.clone(),
             cert: cert_file,
         })),

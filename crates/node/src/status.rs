@@ -13,6 +13,8 @@ pub struct Report {
     pub bridge: Option<Arc<sighthub_bridge::Feeder>>,
     /// The IntelMQ transports, when on.
     pub intelmq: Option<Arc<sighthub_intelmq::Intelmq>>,
+    /// MISP's ZeroMQ ingest, when on.
+    pub misp: Option<Arc<sighthub_misp::Ingest>>,
     /// The configuration it started with.
     pub cfg: crate::config::Config,
     /// The TLS certificate file (TLS on).
@@ -67,6 +69,13 @@ impl NodeStatus for Report {
             skipped: counters.skipped,
             refused: counters.refused,
         })
+    }
+
+    fn worker_counters(&self) -> Vec<(&'static str, Vec<(&'static str, u64)>)> {
+        self.misp
+            .iter()
+            .map(|m| ("misp-zmq", m.counters().snapshot().to_vec()))
+            .collect()
     }
 
     fn settings(&self) -> serde_json::Value {
