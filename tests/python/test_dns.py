@@ -155,6 +155,17 @@ def test_rate_limit_drops_udp_and_refuses_tcp(start_server):
             rcodes.append(r.rcode())
     assert dns.rcode.REFUSED in rcodes, rcodes
 
+    # Every query over the limit is counted where an operator sees it: GET /metrics.
+    import requests
+    text = requests.get(f"{srv.url}/metrics", headers={"Authorization": srv.key},
+                        verify=False, timeout=10).text
+    over = [l for l in text.splitlines()
+            if l.startswith('sighthub_worker_records_total{worker="dns",outcome="over_rate"}')]
+    refused = sum(1 for r in rcodes if r == dns.rcode.REFUSED)
+    # (a UDP timeout is a drop over the limit unless the machine was too slow to answer)
+    assert over and refused + 1 <= float(over[0].split()[-1]) <= dropped + refused, (
+        over, dropped, refused)
+
 
 def raw_udp(port, payload):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

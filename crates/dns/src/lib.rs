@@ -28,7 +28,7 @@ pub mod limit;
 pub mod server;
 
 pub use config::DnsConfig;
-pub use server::DnsServer;
+pub use server::{Counters, DnsServer};
 
 /// Errors of starting the DNS server.
 #[derive(Debug, thiserror::Error)]

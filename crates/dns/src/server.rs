@@ -32,8 +32,39 @@ use tokio::task::JoinSet;
 /// options; larger is never a lookup).
 pub const MAX_QUERY_LEN: usize = 1024;
 
+/// What the server did since it started (relaxed atomics; `GET /metrics` shows them).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Queries received (UDP datagrams and TCP messages).
+    pub queries: std::sync::atomic::AtomicU64,
+    /// Queries over a client's rate limit (UDP: dropped; TCP: answered REFUSED).
+    pub over_rate: std::sync::atomic::AtomicU64,
+    /// UDP queries dropped because `max_in_flight` were being answered.
+    pub over_in_flight: std::sync::atomic::AtomicU64,
+    /// TCP connections closed at once (over `max_tcp_connections` or the per-address bound).
+    pub connections_refused: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &std::sync::atomic::AtomicU64) {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The counters as `(name, value)` pairs.
+    pub fn snapshot(&self) -> [(&'static str, u64); 4] {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        [
+            ("queries", g(&self.queries)),
+            ("over_rate", g(&self.over_rate)),
+            ("over_in_flight", g(&self.over_in_flight)),
+            ("connections_refused", g(&self.connections_refused)),
+        ]
+    }
+}
+
 /// A bound DNS server, not yet running.
 pub struct DnsServer {
+    counters: Arc<Counters>,
     responder: Arc<Responder>,
     limit: Arc<RateLimit>,
     udp: Arc<UdpSocket>,
@@ -77,6 +108,7 @@ impl DnsServer {
             }
         };
         Ok(Some(Self {
+            counters: Arc::new(Counters::default()),
             responder: Arc::new(Responder::new(zones, store, cfg.ttl_seconds, cfg.shadow)),
             limit: Arc::new(RateLimit::new(cfg.rate_limit_per_second)),
             udp: Arc::new(udp),
@@ -86,6 +118,11 @@ impl DnsServer {
             max_tcp_per_address: cfg.max_tcp_connections_per_address,
             idle: Duration::from_secs(cfg.tcp_idle_timeout_seconds),
         }))
+    }
+
+    /// Its counters (shared with the running server).
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
     }
 
     /// The address both sockets are bound to.
@@ -100,6 +137,7 @@ impl DnsServer {
             Arc::clone(&self.responder),
             Arc::clone(&self.limit),
             self.max_in_flight,
+            Arc::clone(&self.counters),
             stop.clone(),
         ));
         tcp_loop(self, stop).await;
@@ -116,6 +154,7 @@ async fn udp_loop(
     responder: Arc<Responder>,
     limit: Arc<RateLimit>,
     max_in_flight: usize,
+    counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) {
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
@@ -136,10 +175,13 @@ async fn udp_loop(
                 continue;
             }
         };
+        Counters::add(&counters.queries);
         if !limit.allow(peer.ip(), Instant::now()) {
+            Counters::add(&counters.over_rate);
             continue;
         }
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+            Counters::add(&counters.over_in_flight);
             continue;
         };
         let packet = buf[..n].to_vec();
@@ -220,18 +262,21 @@ async fn tcp_loop(server: DnsServer, mut stop: watch::Receiver<bool>) {
             }
         };
         let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
+            Counters::add(&server.counters.connections_refused);
             continue; // dropped: closed at once
         };
         let Some(slot) =
             PerAddress::take(&per_address, peer.ip(), server.max_tcp_per_address, permit)
         else {
+            Counters::add(&server.counters.connections_refused);
             continue;
         };
         let responder = Arc::clone(&server.responder);
+        let counters = Arc::clone(&server.counters);
         let limit = Arc::clone(&server.limit);
         let (idle, stop) = (server.idle, stop.clone());
         tasks.spawn(async move {
-            connection(stream, peer.ip(), responder, limit, idle, stop).await;
+            connection(stream, peer.ip(), responder, limit, counters, idle, stop).await;
             drop(slot);
         });
     }
@@ -243,6 +288,7 @@ async fn connection(
     ip: IpAddr,
     responder: Arc<Responder>,
     limit: Arc<RateLimit>,
+    counters: Arc<Counters>,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -254,6 +300,7 @@ async fn connection(
         let Ok(Some(msg)) = msg else {
             return; // idle, closed, or a length out of bounds
         };
+        Counters::add(&counters.queries);
         let reply = if limit.allow(ip, Instant::now()) {
             let responder = Arc::clone(&responder);
             match tokio::task::spawn_blocking(move || responder.respond(&msg, false, now())).await {
@@ -261,6 +308,7 @@ async fn connection(
                 Err(_) => return,
             }
         } else {
+            Counters::add(&counters.over_rate);
             responder.refused(&msg)
         };
         let Reply::Send(bytes) = reply else { continue };

@@ -222,6 +222,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
             Duration::from_secs(cfg.relay.timeout_seconds),
         )) as Arc<dyn sighthub_api::peering::Peering>
     });
+    let dns_counters = Arc::new(std::sync::OnceLock::new());
     let app = Arc::new(App {
         store: Arc::clone(&store) as Arc<dyn SightingStore>,
         keys,
@@ -237,6 +238,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
             bridge: bridge.clone(),
             intelmq: intelmq.clone(),
             misp: misp.clone(),
+            dns: Arc::clone(&dns_counters),
             cfg: cfg.clone(),
             cert: cert_file,
         })),
@@ -250,6 +252,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         exchange,
         tls,
         generated_admin_key: generated,
+        dns_counters,
         admin_digest,
         bridge,
         relay,

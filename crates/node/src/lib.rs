@@ -95,6 +95,8 @@ pub struct Node {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// A key generated on this start, to show the operator once.
     pub generated_admin_key: Option<(String, PathBuf)>,
+    /// Where the DNS server's counters go once it is bound (the metrics read them).
+    pub dns_counters: Arc<std::sync::OnceLock<Arc<sighthub_dns::Counters>>>,
     /// The admin key's digest (authentication on), kept for SIGHUP's key reload.
     pub admin_digest: Option<[u8; 32]>,
     /// The feeder of exchanged events into sightings, when both are enabled.
@@ -302,6 +304,7 @@ impl Node {
                 source,
             })?;
             tracing::info!("dns listening on udp+tcp {addr}");
+            let _ = self.dns_counters.set(dns.counters());
             sup.spawn(Box::new(Task::new("dns", move |stop: Stop| async move {
                 dns.run(stop.receiver()).await;
                 Ok(())

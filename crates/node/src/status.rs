@@ -13,6 +13,8 @@ pub struct Report {
     pub bridge: Option<Arc<sighthub_bridge::Feeder>>,
     /// The IntelMQ transports, when on.
     pub intelmq: Option<Arc<sighthub_intelmq::Intelmq>>,
+    /// The DNS server's counters, once it is bound (`Node::serve`).
+    pub dns: Arc<std::sync::OnceLock<Arc<sighthub_dns::Counters>>>,
     /// MISP's ZeroMQ ingest, when on.
     pub misp: Option<Arc<sighthub_misp::Ingest>>,
     /// The configuration it started with.
@@ -72,10 +74,15 @@ impl NodeStatus for Report {
     }
 
     fn worker_counters(&self) -> Vec<(&'static str, Vec<(&'static str, u64)>)> {
-        self.misp
+        let mut out: Vec<(&'static str, Vec<(&'static str, u64)>)> = self
+            .misp
             .iter()
             .map(|m| ("misp-zmq", m.counters().snapshot().to_vec()))
-            .collect()
+            .collect();
+        if let Some(d) = self.dns.get() {
+            out.push(("dns", d.snapshot().to_vec()));
+        }
+        out
     }
 
     fn settings(&self) -> serde_json::Value {
