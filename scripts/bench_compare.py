@@ -16,7 +16,15 @@ A/B ratios (plus server CPU per operation, the steadier figure on a small machin
       --scenarios w,r,wb10k,rb10k,mem1 --out-dir bench/results --md bench/results/latest.md \\
       [-- extra harness options such as --repeat 3 --duration 10]
 
-Stdlib only.
+  # each server's floor: server CPU per request answering a constant (sighthub /health,
+  # SightingDB /i) under the same wrk load; the table then shows CPU above the floor
+  scripts/bench_compare.py run ... --a-floor-path /health --b-floor-path /i
+
+The floor is what no design beats one request per round trip (loopback TCP, syscalls,
+wake-ups, HTTP parsing); the part of a request's CPU above it is what the store and the
+handlers cost, so the above-floor ratio is the one to optimise (issue 13).
+
+Stdlib (plus the `wrk` binary for the floor).
 """
 
 import argparse
@@ -66,6 +74,60 @@ def fmt(x):
     return f"{x:.3g}"
 
 
+def cpu_seconds(pid):
+    """utime+stime of a process (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf(os.sysconf_names["SC_CLK_TCK"])
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def wait_up(url, path, timeout=60):
+    import time
+    import urllib.request
+    import ssl
+    ctx = ssl._create_unverified_context()
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(url + path, timeout=2, context=ctx).read()
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise SystemExit(f"{url}{path} did not answer within {timeout} s")
+
+
+def measure_floor(cmd, url, path, fresh, duration, repeat, threads=2, connections=64):
+    """Median server CPU µs per request answering `path` under `wrk -t2 -c64`, a fresh server
+    per run (started by `cmd`, stopped after)."""
+    import shutil
+    import signal
+    import statistics
+    import time
+    runs = []
+    for _ in range(repeat):
+        if fresh:
+            shutil.rmtree(fresh, ignore_errors=True)
+        proc = subprocess.Popen(shlex.split(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_up(url, path)
+            before = cpu_seconds(proc.pid)
+            out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s",
+                                  url + path], capture_output=True, text=True, check=True).stdout
+            after = cpu_seconds(proc.pid)
+            requests = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
+            runs.append((after - before) / max(requests, 1) * 1e6)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        time.sleep(0.5)
+    return {"cpu_us_per_request": {"median": statistics.median(runs), "runs": runs},
+            "path": path, "wrk": f"-t{threads} -c{connections} -d{duration}s"}
+
+
 def table(a, b):
     la, lb = a.get("label", "A"), b.get("label", "B")
     rows = [f"| scenario | metric | {la} | {lb} | {la}/{lb} |", "|---|---|---:|---:|---:|"]
@@ -82,6 +144,19 @@ def table(a, b):
         if ca is not None or cb is not None:
             ratio = (ca / cb) if (ca is not None and cb) else None
             rows.append(f"| {scen} | server CPU µs/op | {fmt(ca)} | {fmt(cb)} | {fmt(ratio)} |")
+            fa = a.get("floor", {}).get("cpu_us_per_request", {}).get("median")
+            fb = b.get("floor", {}).get("cpu_us_per_request", {}).get("median")
+            if scen in ("w", "r", "r_shadow", "rs") and None not in (ca, cb, fa, fb):
+                xa, xb = ca - fa, cb - fb
+                ratio = (xa / xb) if xb > 0 else None
+                rows.append(f"| {scen} | server CPU µs/op above the floor | {fmt(xa)} | {fmt(xb)} | {fmt(ratio)} |")
+    fa = a.get("floor", {}).get("cpu_us_per_request", {}).get("median")
+    fb = b.get("floor", {}).get("cpu_us_per_request", {}).get("median")
+    if fa is not None or fb is not None:
+        ratio = (fa / fb) if (fa is not None and fb) else None
+        pa = a.get("floor", {}).get("path", "?")
+        pb = b.get("floor", {}).get("path", "?")
+        rows.append(f"| floor ({pa} / {pb}) | server CPU µs/request | {fmt(fa)} | {fmt(fb)} | {fmt(ratio)} |")
     reps = a.get("settings", {}).get("repeat", "?")
     head = (
         f"Medians of {reps} runs per scenario (the persistence scenario's first save runs once); "
@@ -118,9 +193,12 @@ def main():
         r.add_argument(f"--{side}-fresh-dir")
         r.add_argument(f"--{side}-persist-cmd", help="server command using --{side}-persist-dir (persist scenario)")
         r.add_argument(f"--{side}-persist-dir")
+        r.add_argument(f"--{side}-floor-path", help="a constant endpoint (/health, /i): measure the floor")
     r.add_argument("--scenarios", default="w,r,wb10k,rb10k")
     r.add_argument("--out-dir", default="bench/results")
     r.add_argument("--md")
+    r.add_argument("--floor-duration", type=int, default=10)
+    r.add_argument("--floor-repeat", type=int, default=3)
     r.add_argument("extra", nargs=argparse.REMAINDER)
     args = p.parse_args()
     if args.cmd == "table":
@@ -136,6 +214,15 @@ def main():
             run_one(args.harness, label, getattr(args, f"{side}_url"), getattr(args, f"{side}_cmd"),
                     getattr(args, f"{side}_fresh_dir"), getattr(args, f"{side}_persist_cmd"),
                     getattr(args, f"{side}_persist_dir"), args.scenarios, out, extra)
+            floor_path = getattr(args, f"{side}_floor_path")
+            if floor_path:
+                floor = measure_floor(getattr(args, f"{side}_cmd"), getattr(args, f"{side}_url"),
+                                      floor_path, getattr(args, f"{side}_fresh_dir"),
+                                      args.floor_duration, args.floor_repeat)
+                data = load(out)
+                data["floor"] = floor
+                with open(out, "w") as f:
+                    json.dump(data, f, indent=1)
             outs.append(out)
         md = table(load(outs[0]), load(outs[1]))
     if args.md:
