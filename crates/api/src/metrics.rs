@@ -10,14 +10,15 @@
 //! listed, with example alerts, in `docs/OPERATIONS.md`.
 
 use crate::app::App;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap as HashMap;
 use sighthub_storage::HistogramSnapshot;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The content type of the exposition.
@@ -26,38 +27,53 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Most consumers reported (their lag), over every organisation.
 pub const MAX_CONSUMERS: usize = 1000;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
+/// Upper bounds (seconds) of the request latency buckets.
+const LATENCY_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0, 60.0,
+];
+
+/// The statuses counted one by one; any other is counted as `other`.
+const STATUSES: &[u16] = &[
+    200, 201, 204, 400, 401, 403, 404, 405, 406, 408, 409, 410, 413, 500, 501, 503,
+];
+
+/// One route's counters: a count per status and a latency histogram, all atomics.
+#[derive(Debug)]
+struct RouteStats {
     method: &'static str,
     route: &'static str,
-    status: u16,
+    statuses: Vec<AtomicU64>,
+    seconds: sighthub_storage::commit::Histogram,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    route: &'static str,
-}
-
-fn latency() -> Histogram {
-    Histogram::new([
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        10.0, 60.0,
-    ])
-}
-
-/// The live request metrics (cheap to clone: the families are shared).
-#[derive(Clone, Debug)]
+/// The live request metrics: one [`RouteStats`] per entry of the route table (and one for
+/// requests no route matched), found by a lookup made once at start, so recording a request
+/// takes no lock and allocates nothing (atomic adds only).
+#[derive(Debug)]
 pub struct HttpMetrics {
-    requests: Family<RequestLabels, Counter>,
-    seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    routes: Vec<RouteStats>,
+    index: HashMap<(&'static str, &'static str), usize>,
 }
 
 impl Default for HttpMetrics {
     fn default() -> Self {
-        HttpMetrics {
-            requests: Family::default(),
-            seconds: Family::new_with_constructor(latency),
+        let mut routes = Vec::new();
+        let mut index = HashMap::default();
+        let all = crate::router::ROUTES
+            .iter()
+            .map(|(m, p, _)| (*m, *p))
+            .chain(std::iter::once(("", "unmatched")));
+        for (method, route) in all {
+            index.insert((method, route), routes.len());
+            routes.push(RouteStats {
+                method,
+                route,
+                statuses: (0..=STATUSES.len()).map(|_| AtomicU64::new(0)).collect(),
+                seconds: sighthub_storage::commit::Histogram::new(LATENCY_SECONDS),
+            });
         }
+        HttpMetrics { routes, index }
     }
 }
 
@@ -65,17 +81,54 @@ impl HttpMetrics {
     /// Records one answered request: its route pattern (`("", "unmatched")` when no route
     /// matched), status and time.
     pub fn observe(&self, route: (&'static str, &'static str), status: u16, took: Duration) {
-        let (method, route) = route;
-        self.requests
-            .get_or_create(&RequestLabels {
-                method,
-                route,
-                status,
-            })
-            .inc();
-        self.seconds
-            .get_or_create(&RouteLabels { route })
-            .observe(took.as_secs_f64());
+        let i = self
+            .index
+            .get(&route)
+            .or_else(|| self.index.get(&("", "unmatched")))
+            .copied()
+            .unwrap_or(0);
+        let Some(r) = self.routes.get(i) else {
+            return;
+        };
+        let s = STATUSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(STATUSES.len());
+        if let Some(c) = r.statuses.get(s) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        r.seconds.observe(took.as_secs_f64());
+    }
+
+    fn requests(&self) -> Vec<(Labels, u64)> {
+        let mut out = Vec::new();
+        for r in &self.routes {
+            for (i, c) in r.statuses.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = STATUSES.get(i).map_or("other".to_owned(), u16::to_string);
+                out.push((
+                    vec![
+                        ("method", r.method.to_owned()),
+                        ("route", r.route.to_owned()),
+                        ("status", status),
+                    ],
+                    n,
+                ));
+            }
+        }
+        out
+    }
+
+    fn seconds(&self) -> SnapshotFamily {
+        self.routes
+            .iter()
+            .map(|r| (r, r.seconds.snapshot()))
+            .filter(|(_, h)| h.count > 0)
+            .map(|(r, h)| (label("route", r.route), Snapshot(h)))
+            .collect()
     }
 }
 
@@ -236,15 +289,16 @@ fn engine_families(reg: &mut Registry, engines: &[(&'static str, sighthub_storag
 /// The exposition, read now (blocking: it reads the stores).
 pub fn render(app: &App) -> String {
     let mut reg = Registry::with_prefix("sighthub");
-    reg.register(
+    counter_family(
+        &mut reg,
         "http_requests",
         "HTTP requests answered, by route pattern, method and status",
-        app.metrics.requests.clone(),
+        app.metrics.requests(),
     );
     reg.register(
         "http_request_duration_seconds",
         "Time from the request head to the answer, by route pattern",
-        app.metrics.seconds.clone(),
+        Snapshots(app.metrics.seconds()),
     );
 
     // Sightings.
@@ -539,5 +593,41 @@ pub async fn serve_open(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_per_route_and_status_without_a_lock() {
+        let m = HttpMetrics::default();
+        let w = ("GET", "/w/{namespace}");
+        m.observe(w, 200, Duration::from_micros(30));
+        m.observe(w, 200, Duration::from_millis(3));
+        m.observe(w, 418, Duration::from_micros(30));
+        m.observe(("GET", "/no/such/pattern"), 404, Duration::from_micros(30));
+        let rows = m.requests();
+        let find = |route: &str, status: &str| {
+            rows.iter()
+                .find(|(l, _)| l[1].1 == route && l[2].1 == status)
+                .map(|(_, n)| *n)
+        };
+        assert_eq!(find("/w/{namespace}", "200"), Some(2));
+        assert_eq!(find("/w/{namespace}", "other"), Some(1));
+        assert_eq!(find("unmatched", "404"), Some(1));
+        assert_eq!(rows.len(), 3);
+        let h = m.seconds();
+        let w_hist = h
+            .iter()
+            .find(|(l, _)| l[0].1 == "/w/{namespace}")
+            .expect("w");
+        assert_eq!(w_hist.1 .0.count, 3);
+        assert!(
+            (w_hist.1 .0.sum - 0.00306).abs() < 1e-6,
+            "{}",
+            w_hist.1 .0.sum
+        );
     }
 }
