@@ -15,9 +15,9 @@
 //! - `POST /_management/logout` ends the session; at most [`MAX_SESSIONS`] live at once (the
 //!   oldest goes first).
 
+use crate::auth::digest;
 use crate::error::ApiError;
 use hyper::header;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -55,10 +55,6 @@ impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Sessions")
     }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 /// The value of cookie `name` in a `Cookie` header.

@@ -15,11 +15,11 @@
 //! a new table and swap it, under one mutex that serialises writers (and the file).
 //! A configuration key is looked up first: a runtime key may not repeat one.
 
+use crate::auth::digest;
 use crate::auth::{Auth, KeyGrants, OwnedCaller};
 use crate::error::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use sighthub_exchange::access::{credentials, Grants, Keys};
 use sighthub_exchange::KeyConfig;
 use std::collections::HashMap;
@@ -117,10 +117,6 @@ pub struct KeyRing {
     runtime: RwLock<Arc<HashMap<[u8; 32], Arc<Entry>>>>,
     records: Mutex<Vec<KeyRecord>>,
     path: Option<PathBuf>,
-}
-
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
 }
 
 fn hex(b: &[u8]) -> String {

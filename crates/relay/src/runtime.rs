@@ -64,19 +64,7 @@ impl RuntimePeer {
 
 /// Reads the runtime peers; a missing file is none.
 pub fn load(path: &Path) -> Result<Vec<RuntimePeer>> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice::<PeersFile>(&b)
-            .map(|f| f.peers)
-            .map_err(|e| Error::State {
-                path: path.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(Error::State {
-            path: path.to_owned(),
-            source,
-        }),
-    }
+    crate::state::read_json::<PeersFile>(path).map(|f| f.peers)
 }
 
 /// Replaces the runtime peers durably.

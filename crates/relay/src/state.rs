@@ -70,12 +70,18 @@ pub fn file(dir: &Path, kind: &str, name: &str) -> PathBuf {
 
 /// Reads a state; a missing file is the default state.
 pub fn load(path: &Path) -> Result<PeerState> {
+    read_json(path)
+}
+
+/// Reads one of the relay's JSON files (a link's state, the runtime peers); a missing file
+/// is `T::default()`, an unreadable or malformed one an [`Error::State`] naming it.
+pub fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
     match std::fs::read(path) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::State {
             path: path.to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PeerState::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(source) => Err(Error::State {
             path: path.to_owned(),
             source,
