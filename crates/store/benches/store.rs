@@ -1,6 +1,7 @@
 //! Criterion benches for the store's hot paths: single write of a new value and increment of
 //! an existing one (both with group commit), journal append + group commit with concurrent
-//! writers, bulk write, single read and the record codec.
+//! writers, bulk write, single read (also from an async worker: handed to a blocking thread or
+//! answered in place) and the record codec.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -100,6 +101,47 @@ fn benches(c: &mut Criterion) {
             store.read(&ns, &v, T0).expect("read")
         })
     });
+
+    // What a read costs the HTTP edge from an async worker: handed to a blocking thread and
+    // awaited (every read before `read_now`), against answered in place (`read_now`).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let shared = std::sync::Arc::new(store);
+    let mut g = c.benchmark_group("store/read_from_async");
+    g.bench_function("spawn_blocking", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = std::time::Instant::now();
+                for j in 0..iters {
+                    let (s, ns) = (std::sync::Arc::clone(&shared), ns.clone());
+                    let v = format!("v{}", 10_000 + (j * 7919) % 10_000);
+                    tokio::task::spawn_blocking(move || s.read(&ns, &v, T0).expect("read"))
+                        .await
+                        .expect("join");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("read_now", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = std::time::Instant::now();
+                for j in 0..iters {
+                    let v = format!("v{}", 10_000 + (j * 7919) % 10_000);
+                    shared
+                        .read_now(&ns, &v, T0)
+                        .expect("no sweep due")
+                        .expect("read");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+    let store = std::sync::Arc::try_unwrap(shared).ok().expect("sole owner");
 
     // The write path without the fsync (rules, engine batch, journal append), which the
     // durable figures above hide behind the disk's fsync latency. Tickets are not waited for.

@@ -171,6 +171,14 @@ pub trait Engine: Send + Sync + 'static {
     /// A value read back (borrowed from a cache or owned).
     type Value: AsRef<[u8]>;
 
+    /// Whether a point read ([`Engine::get`]) is bounded local work (memory, or at most one
+    /// block read per level of a local disk structure), cheap enough to answer on an async
+    /// worker without handing it to a blocking thread ([`SightingStore::read_now`]). False
+    /// (the default) for an engine that reads over the network.
+    ///
+    /// [`SightingStore::read_now`]: crate::store::SightingStore::read_now
+    const LOCAL_READS: bool = false;
+
     /// The value under `key` in `space`.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Self::Value>>;
 
@@ -233,6 +241,7 @@ impl MemEngine {
 
 impl Engine for MemEngine {
     type Value = Vec<u8>;
+    const LOCAL_READS: bool = true;
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self

@@ -112,6 +112,9 @@ impl FjallEngine {
 
 impl Engine for FjallEngine {
     type Value = fjall::Slice;
+    /// A get is the memtables, then at most one block per level, from the block cache or the
+    /// page cache (a disk read only for a cold block).
+    const LOCAL_READS: bool = true;
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<fjall::Slice>> {
         Ok(self.keyspace(space).get(key)?)

@@ -652,6 +652,21 @@ impl<E: Engine> SightingStore for Sightings<E> {
         }
     }
 
+    /// Only on an engine with [`Engine::LOCAL_READS`], and only when no sweep is due (a read
+    /// sweeps first, which writes): then the read is two point gets (the record and its
+    /// consensus) and a decode.
+    fn read_now(
+        &self,
+        namespace: &Namespace,
+        value: &str,
+        now: i64,
+    ) -> Option<Result<ReadOutcome>> {
+        if !E::LOCAL_READS || now >= self.next_expiry.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.read(namespace, value, now))
+    }
+
     fn list(
         &self,
         namespace: &Namespace,

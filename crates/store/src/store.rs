@@ -229,6 +229,20 @@ pub trait SightingStore: Send + Sync + 'static {
     /// Reads one value (raw form) of a namespace.
     fn read(&self, namespace: &Namespace, value: &str, now: i64) -> Result<ReadOutcome>;
 
+    /// [`SightingStore::read`], when it is cheap enough to answer on an async worker: `None`
+    /// when it is not (the backend reads over the network, or a TTL sweep is due and the read
+    /// would do it), and the caller then runs [`SightingStore::read`] on a blocking thread.
+    /// The one place that decides whether a read may skip that hand-off.
+    fn read_now(
+        &self,
+        namespace: &Namespace,
+        value: &str,
+        now: i64,
+    ) -> Option<Result<ReadOutcome>> {
+        let _ = (namespace, value, now);
+        None
+    }
+
     /// Lists a namespace in key order, from after the cursor `after` (a stored value),
     /// at most `limit` values, and no more once the page holds about `max_bytes` of values,
     /// tags and stats (at least one value). `next` is set whenever more may follow. `None`

@@ -17,6 +17,24 @@ use std::sync::Arc;
 const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 100_000;
 
+/// Most hourly stats buckets a `/rs` answer renders on the async worker; a record with more
+/// is rendered on a blocking thread (up to `max_stats_buckets` of them).
+const INLINE_STATS: usize = 64;
+
+/// The answer to one value's read: its JSON, or the miss as SightingDB words it.
+fn answer_read(
+    outcome: ReadOutcome,
+    namespace: String,
+    value: String,
+    stats: bool,
+) -> Result<Resp, ApiError> {
+    match outcome {
+        ReadOutcome::Found(v) => Ok(to_json(StatusCode::OK, &view_json(&v, stats))),
+        ReadOutcome::NoValue => Err(ApiError::ValueNotFound { namespace, value }),
+        ReadOutcome::NoNamespace => Err(ApiError::PathNotFound { namespace, value }),
+    }
+}
+
 /// The answer to SightingDB's galaxy and tier routes and `?for_merge`.
 pub const GALAXY: &str = "SightingDB's galaxy and tier synchronisation (for_merge, /_api/merge, /_api/tier) is not implemented by sighthub: an instance has no galaxy nodes. Read without for_merge; to share sightings between instances, peer them over IEP04 (README, \"Peering\").";
 
@@ -82,8 +100,22 @@ impl App {
             }
             return self.list(ns, raw_ns.to_owned(), q.limit, q.after).await;
         };
-        let store = Arc::clone(&self.store);
         let raw_ns = raw_ns.to_owned();
+        // A read that raises no shadow sighting is answered here, on the async worker, when
+        // the store says it is cheap (`read_now`: a local engine and no sweep due); a record
+        // with many hourly stats is still rendered on a blocking thread. Everything else
+        // (a shadow sighting is a write) goes to a blocking thread.
+        if q.noshadow && !val.is_empty() {
+            if let Some(outcome) = self.store.read_now(&ns, &val, now) {
+                let outcome = outcome?;
+                if matches!(&outcome, ReadOutcome::Found(v) if stats && v.record.stats.len() > INLINE_STATS)
+                {
+                    return blocking(move || answer_read(outcome, raw_ns, val, stats)).await;
+                }
+                return answer_read(outcome, raw_ns, val, stats);
+            }
+        }
+        let store = Arc::clone(&self.store);
         blocking(move || {
             let outcome = if val.is_empty() {
                 match store.count(&ns, now)? {
@@ -96,17 +128,7 @@ impl App {
             if !q.noshadow && !val.is_empty() {
                 store.shadow(&[(&ns, &val)], now)?;
             }
-            match outcome {
-                ReadOutcome::Found(v) => Ok(to_json(StatusCode::OK, &view_json(&v, stats))),
-                ReadOutcome::NoValue => Err(ApiError::ValueNotFound {
-                    namespace: raw_ns,
-                    value: val,
-                }),
-                ReadOutcome::NoNamespace => Err(ApiError::PathNotFound {
-                    namespace: raw_ns,
-                    value: val,
-                }),
-            }
+            answer_read(outcome, raw_ns, val, stats)
         })
         .await
     }

@@ -194,6 +194,35 @@ fn ttl_zero_clears<E: Harness>() {
     assert_eq!(s.sweep(T0 + 1000).expect("sweep"), 0);
 }
 
+/// `read_now` answers like `read` while no sweep is due, and declines (so the caller reads on
+/// a blocking thread, where the read sweeps) once one is: it never sweeps, which writes.
+fn read_now_declines_a_due_sweep<E: Harness>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open::<E>(dir.path());
+    let a = ns("t");
+    write1(&s, &a, "kept", T0);
+    let mut op = WriteOp::new(&a, "v", T0);
+    op.ttl = Some(60);
+    let _ = s.write(&[op], T0).expect("write");
+    let now = s
+        .read_now(&a, "kept", T0 + 59)
+        .expect("no sweep due")
+        .expect("read");
+    assert_eq!(now, s.read(&a, "kept", T0 + 59).expect("read"));
+    assert_eq!(found(now).record.count, 1);
+    assert!(s.read_now(&a, "kept", T0 + 60).is_none(), "a sweep is due");
+    assert!(s.read_now(&a, "v", T0 + 60).is_none(), "a sweep is due");
+    // The blocking read sweeps; after it nothing is due and read_now answers again.
+    assert_eq!(
+        s.read(&a, "v", T0 + 60).expect("read"),
+        ReadOutcome::NoValue
+    );
+    assert_eq!(
+        s.read_now(&a, "v", T0 + 60).expect("swept").expect("read"),
+        ReadOutcome::NoValue
+    );
+}
+
 fn value_formats<E: Harness>() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open::<E>(dir.path());
@@ -667,6 +696,10 @@ macro_rules! suite {
         #[test]
         fn ttl_zero_clears() {
             super::ttl_zero_clears::<$engine>();
+        }
+        #[test]
+        fn read_now_declines_a_due_sweep() {
+            super::read_now_declines_a_due_sweep::<$engine>();
         }
         #[test]
         fn value_formats() {
