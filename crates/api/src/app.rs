@@ -35,6 +35,8 @@ pub struct App {
     pub store: Arc<dyn SightingStore>,
     /// API keys of both APIs: the configuration's and the runtime ones.
     pub keys: KeyRing,
+    /// The queue of single writes (`GET /w`) in front of the store's writer thread.
+    pub writer: crate::writer::Writer,
     /// Recent writes.
     pub latest: Latest,
     /// Largest body accepted.

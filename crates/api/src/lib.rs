@@ -51,6 +51,7 @@ pub mod router;
 pub mod server;
 pub mod status;
 pub mod tls;
+pub mod writer;
 
 /// The OpenAPI 3 document served at `/_api/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");

@@ -62,6 +62,9 @@ pub enum BootError {
     /// The runtime API keys cannot be read.
     #[error("{0}")]
     Keys(String),
+    /// A thread of the server could not be started.
+    #[error("starting the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
     /// The admin key file is unusable.
     #[error("admin key file {path}: {reason}")]
     AdminKey {
@@ -224,6 +227,8 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     });
     let dns_counters = Arc::new(std::sync::OnceLock::new());
     let app = Arc::new(App {
+        writer: sighthub_api::writer::Writer::start(Arc::clone(&store) as Arc<dyn SightingStore>)
+            .map_err(|e| BootError::Thread("sighting-writer", e))?,
         store: Arc::clone(&store) as Arc<dyn SightingStore>,
         keys,
         latest: Latest::new(cfg.latest_writes),

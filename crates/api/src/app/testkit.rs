@@ -51,8 +51,10 @@ pub fn app(dir: &Path, exchange: Exchange, keys: &[(&str, &str)]) -> Arc<App> {
     for (key, grants) in keys {
         auth.add_key(key, KeyGrants::parse(grants).expect("grants"));
     }
+    let store = Arc::new(store) as Arc<dyn SightingStore>;
     Arc::new(App {
-        store: Arc::new(store) as Arc<dyn SightingStore>,
+        writer: crate::writer::Writer::start(Arc::clone(&store)).expect("writer thread"),
+        store,
         keys: crate::keyring::KeyRing::open(auth, Some(dir)).expect("key ring"),
         latest: Latest::new(100),
         max_body_bytes: 4096,

@@ -1,6 +1,7 @@
-//! `GET /w/{namespace}`: one sighting, answered once it is durable.
+//! `GET /w/{namespace}`: one sighting, queued to the writer thread ([`crate::writer`]) and
+//! answered once it is durable.
 
-use super::{blocking, guard_private, parse_ns, resolve_ts, to_json, Resp};
+use super::{guard_private, parse_ns, resolve_ts, to_json, Resp};
 use crate::app::{now, App};
 use crate::auth::OwnedCaller;
 use crate::error::{Access, ApiError};
@@ -8,7 +9,6 @@ use crate::query::Query;
 use hyper::StatusCode;
 use serde_json::json;
 use sighthub_store::WriteOp;
-use std::sync::Arc;
 
 impl App {
     pub(crate) async fn write_one(
@@ -33,23 +33,11 @@ impl App {
             tags: q.tags.as_deref(),
         }
         .check(self.store.limits())?;
-        let store = Arc::clone(&self.store);
-        let (outcome, ticket, ns, stored) = blocking(move || {
-            let op = WriteOp {
-                namespace: &ns,
-                value: &val,
-                timestamp: ts,
-                ttl: q.ttl,
-                tags: q.tags.as_deref(),
-            };
-            let (mut out, ticket) = store.write(&[op], now)?;
-            let outcome = out
-                .pop()
-                .ok_or(ApiError::Internal("a write gave no outcome"))?;
-            let stored = store.format(&ns).encode(&val).into_owned();
-            Ok((outcome, ticket, ns, stored))
-        })
-        .await?;
+        let stored = self.store.format(&ns).encode(&val).into_owned();
+        let (outcome, ticket) = self
+            .writer
+            .write(ns.clone(), val, ts, q.ttl, q.tags)
+            .await?;
         self.store.durability().wait(ticket).await?;
         let outcome = outcome?;
         self.latest.record([(ns.as_str(), stored)], now);
