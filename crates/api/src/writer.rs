@@ -1,4 +1,5 @@
-//! The single-write queue: one thread applies the sightings of `GET /w` in batches.
+//! The single-write queue: one thread applies the sightings of `GET /w`, and the shadow
+//! sightings of single reads, in batches.
 //!
 //! A `/w` used to hand its write to a blocking thread of its own. Under load that is a thread
 //! wake-up and a context switch per request, which the profile showed as the largest cost of a
@@ -6,7 +7,10 @@
 //! ([`QUEUE`]); one thread (`sighting-writer`) takes everything queued, up to [`MAX_BATCH`],
 //! applies it with one [`SightingStore::write`] (one hold of the writer lock, one engine batch,
 //! one ticket) and answers each request through its own reply channel. While requests keep
-//! coming the thread never sleeps, so the wake-ups are paid per batch, not per request.
+//! coming the thread never sleeps, so the wake-ups are paid per batch, not per request. The
+//! shadow sighting a `GET /r` raises goes the same way ([`Writer::shadow`]), applied with one
+//! [`SightingStore::shadow`] per batch, so a read answered on the async worker
+//! ([`SightingStore::read_now`]) needs no blocking thread either.
 //!
 //! Nothing of the write's rules moves: the store applies the items in arrival order, refuses an
 //! item on its own ([`sighthub_store::ItemError`]), and every request still waits for its
@@ -28,6 +32,22 @@ pub const QUEUE: usize = 4096;
 /// What a queued write gets back: its outcome (or why the store refused the item) and the
 /// ticket to wait for.
 pub type Written = (Result<WriteOutcome, ItemError>, Ticket);
+
+/// One job of the writer thread.
+enum Job {
+    /// A sighting (`GET /w`).
+    Write(Queued),
+    /// A shadow sighting of a read, answered once applied (not waited for durability, as
+    /// [`SightingStore::shadow`] says).
+    Shadow {
+        namespace: Namespace,
+        value: String,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+}
+
+/// A queued shadow sighting: where, what, and where to answer.
+type ShadowJob = (Namespace, String, oneshot::Sender<Result<(), ApiError>>);
 
 /// One sighting to write, with where to answer.
 struct Queued {
@@ -53,7 +73,7 @@ impl Queued {
 
 /// The queue in front of the writer thread; the thread ends when the queue is dropped.
 pub struct Writer {
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl Writer {
@@ -85,8 +105,31 @@ impl Writer {
             tags,
             reply,
         };
+        self.send(Job::Write(queued), answer).await
+    }
+
+    /// Queues the shadow sighting of a read of `value` in `namespace` and waits until it is
+    /// applied, so a later read of `_shadow/` sees it.
+    pub async fn shadow(&self, namespace: Namespace, value: String) -> Result<(), ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            Job::Shadow {
+                namespace,
+                value,
+                reply,
+            },
+            answer,
+        )
+        .await
+    }
+
+    async fn send<T>(
+        &self,
+        job: Job,
+        answer: oneshot::Receiver<Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
         self.tx
-            .send(queued)
+            .send(job)
             .await
             .map_err(|_| ApiError::Internal("the sighting writer has stopped"))?;
         answer
@@ -96,18 +139,30 @@ impl Writer {
 }
 
 /// The writer thread: drain, apply, answer, until every sender is gone.
-fn run(store: &dyn SightingStore, mut rx: mpsc::Receiver<Queued>) {
+fn run(store: &dyn SightingStore, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
-        let mut batch = Vec::with_capacity(16);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(q) => batch.push(q),
-                Err(_) => break,
+        let (mut writes, mut shadows) = (Vec::with_capacity(16), Vec::new());
+        let mut job = Some(first);
+        while let Some(j) = job.take() {
+            match j {
+                Job::Write(q) => writes.push(q),
+                Job::Shadow {
+                    namespace,
+                    value,
+                    reply,
+                } => shadows.push((namespace, value, reply)),
+            }
+            if writes.len() + shadows.len() < MAX_BATCH {
+                job = rx.try_recv().ok();
             }
         }
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            apply(store, batch);
+            if !writes.is_empty() {
+                apply(store, writes);
+            }
+            if !shadows.is_empty() {
+                apply_shadows(store, shadows);
+            }
         }));
         if applied.is_err() {
             // The batch's reply senders were dropped with it: each request answers 500.
@@ -157,6 +212,31 @@ fn apply(store: &dyn SightingStore, batch: Vec<Queued>) {
     }
 }
 
+/// Applies the shadow sightings of a batch and answers each read.
+fn apply_shadows(store: &dyn SightingStore, shadows: Vec<ShadowJob>) {
+    let now = crate::app::now();
+    let reads: Vec<(&Namespace, &str)> = shadows.iter().map(|(n, v, _)| (n, v.as_str())).collect();
+    let result = store.shadow(&reads, now);
+    drop(reads);
+    match result {
+        Ok(()) => {
+            for (_, _, reply) in shadows {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Err(e) if shadows.len() == 1 => {
+            if let Some((_, _, reply)) = shadows.into_iter().next() {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+        Err(_) => {
+            for (n, v, reply) in shadows {
+                let _ = reply.send(store.shadow(&[(&n, &v)], now).map_err(ApiError::from));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -198,6 +278,32 @@ mod test {
                 other => panic!("v{i}: {other:?}"),
             };
             assert_eq!(v.record.count, 4);
+        }
+    }
+
+    /// Shadow sightings queued by concurrent reads are all applied before each read is
+    /// answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_shadows_are_applied_before_the_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn SightingStore> =
+            Arc::new(FjallStore::open(dir.path(), StoreOptions::default()).expect("open"));
+        let writer = Arc::new(Writer::start(Arc::clone(&store)).expect("start"));
+        let ns = Namespace::parse("t/r").expect("ns");
+        let tasks: Vec<_> = (0..200u32)
+            .map(|i| {
+                let (w, ns) = (Arc::clone(&writer), ns.clone());
+                tokio::spawn(async move { w.shadow(ns, format!("v{}", i % 50)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join").expect("applied");
+        }
+        let now = crate::app::now();
+        assert_eq!(store.count(&ns.shadow(), now).expect("count"), Some(50));
+        match store.read(&ns.shadow(), "v7", now).expect("read") {
+            sighthub_store::ReadOutcome::Found(v) => assert_eq!(v.record.count, 4),
+            other => panic!("{other:?}"),
         }
     }
 

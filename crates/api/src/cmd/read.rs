@@ -101,13 +101,17 @@ impl App {
             return self.list(ns, raw_ns.to_owned(), q.limit, q.after).await;
         };
         let raw_ns = raw_ns.to_owned();
-        // A read that raises no shadow sighting is answered here, on the async worker, when
-        // the store says it is cheap (`read_now`: a local engine and no sweep due); a record
-        // with many hourly stats is still rendered on a blocking thread. Everything else
-        // (a shadow sighting is a write) goes to a blocking thread.
-        if q.noshadow && !val.is_empty() {
+        // A read is answered here, on the async worker, when the store says it is cheap
+        // (`read_now`: a local engine and no sweep due); its shadow sighting (a write) is
+        // queued to the writer thread and applied before the answer; a record with many
+        // hourly stats is still rendered on a blocking thread. Otherwise the whole read goes
+        // to a blocking thread.
+        if !val.is_empty() {
             if let Some(outcome) = self.store.read_now(&ns, &val, now) {
                 let outcome = outcome?;
+                if !q.noshadow {
+                    self.writer.shadow(ns.clone(), val.clone()).await?;
+                }
                 if matches!(&outcome, ReadOutcome::Found(v) if stats && v.record.stats.len() > INLINE_STATS)
                 {
                     return blocking(move || answer_read(outcome, raw_ns, val, stats)).await;
