@@ -168,8 +168,8 @@ impl App {
                     if !item.noshadow && !item.value.is_empty() {
                         shadows.push((ns, &item.value));
                     }
-                    match outcome {
-                        ReadOutcome::Found(v) => {
+                    match super::found(outcome, &item.namespace, &item.value) {
+                        Ok(v) => {
                             answer_bytes =
                                 answer_bytes.saturating_add(v.record.approx_bytes(v.value.len()));
                             if answer_bytes > self.limits.max_page_bytes {
@@ -178,16 +178,7 @@ impl App {
                             *slot = Some(ReadEntry::View(v));
                             continue;
                         }
-                        ReadOutcome::NoValue => ApiError::ValueNotFound {
-                            namespace: item.namespace.to_string(),
-                            value: item.value.to_string(),
-                        }
-                        .body(),
-                        ReadOutcome::NoNamespace => ApiError::PathNotFound {
-                            namespace: item.namespace.to_string(),
-                            value: item.value.to_string(),
-                        }
-                        .body(),
+                        Err(miss) => miss.body(),
                     }
                 }
             };

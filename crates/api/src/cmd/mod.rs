@@ -46,7 +46,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use serde::Serialize;
-use sighthub_store::{Namespace, View};
+use sighthub_store::{Namespace, ReadOutcome, View};
 
 /// The response every handler answers.
 pub type Resp = Response<Full<Bytes>>;
@@ -106,6 +106,23 @@ pub(crate) fn guard_private(ns: &Namespace) -> Result<(), ApiError> {
         Err(ApiError::PrivateNamespace(ns.first_segment().to_owned()))
     } else {
         Ok(())
+    }
+}
+
+/// The value a read found, or the one answer to a miss, as SightingDB words it: "Value not
+/// found" when the namespace exists, "Path not found" when it does not. Every read handler
+/// (`/r`, `/rs`, `/rb`, `/stix`) answers misses through it.
+pub(crate) fn found(outcome: ReadOutcome, namespace: &str, value: &str) -> Result<View, ApiError> {
+    match outcome {
+        ReadOutcome::Found(v) => Ok(v),
+        ReadOutcome::NoValue => Err(ApiError::ValueNotFound {
+            namespace: namespace.to_owned(),
+            value: value.to_owned(),
+        }),
+        ReadOutcome::NoNamespace => Err(ApiError::PathNotFound {
+            namespace: namespace.to_owned(),
+            value: value.to_owned(),
+        }),
     }
 }
 

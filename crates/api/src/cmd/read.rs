@@ -1,7 +1,7 @@
 //! `GET /r/{namespace}` and `GET /rs/{namespace}`: one value (with or without hourly stats),
 //! a listing (paged with `limit=`/`after=`), or a count; and `GET /_api/who`.
 
-use super::{blocking, parse_ns, to_json, view_json, Resp, ViewJson};
+use super::{blocking, found, parse_ns, to_json, view_json, Resp, ViewJson};
 use crate::app::{now, App};
 use crate::auth::OwnedCaller;
 use crate::error::{Access, ApiError};
@@ -28,11 +28,8 @@ fn answer_read(
     value: String,
     stats: bool,
 ) -> Result<Resp, ApiError> {
-    match outcome {
-        ReadOutcome::Found(v) => Ok(to_json(StatusCode::OK, &view_json(&v, stats))),
-        ReadOutcome::NoValue => Err(ApiError::ValueNotFound { namespace, value }),
-        ReadOutcome::NoNamespace => Err(ApiError::PathNotFound { namespace, value }),
-    }
+    let v = found(outcome, &namespace, &value)?;
+    Ok(to_json(StatusCode::OK, &view_json(&v, stats)))
 }
 
 /// The answer to SightingDB's galaxy and tier routes and `?for_merge`.

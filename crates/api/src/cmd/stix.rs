@@ -28,7 +28,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use sighthub_stix::export::Value as StixValue;
 use sighthub_stix::{Exporter, Settings, Untyped};
-use sighthub_store::{ItemError, Namespace, ReadOutcome, SightingStore, View};
+use sighthub_store::{ItemError, Namespace, SightingStore, View};
 use std::sync::Arc;
 
 /// Values exported when `limit` is not given.
@@ -253,26 +253,17 @@ impl App {
             if val.is_empty() {
                 return Err(ApiError::Item(ItemError::EmptyValue));
             }
-            return blocking(move || match app.store.read(&ns, &val, now())? {
-                ReadOutcome::Found(v) => {
-                    let key = Exporter::value_key(ns.as_str(), &val);
-                    let mut ex = Exporter::new(&Settings::default(), untyped, &key);
-                    ex.push(ns.as_str(), &stix_value(&v));
-                    Ok(answer(Outcome {
-                        done: ex.finish(),
-                        namespaces: 1,
-                        truncated: false,
-                        missing: Vec::new(),
-                    }))
-                }
-                ReadOutcome::NoValue => Err(ApiError::ValueNotFound {
-                    namespace: raw_ns,
-                    value: val,
-                }),
-                ReadOutcome::NoNamespace => Err(ApiError::PathNotFound {
-                    namespace: raw_ns,
-                    value: val,
-                }),
+            return blocking(move || {
+                let v = super::found(app.store.read(&ns, &val, now())?, &raw_ns, &val)?;
+                let key = Exporter::value_key(ns.as_str(), &val);
+                let mut ex = Exporter::new(&Settings::default(), untyped, &key);
+                ex.push(ns.as_str(), &stix_value(&v));
+                Ok(answer(Outcome {
+                    done: ex.finish(),
+                    namespaces: 1,
+                    truncated: false,
+                    missing: Vec::new(),
+                }))
             })
             .await;
         }
