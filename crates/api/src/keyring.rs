@@ -136,9 +136,8 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 
 /// `n` random bytes, hex.
 pub fn random_hex(n: usize) -> Result<String, ApiError> {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).map_err(|_| ApiError::Internal("no randomness for a key"))?;
-    Ok(hex(&b))
+    sighthub_storage::secret::random_hex(n)
+        .map_err(|_| ApiError::Internal("no randomness for a key"))
 }
 
 /// The exchange grants of a stored exchange field.

@@ -362,9 +362,7 @@ fn load_or_make_admin_key(path: &Path) -> Result<(String, bool), BootError> {
         }
         return Ok((key, false));
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| err(e.to_string()))?;
-    let key = hex::encode(bytes);
+    let key = sighthub_storage::secret::fresh_key().map_err(|e| err(e.to_string()))?;
     sighthub_api::tls::write_private(path, format!("{key}\n").as_bytes()).map_err(|e| {
         match (&e, path.parent()) {
             (sighthub_api::tls::TlsError::Io { source, .. }, Some(dir))

@@ -54,9 +54,7 @@ pub enum InviteError {
 
 /// A fresh key: 32 random bytes, hex.
 pub fn fresh_key() -> Result<String, InviteError> {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| InviteError::Random(e.to_string()))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    sighthub_storage::secret::fresh_key().map_err(|e| InviteError::Random(e.to_string()))
 }
 
 /// Checks a url and a peer name as `[relay]` would.

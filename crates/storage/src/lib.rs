@@ -12,6 +12,7 @@
 //!   persist step) and [`journal::seal`] (a clean shutdown with nothing left to replay).
 //! - [`file`]: small files replaced atomically and durably ([`file::replace_durably`]).
 //! - [`stats`]: a fjall database's own activity (memtables, flushes, compactions, journals).
+//! - [`secret`]: the one generator of the keys and tokens the server makes.
 //! - [`error`]: the crate's typed errors.
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
@@ -20,6 +21,7 @@ pub mod commit;
 pub mod error;
 pub mod file;
 pub mod journal;
+pub mod secret;
 pub mod stats;
 
 pub use commit::{CommitStats, GroupCommit, HistogramSnapshot, PersistFn, Ticket};
