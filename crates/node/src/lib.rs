@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod backend;
 pub mod boot;
 pub mod config;
 pub mod peering;
@@ -39,7 +40,7 @@ pub use sighthub_relay as relay;
 
 use sighthub_api::server::{ConnLimits, Server};
 use sighthub_api::App;
-use sighthub_store::{FjallStore, SightingStore, Ticket};
+use sighthub_store::{SightingStore, Ticket};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ pub struct Node {
     /// The HTTP edge's state (handlers of both APIs).
     pub app: Arc<App>,
     /// The sighting store.
-    pub store: Arc<FjallStore>,
+    pub store: Arc<backend::NodeStore>,
     /// The IEP04 exchange (disabled when `[exchange] enabled = false`).
     pub exchange: sighthub_exchange::Exchange,
     /// TLS acceptor, unless plain HTTP.

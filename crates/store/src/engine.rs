@@ -99,7 +99,7 @@ pub struct RecordWrite {
     pub value: Option<Vec<u8>>,
     /// What the record was when the rules layer read it: `Some(None)` absent, `Some(bytes)`
     /// those bytes, `None` not checked (the engine said it does not check, see
-    /// [`Engine::CHECKS_PRIORS`]).
+    /// [`Engine::checks_priors`]).
     pub prior: Option<Option<Vec<u8>>>,
 }
 
@@ -232,7 +232,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether [`Engine::apply`] checks each record's [`RecordWrite::prior`] (an engine that
     /// several processes write). When false, the rules layer does not collect them (one
     /// process holds the data, and its writer lock serialises read-modify-write).
-    const CHECKS_PRIORS: bool = false;
+    fn checks_priors(&self) -> bool {
+        false
+    }
 
     /// The value under `key` in `space`.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Self::Value>>;

@@ -121,7 +121,7 @@ const ROUND: usize = 10_000;
 struct Overlay {
     records: FxHashMap<Vec<u8>, Option<Record>>,
     /// What each record was when first read from the engine (only for an engine that
-    /// checks priors, [`Engine::CHECKS_PRIORS`]).
+    /// checks priors, [`Engine::checks_priors`]).
     priors: FxHashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Count increments: (stored value, namespace) → delta.
     counts: FxHashMap<(String, String), i64>,
@@ -181,7 +181,9 @@ impl Overlay {
         }
         for ((stored, ns), d) in self.counts {
             if d != 0 {
-                group(&mut groups, stored.as_bytes()).counts.push((ns.into_bytes(), d));
+                group(&mut groups, stored.as_bytes())
+                    .counts
+                    .push((ns.into_bytes(), d));
             }
         }
         let mut groups: Vec<Group> = groups.into_values().collect();
@@ -394,7 +396,7 @@ impl<E: Engine> Sightings<E> {
             Some(v) => Some(Record::decode(v.as_ref())?),
             None => None,
         };
-        if E::CHECKS_PRIORS {
+        if self.engine.checks_priors() {
             ov.priors
                 .entry(key.to_vec())
                 .or_insert_with(|| raw.map(|v| v.as_ref().to_vec()));
@@ -404,8 +406,8 @@ impl<E: Engine> Sightings<E> {
 
     /// Notes what a record was when the caller read it some other way (a scan), for an
     /// engine that checks priors.
-    fn saw_record(ov: &mut Overlay, key: &[u8], raw: &[u8]) {
-        if E::CHECKS_PRIORS {
+    fn saw_record(&self, ov: &mut Overlay, key: &[u8], raw: &[u8]) {
+        if self.engine.checks_priors() {
             ov.priors
                 .entry(key.to_vec())
                 .or_insert_with(|| Some(raw.to_vec()));
@@ -471,7 +473,11 @@ impl<E: Engine> Sightings<E> {
     /// The stored form of an operation's value: a shadow sighting records a lookup, so it
     /// keeps what was looked up; a write keeps the namespace's format of the value.
     fn op_stored<'v>(&self, op: &WriteOp<'v>) -> std::borrow::Cow<'v, str> {
-        if op.namespace.as_str().starts_with(crate::namespace::SHADOW_PREFIX) {
+        if op
+            .namespace
+            .as_str()
+            .starts_with(crate::namespace::SHADOW_PREFIX)
+        {
             self.lookup_value(op.namespace, op.value)
         } else {
             self.stored_value(op.namespace, op.value)
@@ -866,7 +872,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
                 |k, v| {
                     let rec = Record::decode(v)?;
                     let (_, stored) = split_skey(k).ok_or(Error::Corrupt("sightings key"))?;
-                    Self::saw_record(&mut ov, k, v);
+                    self.saw_record(&mut ov, k, v);
                     self.remove_value(&mut ov, ns, stored, &rec)?;
                     last = Some(k.to_vec());
                     n += 1;
@@ -965,7 +971,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
     fn sweep(&self, now: i64) -> Result<usize> {
         // The periodic sweep also re-reads the value formats, so a format another front end
         // set on a shared engine is seen here within one sweep interval.
-        if E::CHECKS_PRIORS {
+        if self.engine.checks_priors() {
             self.reload_formats()?;
         }
         self.sweep_rounds(now)
