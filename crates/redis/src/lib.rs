@@ -249,14 +249,27 @@ impl RedisEngine {
             let _: String = redis::cmd("PING").query_async(&mut conn).await?;
             Ok::<_, RedisError>(conn)
         };
-        let conn = rt
-            .block_on(async {
-                tokio::time::timeout(timeout.saturating_mul(2), connect)
-                    .await
-                    .map_err(|_| "timed out".to_owned())?
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(connect_err)?;
+        // Spawned and waited for on a channel, not `block_on`: `open` may be called on a
+        // thread that runs another runtime.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let r = match tokio::time::timeout(timeout.saturating_mul(2), connect).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            };
+            let _ = tx.send(r);
+        });
+        let conn = match rx
+            .recv()
+            .map_err(|_| "the client runtime stopped".to_owned())
+            .and_then(|r| r)
+        {
+            Ok(c) => c,
+            Err(why) => {
+                rt.shutdown_background();
+                return Err(connect_err(why));
+            }
+        };
         Ok(Self {
             conn,
             prefix: opts.prefix.as_bytes().to_vec(),

@@ -207,7 +207,17 @@ fn split_skey_bytes(k: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// How many times one operation is re-run on fresh reads when another process keeps
 /// changing the same value, before [`Error::Contended`].
-const MAX_ATTEMPTS: usize = 16;
+const MAX_ATTEMPTS: usize = 32;
+
+/// Before re-running after a conflict: a short random pause that grows with the attempts
+/// (at most about 2 ms), so two front ends racing on one value stop colliding in step.
+fn backoff(attempt: usize) {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(attempt);
+    let cap = 50u64 << attempt.min(5);
+    std::thread::sleep(std::time::Duration::from_micros(h.finish() % cap));
+}
 
 /// What [`Sightings::commit_overlay`] did: the ticket, and the stored values whose changes
 /// were not written because another process changed them first.
@@ -640,6 +650,9 @@ impl<E: Engine> Sightings<E> {
             if !more || contended >= MAX_ATTEMPTS {
                 return Ok(moved);
             }
+            if conflicts {
+                backoff(contended);
+            }
         }
     }
 
@@ -728,7 +741,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
         let ttl = (self.opts.shadow_ttl > 0).then_some(self.opts.shadow_ttl);
         let _guard = lock(&self.writer);
         let mut pending: Option<HashSet<String>> = None;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let mut ov = Overlay::default();
             for (shadow_ns, (_, value)) in shadows.iter().zip(reads) {
                 // An over-long value was never stored, so its read records nothing either.
@@ -753,6 +766,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
                 return Ok(());
             }
             pending = Some(done.conflicts);
+            backoff(attempt);
         }
         Err(Error::Contended)
     }
@@ -888,6 +902,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
                 if contended >= MAX_ATTEMPTS {
                     return Err(Error::Contended);
                 }
+                backoff(contended);
                 continue;
             }
             contended = 0;
@@ -998,7 +1013,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
             vec![None; writes.len()];
         let mut pending: Option<HashSet<String>> = None;
         let mut ticket = Ticket::NONE;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let mut ov = Overlay::for_ops(writes.len());
             // Applied in key order (stable: repeats of one value keep their request order, so
             // every outcome is the same as in request order): neighbouring lookups then share
@@ -1044,6 +1059,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
                 return Ok((out, ticket));
             }
             pending = Some(done.conflicts);
+            backoff(attempt);
         }
         Err(Error::Contended)
     }

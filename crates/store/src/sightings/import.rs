@@ -64,7 +64,7 @@ impl<E: Engine> Sightings<E> {
             vec![None; items.len()];
         let mut pending: Option<std::collections::HashSet<String>> = None;
         let mut ticket = Ticket::NONE;
-        for _ in 0..super::MAX_ATTEMPTS {
+        for attempt in 0..super::MAX_ATTEMPTS {
             let mut ov = Overlay::for_ops(items.len());
             for (item, slot) in items.iter().zip(out.iter_mut()) {
                 if pending.is_some()
@@ -97,6 +97,7 @@ impl<E: Engine> Sightings<E> {
                 return Ok((out, ticket));
             }
             pending = Some(done.conflicts);
+            super::backoff(attempt);
         }
         Err(crate::Error::Contended)
     }
