@@ -17,5 +17,6 @@ mod logs;
 mod metrics;
 mod peering;
 mod relay;
+mod scale;
 mod stix;
 mod tls;

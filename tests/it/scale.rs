@@ -1,0 +1,172 @@
+//! Several front ends on one cluster (`[storage] backend = "redis"`): two `sighthub`
+//! processes with their own data directories share one key prefix on the Redis Cluster of
+//! `SIGHTHUB_TEST_REDIS`. Skipped, saying so, when the variable is not set (these tests have no
+//! meaning on the embedded backend, where a data directory belongs to one process).
+
+use crate::common::{client, Fixture, Opts, Server, ADMIN};
+use serde_json::json;
+use std::path::Path;
+
+/// Two front ends on one key prefix, or `None` (with the reason printed) without a cluster.
+fn two_front_ends(dir: &Path) -> Option<(Fixture, Fixture)> {
+    if std::env::var("SIGHTHUB_TEST_REDIS").is_err() {
+        eprintln!("skipped: SIGHTHUB_TEST_REDIS is not set (needs a Redis Cluster)");
+        return None;
+    }
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let first = Fixture::on(&a, &Opts::default());
+    // The second front end reads the first one's prefix: one data set, two processes.
+    std::fs::copy(
+        a.with_extension("redis-prefix"),
+        b.with_extension("redis-prefix"),
+    )
+    .expect("share the prefix");
+    let second = Fixture::on(&b, &Opts::default());
+    Some((first, second))
+}
+
+async fn write(http: &reqwest::Client, server: &Server, path: &str) -> (u16, serde_json::Value) {
+    let resp = http
+        .get(server.url(path))
+        .header("Authorization", ADMIN)
+        .send()
+        .await;
+    match resp {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_through_two_front_ends_keep_exact_counts_and_consensus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((a, b)) = two_front_ends(dir.path()) else {
+        return;
+    };
+    const EACH: usize = 60;
+    let mut tasks = Vec::new();
+    for (i, f) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let url_a = f.server.url("/w/scale/a?val=hot");
+        let url_b = f.server.url("/w/scale/b?val=hot");
+        let http = f.http.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                let url = if (n + i) % 2 == 0 { &url_a } else { &url_b };
+                let r = http
+                    .get(url)
+                    .header("Authorization", ADMIN)
+                    .send()
+                    .await
+                    .expect("write");
+                assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    // Every sighting counted once, whichever front end is asked.
+    for f in [&a, &b] {
+        let (_, ra) = f.get("/r/scale/a?val=hot&noshadow").await;
+        let (_, rb) = f.get("/r/scale/b?val=hot&noshadow").await;
+        assert_eq!(
+            (ra["count"].as_u64(), rb["count"].as_u64()),
+            (Some(2 * EACH as u64), Some(2 * EACH as u64)),
+            "{ra} {rb}"
+        );
+        assert_eq!(
+            (ra["consensus"].clone(), rb["consensus"].clone()),
+            (json!(2), json!(2))
+        );
+        assert_eq!(
+            f.get("/r/scale/a?count").await.1["values"],
+            json!(1),
+            "namespace count"
+        );
+        assert_eq!(f.get("/r/_all?count").await.1["values"], json!(1));
+    }
+}
+
+#[tokio::test]
+async fn a_write_through_one_front_end_is_read_listed_and_deleted_through_the_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((a, b)) = two_front_ends(dir.path()) else {
+        return;
+    };
+    assert_eq!(
+        a.get("/w/shared/ns?val=10.0.0.1&tags=x").await.0,
+        200,
+        "write through a"
+    );
+    a.get("/w/shared/ns?val=10.0.0.2").await;
+    let (s, r) = b.get("/r/shared/ns?val=10.0.0.1&noshadow").await;
+    assert_eq!(
+        (s, r["count"].clone(), r["tags"].clone()),
+        (200, json!(1), json!("x"))
+    );
+    let (_, list) = b.get("/r/shared/ns").await;
+    assert_eq!(
+        list["attributes"].as_array().map(Vec::len),
+        Some(2),
+        "{list}"
+    );
+    assert_eq!(b.get("/d/shared/ns").await.0, 200);
+    assert_eq!(a.get("/r/shared/ns?val=10.0.0.1&noshadow").await.0, 404);
+    // Its consensus went with it: no value is left in `_all`.
+    assert_eq!(a.get("/r/_all?val=10.0.0.1&noshadow").await.0, 404);
+}
+
+#[tokio::test]
+async fn killing_one_front_end_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((a, b)) = two_front_ends(dir.path()) else {
+        return;
+    };
+    let http = client();
+    let mut acked = 0u64;
+    let mut answered = 0u64;
+    // Writes through `a`, several in flight, until `a` is killed in the middle of them.
+    let mut inflight = tokio::task::JoinSet::new();
+    for n in 0..400u64 {
+        let (http, url) = (
+            http.clone(),
+            a.server.url(&format!("/w/kill/ns?val=v{}", n % 10)),
+        );
+        inflight.spawn(async move {
+            let r = http.get(url).header("Authorization", ADMIN).send().await;
+            matches!(r, Ok(r) if r.status().as_u16() == 200)
+        });
+        if inflight.len() >= 8 {
+            if let Some(Ok(ok)) = inflight.join_next().await {
+                answered += 1;
+                acked += u64::from(ok);
+            }
+        }
+        if answered == 150 {
+            break;
+        }
+    }
+    let Fixture { server, .. } = a;
+    server.kill9();
+    let mut unknown = 0u64;
+    while let Some(r) = inflight.join_next().await {
+        match r {
+            Ok(true) => acked += 1,
+            _ => unknown += 1,
+        }
+    }
+    let mut total = 0u64;
+    for v in 0..10 {
+        let (s, r) = write(&b.http, &b.server, &format!("/r/kill/ns?val=v{v}&noshadow")).await;
+        if s == 200 {
+            total += r["count"].as_u64().unwrap_or(0);
+        }
+    }
+    assert!(
+        total >= acked && total <= acked + unknown,
+        "acknowledged {acked}, unanswered {unknown}, stored {total}"
+    );
+}
