@@ -170,3 +170,150 @@ async fn killing_one_front_end_loses_no_acknowledged_write() {
         "acknowledged {acked}, unanswered {unknown}, stored {total}"
     );
 }
+
+/// The engine itself on the cluster, under a fresh prefix.
+fn engine() -> Option<sighthub_redis::RedisEngine> {
+    let nodes = std::env::var("SIGHTHUB_TEST_REDIS").ok()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = crate::common::redis_storage_lines(&dir.path().join("d"))?;
+    let prefix = lines
+        .lines()
+        .find_map(|l| l.strip_prefix("prefix = "))
+        .map(|p| p.trim_matches('"').to_owned())
+        .expect("prefix");
+    let opts = sighthub_redis::RedisOptions {
+        nodes: nodes.split(',').map(str::to_owned).collect(),
+        prefix,
+        ..Default::default()
+    };
+    Some(sighthub_redis::RedisEngine::open(&opts).expect("open the engine"))
+}
+
+#[test]
+fn engine_reports_conflicting_groups_and_applies_the_others() {
+    use sighthub_store::engine::{Batch, Engine, Group, RecordWrite, Space};
+    let Some(e) = engine() else {
+        eprintln!("skipped: SIGHTHUB_TEST_REDIS is not set (needs a Redis Cluster)");
+        return;
+    };
+    let create = |v: &str, prior: Option<Option<Vec<u8>>>| Group {
+        value: v.as_bytes().to_vec(),
+        records: vec![RecordWrite {
+            key: format!("ns\0{v}").into_bytes(),
+            value: Some(b"rec".to_vec()),
+            prior,
+        }],
+        counts: vec![(b"ns".to_vec(), 1)],
+        expiry_removed: Vec::new(),
+    };
+    let first = e
+        .apply(Batch {
+            groups: vec![create("a", Some(None))],
+            ..Batch::default()
+        })
+        .expect("apply");
+    assert!(first.conflicts.is_empty());
+    // "a" exists now, so a second creation conflicts; "b" is new and applies; the marker
+    // waits for a batch without conflicts.
+    let second = e
+        .apply(Batch {
+            groups: vec![create("a", Some(None)), create("b", Some(None))],
+            markers: vec![(b"m".to_vec(), b"1".to_vec())],
+            ..Batch::default()
+        })
+        .expect("apply");
+    assert_eq!(second.conflicts, vec![b"a".to_vec()]);
+    assert_eq!(
+        e.get(Space::Counts, b"ns").expect("count"),
+        Some(2u64.to_le_bytes().to_vec()),
+        "the conflicted group's increment was not applied"
+    );
+    assert!(e.get(Space::Markers, b"m").expect("marker").is_none());
+    assert_eq!(
+        e.get(Space::Sightings, b"ns\0b").expect("get"),
+        Some(b"rec".to_vec())
+    );
+}
+
+#[test]
+fn leases_are_exclusive_renewable_and_taken_over_once_expired() {
+    let Some(e) = engine() else {
+        eprintln!("skipped: SIGHTHUB_TEST_REDIS is not set (needs a Redis Cluster)");
+        return;
+    };
+    use sighthub_store::engine::Engine;
+    assert!(e.lease("job", "front-a", 60_000).expect("lease"));
+    assert!(!e.lease("job", "front-b", 60_000).expect("lease"));
+    assert!(e.lease("job", "front-a", 60_000).expect("renewed"));
+    assert!(e.lease("short", "front-a", 50).expect("lease"));
+    // front-a stops renewing: front-b gets the lease once it expired (bounded wait).
+    let mut taken = false;
+    for _ in 0..200 {
+        if e.lease("short", "front-b", 60_000).expect("lease") {
+            taken = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(taken, "the expired lease was never taken over");
+    assert!(!e.lease("short", "front-a", 60_000).expect("lease"));
+}
+
+#[test]
+fn large_namespaces_page_count_and_delete_in_order() {
+    use sighthub_store::{Namespace, SightingStore, StoreOptions, WriteOp};
+    let Some(e) = engine() else {
+        eprintln!("skipped: SIGHTHUB_TEST_REDIS is not set (needs a Redis Cluster)");
+        return;
+    };
+    let store = sighthub_store::Sightings::new(e, StoreOptions::default()).expect("store");
+    let ns = Namespace::parse("big/ns").expect("ns");
+    let values: Vec<String> = (0..1300).map(|i| format!("v{i:05}")).collect();
+    let ops: Vec<WriteOp<'_>> = values
+        .iter()
+        .map(|v| WriteOp::new(&ns, v, 1_700_000_000))
+        .collect();
+    let (out, _) = store.write(&ops, 1_700_000_000).expect("write");
+    assert!(out.iter().all(Result::is_ok));
+    assert_eq!(store.count(&ns, 1_700_000_000).expect("count"), Some(1300));
+    // More than one index page (512) per listing page, in value order, then the rest.
+    let page = store
+        .list(&ns, None, 1100, usize::MAX, 1_700_000_000)
+        .expect("list")
+        .expect("namespace");
+    let got: Vec<&str> = page.items.iter().map(|v| v.value.as_str()).collect();
+    let want: Vec<&str> = values.iter().take(1100).map(String::as_str).collect();
+    assert_eq!(got, want);
+    let rest = store
+        .list(&ns, page.next.as_deref(), 1100, usize::MAX, 1_700_000_000)
+        .expect("list")
+        .expect("namespace");
+    assert_eq!(rest.items.len(), 200);
+    assert!(rest.next.is_none());
+    let (deleted, _) = store.delete(&ns, 1_700_000_000).expect("delete");
+    assert!(deleted);
+    assert_eq!(store.count(&ns, 1_700_000_000).expect("count"), None);
+    assert_eq!(
+        store
+            .count(&Namespace::parse("_all").expect("ns"), 1_700_000_000)
+            .expect("count"),
+        None
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_is_a_clear_error_at_start() {
+    let port = crate::common::free_port();
+    let opts = sighthub_redis::RedisOptions {
+        nodes: vec![format!("127.0.0.1:{port}")],
+        connect_timeout_ms: 500,
+        response_timeout_ms: 500,
+        ..Default::default()
+    };
+    let err = sighthub_redis::RedisEngine::open(&opts).expect_err("nothing listens there");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot reach the Redis cluster") && text.contains(&port.to_string()),
+        "{text}"
+    );
+}

@@ -100,6 +100,13 @@ impl Engine for Backend {
         }
     }
 
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        match self {
+            Self::Embedded(e) => e.lease(name, holder, ttl_ms),
+            Self::Redis(e) => e.lease(name, holder, ttl_ms),
+        }
+    }
+
     fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {
         match self {
             Self::Embedded(e) => e.engine_stats(),

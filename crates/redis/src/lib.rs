@@ -26,6 +26,7 @@
 //! - **Expiry index** ([`Space::Expiry`]): the sorted set `P expiry` of the rules' expiry
 //!   keys (big-endian time first, so lexical order is time order).
 //! - **Markers** ([`Space::Markers`]): `P m:<key>` → value; never scanned.
+//! - **Leases**: `P lease:<name>` → holder id, with a expiry (`SET … PX`, [`LEASE`]).
 //!
 //! ## Applying a batch
 //! In the order the seam's docs ask of a non-transactional engine: expiry insertions and
@@ -98,6 +99,17 @@ for i = 1, #ARGV, 2 do
   if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[i]) end
 end
 return 1
+";
+
+/// A lease (`KEYS[1]`): taken when free or already ours (`ARGV[1]`), for `ARGV[2]` ms.
+/// 1 when held, 0 when another holder has it.
+pub const LEASE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
 ";
 
 /// Members fetched per `ZRANGEBYLEX` page of a scan.
@@ -178,6 +190,7 @@ pub struct RedisEngine {
     prefix: Vec<u8>,
     cas: Script,
     count: Script,
+    lease: Script,
     wait_replicas: u32,
     wait_timeout_ms: u64,
     timeout: Duration,
@@ -275,6 +288,7 @@ impl RedisEngine {
             prefix: opts.prefix.as_bytes().to_vec(),
             cas: Script::new(CAS),
             count: Script::new(COUNT),
+            lease: Script::new(LEASE),
             wait_replicas: opts.wait_replicas,
             wait_timeout_ms: opts.wait_timeout_ms,
             timeout,
@@ -714,6 +728,19 @@ impl Engine for RedisEngine {
             }
             Space::Sightings => self.scan_records(start, end, limit, visit),
         }
+    }
+
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        let key = self.key(b"lease:", name.as_bytes());
+        let (holder, script) = (holder.to_owned(), self.lease.clone());
+        self.run(move |mut c| async move {
+            let mut inv = script.prepare_invoke();
+            inv.key(key).arg(holder).arg(ttl_ms.max(1));
+            inv.invoke_async::<i64>(&mut c)
+                .await
+                .map(|n| n == 1)
+                .map_err(unavailable)
+        })
     }
 
     fn durability(&self) -> Durability<'_> {

@@ -265,6 +265,13 @@ pub trait Engine: Send + Sync + 'static {
     /// How this engine's tickets become durable.
     fn durability(&self) -> Durability<'_>;
 
+    /// Takes or renews a lease (see `SightingStore::lease`). An engine that one process
+    /// holds grants every lease.
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        let _ = (name, holder, ttl_ms);
+        Ok(true)
+    }
+
     /// The engine's own activity (memtables, flushes, compactions, journals, disk); `None`
     /// for an engine without such a thing.
     fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {

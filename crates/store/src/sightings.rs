@@ -1071,6 +1071,10 @@ impl<E: Engine> SightingStore for Sightings<E> {
             .map(|v| v.as_ref().to_vec()))
     }
 
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        self.engine.lease(name, holder, ttl_ms)
+    }
+
     fn holders(&self, value: &str, now: i64) -> Result<Vec<(Namespace, View)>> {
         self.sweep_if_due(now)?;
         let mut out = Vec::new();
