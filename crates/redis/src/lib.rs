@@ -55,6 +55,7 @@
 use futures_util::future::join_all;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncCommands, RedisError, Script};
 use sha2::{Digest, Sha256};
 use sighthub_storage::Ticket;
@@ -362,6 +363,32 @@ impl RedisEngine {
     }
 }
 
+/// The cluster slot of a key: CRC16 (XMODEM) of its hash tag (the bytes between the first
+/// `{` and the next `}`, when not empty) or of the whole key, modulo 16384.
+fn slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = key.get(open + 1..)?;
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| rest.get(..close)).flatten()
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(key) {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// Most distinct slots a batch waits on one by one; a batch over more slots waits on every
+/// primary at once.
+const WAIT_SLOTS: usize = 16;
+
 /// Hex of the first 128 bits of SHA-256: a hash tag that never contains braces and is never
 /// empty.
 fn tag(bytes: &[u8]) -> String {
@@ -535,6 +562,34 @@ impl Engine for RedisEngine {
             .map(|(k, v)| (self.marker_key(k), v.clone()))
             .collect();
         let (wait_n, wait_ms) = (self.wait_replicas, self.wait_timeout_ms);
+        // The slots this batch writes: `WAIT` asks their primaries only, so a failover
+        // elsewhere in the cluster does not hold these writes up.
+        let mut slots: Vec<u16> = Vec::new();
+        if wait_n > 0 {
+            slots.extend(
+                groups
+                    .iter()
+                    .filter_map(|(keys, _)| keys.first().map(|k| slot(k))),
+            );
+            slots.extend(index_add.keys().map(|k| slot(k)));
+            slots.extend(index_del.iter().map(|(_, k, _)| slot(k)));
+            slots.extend(marker_keys.iter().map(|(k, _)| slot(k)));
+            for (present, key) in [
+                (!batch.expiry_added.is_empty(), &expiry),
+                (
+                    batch.groups.iter().any(|g| !g.expiry_removed.is_empty()),
+                    &expiry,
+                ),
+                (batch.groups.iter().any(|g| !g.counts.is_empty()), &counts),
+                (!batch.formats.is_empty(), &formats),
+            ] {
+                if present {
+                    slots.push(slot(key));
+                }
+            }
+            slots.sort_unstable();
+            slots.dedup();
+        }
         self.run(move |conn| async move {
             // 1. Expiry and index insertions, before any record.
             let mut sets: Vec<(&[u8], &[Vec<u8>])> = batch
@@ -640,18 +695,39 @@ impl Engine for RedisEngine {
                 .await?;
             }
             // 5. Replicas, before the batch is acknowledged.
-            if wait_n > 0 {
-                let mut c = conn.clone();
-                let got: i64 = redis::cmd("WAIT")
-                    .arg(wait_n)
-                    .arg(wait_ms)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(unavailable)?;
+            if wait_n > 0 && !slots.is_empty() {
+                let wait = || {
+                    let mut cmd = redis::cmd("WAIT");
+                    cmd.arg(wait_n).arg(wait_ms);
+                    cmd
+                };
+                let got: Vec<i64> = if slots.len() > WAIT_SLOTS {
+                    let mut c = conn.clone();
+                    vec![wait().query_async(&mut c).await.map_err(unavailable)?]
+                } else {
+                    all(slots
+                        .iter()
+                        .map(|s| {
+                            let mut c = conn.clone();
+                            let cmd = wait();
+                            let route =
+                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                                    Route::new(*s, SlotAddr::Master),
+                                ));
+                            async move {
+                                let v = c.route_command(cmd, route).await?;
+                                Ok(redis::from_redis_value::<i64>(v)?)
+                            }
+                        })
+                        .collect())
+                    .await?
+                };
+                let got = got.into_iter().min().unwrap_or(0);
                 if got < i64::from(wait_n) {
                     return Err(Error::Unavailable(format!(
                         "the write reached {got} replica(s) within {wait_ms} ms, not the \
-                         {wait_n} wait_replicas asks; it may be lost by a failover"
+                         {wait_n} wait_replicas asks (a primary without a replica, after a \
+                         failover?); it may be lost by a failover"
                     )));
                 }
             }
@@ -867,6 +943,16 @@ mod test {
         assert_ne!(tag(b""), tag(b"x"));
         assert!(check_prefix("a{b").is_err());
         assert!(check_prefix("sighthub:").is_ok());
+    }
+
+    #[test]
+    fn slots_are_the_clusters() {
+        // Known values of the Redis Cluster specification.
+        assert_eq!(slot(b"123456789"), 0x31c3);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        // An empty tag `{}` hashes the whole key.
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
+        assert_ne!(slot(b"{a}x"), slot(b"{b}x"));
     }
 
     #[test]
