@@ -317,3 +317,107 @@ fn an_unreachable_cluster_is_a_clear_error_at_start() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn migrate_copies_an_embedded_data_directory_into_the_cluster_resumably() {
+    if std::env::var("SIGHTHUB_TEST_REDIS").is_err() {
+        eprintln!("skipped: SIGHTHUB_TEST_REDIS is not set (needs a Redis Cluster)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("embedded");
+    // An embedded server (no [storage] lines), written through the API.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sighthub"));
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(&source)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--plain-http");
+    let (child, url) = crate::common::spawn_until_listening(cmd, false);
+    let (_, addr) = url.split_once("://").expect("url");
+    let embedded = Server {
+        child,
+        addr: addr.parse().expect("addr"),
+        scheme: "http",
+    };
+    let http = client();
+    for path in [
+        "/w/org/a?val=1.2.3.4&tags=x,y",
+        "/w/org/a?val=1.2.3.4",
+        "/w/org/b?val=1.2.3.4",
+        "/w/org/b?val=evil.example&ttl=86400",
+        "/r/org/a?val=1.2.3.4",
+    ] {
+        assert_eq!(write(&http, &embedded, path).await.0, 200, "{path}");
+    }
+    let values: Vec<String> = (0..2500).map(|i| format!("v{i}")).collect();
+    for chunk in values.chunks(500) {
+        let items: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|v| json!({"namespace": "org/bulk", "value": v}))
+            .collect();
+        let r = http
+            .post(embedded.url("/wb"))
+            .header("Authorization", ADMIN)
+            .json(&json!({ "items": items }))
+            .send()
+            .await
+            .expect("bulk");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    assert!(embedded.terminate(), "the embedded server stops cleanly");
+    let target = dir.path().join("cluster");
+    let lines = crate::common::redis_storage_lines(&target).expect("cluster lines");
+    let to = dir.path().join("target.toml");
+    std::fs::write(&to, lines).expect("target config");
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sighthub"))
+            .arg("migrate")
+            .arg("--to")
+            .arg(&to)
+            .arg("--data-dir")
+            .arg(&source)
+            .output()
+            .expect("migrate")
+    };
+    let first = migrate();
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // Every record: 2,503 values in public namespaces, their 2,502 consensus records (`_all`),
+    // one shadow sighting.
+    assert!(
+        out.contains("5006 records copied, 0 already there"),
+        "{out}"
+    );
+    assert!(out.contains("5 namespace counts checked equal"), "{out}");
+    // A second run resumes after the last batch: nothing left to copy, counts still equal.
+    let second = migrate();
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{out}");
+    assert!(
+        out.contains("resumed") && out.contains("0 records copied"),
+        "{out}"
+    );
+    // A front end on the cluster serves what the embedded server held.
+    let f = Fixture::on(&target, &Opts::default());
+    let (_, r) = f.get("/r/org/a?val=1.2.3.4&noshadow").await;
+    assert_eq!(
+        (
+            r["count"].clone(),
+            r["tags"].clone(),
+            r["consensus"].clone()
+        ),
+        (json!(2), json!("x,y"), json!(2))
+    );
+    assert_eq!(f.get("/r/org/bulk?count").await.1["values"], json!(2500));
+    assert_eq!(
+        f.get("/r/org/b?val=evil.example&noshadow").await.1["ttl"],
+        json!(86400)
+    );
+    assert_eq!(f.get("/r/_shadow/org/a?val=1.2.3.4&noshadow").await.0, 200);
+}

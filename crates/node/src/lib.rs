@@ -29,6 +29,7 @@
 pub mod backend;
 pub mod boot;
 pub mod config;
+pub mod migrate;
 pub mod peering;
 pub mod status;
 pub mod worker;
