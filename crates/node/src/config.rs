@@ -512,6 +512,32 @@ mod test {
     use super::*;
 
     #[test]
+    fn storage_backends_are_checked() {
+        let check = |text: &str| {
+            toml::from_str::<Config>(text)
+                .expect("parses")
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        let e = check("[storage]\nbackend = 'cassandra'").expect_err("unknown backend");
+        assert!(e.contains("\"cassandra\" is unknown"), "{e}");
+        let e = check("[storage]\nbackend = 'redis'").expect_err("no nodes");
+        assert!(e.contains("nodes"), "{e}");
+        let e = check(
+            "[storage]\nbackend = 'redis'\n[storage.redis]\nnodes = ['h:1']\nprefix = 'a{b}'",
+        )
+        .expect_err("braces");
+        assert!(e.contains("prefix"), "{e}");
+        check("[storage]\nbackend = 'redis'\n[storage.redis]\nnodes = ['h:1']").expect("valid");
+        let cfg: Config = toml::from_str(
+            "[storage.redis]\nnodes = ['h:1']\npassword_env = 'SIGHTHUB_TEST_UNSET_PW'",
+        )
+        .expect("parses");
+        let e = cfg.storage.redis_options().expect_err("unset variable");
+        assert!(e.to_string().contains("SIGHTHUB_TEST_UNSET_PW"), "{e}");
+    }
+
+    #[test]
     fn sample_config_parses_and_validates() {
         let text = include_str!("../../../docs/sighthub.example.toml");
         let cfg: Config = toml::from_str(text).expect("sample parses");

@@ -6,7 +6,8 @@
 //! ordered key spaces ([`Space`]): point get, atomic apply of a [`Batch`] of puts and deletes,
 //! an ordered range scan from a start key with a limit, a durability [`Ticket`] per applied
 //! batch with an opaque way to wait for it ([`Durability`]), and close. Adapters:
-//! [`crate::fjall_store::FjallEngine`] (embedded, durable) and [`MemEngine`] (in memory).
+//! [`crate::fjall_store::FjallEngine`] (embedded, durable), [`MemEngine`] (in memory), and
+//! `sighthub_redis::RedisEngine` (a Redis Cluster shared by several front ends).
 //!
 //! ## Keys
 //! The rules layer builds every key (see [`crate::sightings`] for the layout). A value's
@@ -18,20 +19,32 @@
 //! The rules layer serialises its read-modify-writes with one writer lock per store, then
 //! hands the engine one [`Batch`] per request (or per bounded round of a sweep or a delete).
 //! An engine that applies a whole batch atomically (fjall: one write batch in the journal)
-//! never shows a partial request. An engine that cannot (the planned Redis Cluster adapter,
-//! where a transaction spans one hash slot only) must keep at least these together:
+//! never shows a partial request. An engine that cannot (the Redis Cluster adapter,
+//! `sighthub-redis`, where a script spans one hash slot only) must keep at least these
+//! together:
 //!
-//! - **One value's records, atomic.** All [`Space::Sightings`] entries of a batch for the same
-//!   stored value (its record in every namespace, `_shadow`, `_expired`, and its `_all`
-//!   consensus record) are applied all or nothing. [`Batch::value_groups`] gives them grouped;
-//!   with a hash tag on the stored value they share one slot. This keeps a value's consensus
-//!   equal to the number of public namespaces holding it, and a TTL move to `_expired` from
-//!   losing or duplicating the value.
-//! - **Everything else, in order, each write on its own.** A non-transactional engine applies
-//!   a batch in the order [`Batch::ops`] lists it: expiry index insertions first, then the
-//!   value groups, then namespace counts, expiry index removals, formats and feeder markers.
+//! - **One value's group, atomic.** A [`Group`] holds every [`Space::Sightings`] write of a
+//!   batch for one stored value (its record in every namespace, `_shadow`, `_expired`, and
+//!   its `_all` consensus record), the namespace count increments they cause and the expiry
+//!   entries they retire. Its records are applied all or nothing; its increments and expiry
+//!   removals only if they were. This keeps a value's consensus equal to the number of
+//!   public namespaces holding it, and a TTL move to `_expired` from losing or duplicating it.
+//! - **Everything else, in order, each write on its own**: expiry index insertions first,
+//!   then the groups, then formats, then markers — and markers only when no group
+//!   conflicted.
 //!
-//! After a crash in the middle of a batch, such an engine may show:
+//! ## Several processes on one engine: compare-and-set
+//! The writer lock protects one process only. An engine that several processes write says
+//! so ([`Engine::checks_priors`]); the rules layer then gives each record write the bytes it
+//! read ([`RecordWrite::prior`]), the engine applies a group only if every record is still
+//! what was read, and reports the others ([`Applied::conflicts`]). The rules layer re-runs
+//! its operations on those values on fresh reads (bounded, then `Error::Contended`, a 503),
+//! so the sighting rules stay in one place and no rule runs inside the engine. Counts are
+//! increments (`Group::counts`), never absolute values, so two processes adding values to
+//! one namespace both count. Leases ([`Engine::lease`]) let one process of several run a
+//! singleton job (the bridge).
+//!
+//! After a crash in the middle of a batch, a non-transactional engine may show:
 //! - an expiry index entry whose record has another (or no) expiry: harmless, the sweep
 //!   re-reads the record and skips stale entries (the index is written before the records,
 //!   so a record with a TTL is never missing from it);
@@ -39,10 +52,6 @@
 //!   and the namespace listing only; records and consensus are right);
 //! - a feeder's sightings applied without its progress marker (markers come last), so that
 //!   batch is applied again after the restart: at-least-once instead of exactly-once.
-//!
-//! Counts are absolute values computed under the rules layer's writer lock, which is enough
-//! for one process per data set; an engine shared by several processes needs an increment
-//! operation here (a follow-up of the Redis adapter).
 //!
 //! ## Durability
 //! The contract of the sightings half lives in one place: the module docs of

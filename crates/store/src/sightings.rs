@@ -24,9 +24,22 @@
 //!   sightings.
 //!
 //! ## Write path
-//! A single writer mutex serialises read-modify-write. Under it, a batch of sightings is
-//! applied to an in-memory overlay (so a batch sees its own writes), then handed to the engine
-//! as one [`Batch`]. The lock is released and the caller waits on the ticket.
+//! A single writer mutex serialises read-modify-write within this process. Under it, a batch
+//! of sightings is applied to an in-memory overlay (so a batch sees its own writes), then
+//! handed to the engine as one [`Batch`]. The lock is released and the caller waits on the
+//! ticket. On an engine that several processes share ([`Engine::checks_priors`]), each
+//! record write carries what was read, the engine reports the values another process changed
+//! in between, and the operations on those values are run again on fresh reads (at most
+//! `MAX_ATTEMPTS` times, with a short random backoff, then [`Error::Contended`]); a
+//! feeder's markers go with the attempt in which nothing conflicted.
+//!
+//! ## In-memory state and other front ends
+//! Three things are kept in memory per process. On a shared engine: the **earliest expiry**
+//! only triggers sweeps early (a value another front end gave a shorter TTL is moved by the
+//! periodic sweep, which reads the engine's index, so within `sweep_interval`); the **value
+//! formats** are re-read from the engine by every periodic sweep (a `/c` on another front
+//! end is seen here within `sweep_interval`; set formats in the configuration of every front
+//! end to have them from the start); **digest lookups** come from the configuration only.
 //!
 //! ## Durability contract (the sightings half)
 //! - **An acknowledged write is durable.** Every mutating call returns a [`Ticket`]; the HTTP
