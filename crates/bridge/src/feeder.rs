@@ -183,6 +183,14 @@ impl Feeder {
         }
     }
 
+    /// This front end's id for the bridge's lease (a new random one by default). Give the
+    /// same id across restarts on one data directory, so a restarted front end takes its own
+    /// lease back at once instead of waiting for it to expire.
+    pub fn with_holder(mut self, holder: String) -> Self {
+        self.holder = holder;
+        self
+    }
+
     /// Last applied log seq.
     pub fn position(&self) -> Result<u64, Error> {
         Ok(read_u64(self.store.marker(POSITION)?))

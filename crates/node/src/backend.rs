@@ -62,6 +62,21 @@ impl Engine for Backend {
         })
     }
 
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<BackendValue>>> {
+        Ok(match self {
+            Self::Embedded(e) => e
+                .get_many(space, keys)?
+                .into_iter()
+                .map(|v| v.map(BackendValue::Embedded))
+                .collect(),
+            Self::Redis(e) => e
+                .get_many(space, keys)?
+                .into_iter()
+                .map(|v| v.map(BackendValue::Redis))
+                .collect(),
+        })
+    }
+
     fn contains(&self, space: Space, key: &[u8]) -> Result<bool> {
         match self {
             Self::Embedded(e) => e.contains(space, key),

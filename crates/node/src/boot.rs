@@ -126,6 +126,30 @@ pub fn config_auth(cfg: &Config, enabled: bool, admin: Option<[u8; 32]>) -> Auth
     auth
 }
 
+/// The file of [`instance_id`] in the data directory.
+pub const INSTANCE_ID_FILE: &str = "instance.id";
+
+/// This front end's id (random, made on the first start, kept in the data directory): the
+/// holder of its leases on a shared sighting store, the same across restarts.
+pub fn instance_id(data_dir: &Path) -> Result<String, BootError> {
+    let path = data_dir.join(INSTANCE_ID_FILE);
+    let err = |reason: String| BootError::DataDir {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(format!("cannot be read: {e}"))),
+    }
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| err(format!("no randomness: {e}")))?;
+    let id = hex::encode(bytes);
+    std::fs::write(&path, &id).map_err(|e| err(format!("cannot be written: {e}")))?;
+    Ok(id)
+}
+
 /// Opens the sighting store on the configured backend (`[storage] backend`).
 pub fn open_store(cfg: &Config) -> Result<crate::backend::NodeStore, BootError> {
     let opts = StoreOptions {
@@ -194,11 +218,14 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     };
     let exchange = sighthub_exchange::Exchange::open(&cfg.exchange, &cfg.data_dir, exchange_admin)?;
     let bridge = match exchange.store() {
-        Some(ex) if cfg.bridge.enabled => Some(Arc::new(sighthub_bridge::Feeder::new(
-            Arc::clone(ex),
-            Arc::clone(&store) as Arc<dyn SightingStore>,
-            cfg.bridge.clone(),
-        ))),
+        Some(ex) if cfg.bridge.enabled => Some(Arc::new(
+            sighthub_bridge::Feeder::new(
+                Arc::clone(ex),
+                Arc::clone(&store) as Arc<dyn SightingStore>,
+                cfg.bridge.clone(),
+            )
+            .with_holder(instance_id(&cfg.data_dir)?),
+        )),
         _ => None,
     };
     let intelmq = match exchange.store() {

@@ -304,12 +304,25 @@ impl RedisEngine {
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
+        self.run_sized(0, f)
+    }
+
+    /// [`RedisEngine::run`] for a call of `commands` commands: its deadline is the response
+    /// timeout plus 1 ms per command, so a large bulk request is not cut for its size.
+    fn run_sized<T, F, Fut>(&self, commands: usize, f: F) -> Result<T>
+    where
+        F: FnOnce(ClusterConnection) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
         let rt = self
             .rt
             .as_ref()
             .ok_or_else(|| Error::Unavailable("redis engine closed".into()))?;
         let fut = f(self.conn.clone());
-        let timeout = self.timeout;
+        let timeout = self
+            .timeout
+            .saturating_add(Duration::from_millis(commands as u64));
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rt.spawn(async move {
             let r = match tokio::time::timeout(timeout, fut).await {
@@ -520,6 +533,24 @@ impl Engine for RedisEngine {
         }
     }
 
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        if space != Space::Sightings {
+            return keys.iter().map(|k| self.get(space, k)).collect();
+        }
+        let rkeys: Vec<Vec<u8>> = keys.iter().map(|k| self.record_key(k)).collect();
+        // All at once: the client pipelines them per node.
+        self.run_sized(rkeys.len(), move |conn| async move {
+            all(rkeys
+                .into_iter()
+                .map(|k| {
+                    let mut c = conn.clone();
+                    async move { c.get::<_, Option<Vec<u8>>>(k).await }
+                })
+                .collect())
+            .await
+        })
+    }
+
     fn apply(&self, batch: Batch) -> Result<Applied> {
         if batch.is_empty() {
             return Ok(Applied {
@@ -562,6 +593,11 @@ impl Engine for RedisEngine {
             .map(|(k, v)| (self.marker_key(k), v.clone()))
             .collect();
         let (wait_n, wait_ms) = (self.wait_replicas, self.wait_timeout_ms);
+        let commands = groups.len()
+            + index_add.values().map(Vec::len).sum::<usize>()
+            + index_del.len()
+            + marker_keys.len()
+            + batch.expiry_added.len();
         // The slots this batch writes: `WAIT` asks their primaries only, so a failover
         // elsewhere in the cluster does not hold these writes up.
         let mut slots: Vec<u16> = Vec::new();
@@ -590,7 +626,7 @@ impl Engine for RedisEngine {
             slots.sort_unstable();
             slots.dedup();
         }
-        self.run(move |conn| async move {
+        self.run_sized(commands, move |conn| async move {
             // 1. Expiry and index insertions, before any record.
             let mut sets: Vec<(&[u8], &[Vec<u8>])> = batch
                 .expiry_added

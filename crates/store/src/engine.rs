@@ -248,6 +248,13 @@ pub trait Engine: Send + Sync + 'static {
     /// The value under `key` in `space`.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Self::Value>>;
 
+    /// The values under `keys` in `space`, in order. An engine across a network answers them
+    /// in one round trip (the rules layer asks for a bulk write's records at once); the
+    /// default reads them one by one.
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Self::Value>>> {
+        keys.iter().map(|k| self.get(space, k)).collect()
+    }
+
     /// Whether `space` holds `key`.
     fn contains(&self, space: Space, key: &[u8]) -> Result<bool> {
         Ok(self.get(space, key)?.is_some())

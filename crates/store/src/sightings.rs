@@ -136,6 +136,9 @@ struct Overlay {
     /// What each record was when first read from the engine (only for an engine that
     /// checks priors, [`Engine::checks_priors`]).
     priors: FxHashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Records read ahead in one call ([`Engine::get_many`]) for a bulk write on a remote
+    /// engine, taken by the first read of each.
+    fetched: FxHashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Count increments: (stored value, namespace) → delta.
     counts: FxHashMap<(String, String), i64>,
     expiry: FxHashMap<Vec<u8>, bool>,
@@ -414,6 +417,13 @@ impl<E: Engine> Sightings<E> {
         if let Some(r) = ov.records.get(key) {
             return Ok(r.clone());
         }
+        if let Some(raw) = ov.fetched.remove(key) {
+            let rec = raw.as_deref().map(Record::decode).transpose()?;
+            if self.engine.checks_priors() {
+                ov.priors.entry(key.to_vec()).or_insert(raw);
+            }
+            return Ok(rec);
+        }
         let raw = self.engine.get(Space::Sightings, key)?;
         let rec = match &raw {
             Some(v) => Some(Record::decode(v.as_ref())?),
@@ -485,6 +495,40 @@ impl<E: Engine> Sightings<E> {
     fn trim(&self, rec: &mut Record) {
         rec.trim_stats(self.opts.stats_retention_hours);
         rec.cap_stats(self.opts.limits.max_stats_buckets);
+    }
+
+    /// On a remote engine, reads every record a bulk write will read (each value's record and
+    /// its `_all` record) in one call, instead of one round trip per item.
+    fn read_ahead(
+        &self,
+        ov: &mut Overlay,
+        writes: &[WriteOp<'_>],
+        pending: &Option<HashSet<String>>,
+    ) -> Result<()> {
+        if writes.len() < 2 || !self.engine.checks_priors() {
+            return Ok(());
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(writes.len() * 2);
+        for op in writes {
+            if op.check(&self.opts.limits).is_err() {
+                continue;
+            }
+            let stored = self.op_stored(op);
+            if !Self::is_pending(pending, &stored) {
+                continue;
+            }
+            keys.push(skey(op.namespace.as_str(), &stored));
+            if !op.namespace.is_internal() {
+                keys.push(skey(crate::namespace::ALL, &stored));
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let values = self.engine.get_many(Space::Sightings, &keys)?;
+        for (k, v) in keys.into_iter().zip(values) {
+            ov.fetched.insert(k, v.map(|v| v.as_ref().to_vec()));
+        }
+        Ok(())
     }
 
     /// Whether an operation on `stored` is to be (re-)run: on the first attempt every one is
@@ -1028,6 +1072,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
         let mut ticket = Ticket::NONE;
         for attempt in 0..MAX_ATTEMPTS {
             let mut ov = Overlay::for_ops(writes.len());
+            self.read_ahead(&mut ov, writes, &pending)?;
             // Applied in key order (stable: repeats of one value keep their request order, so
             // every outcome is the same as in request order): neighbouring lookups then share
             // memtable nodes and table blocks in the CPU cache.
