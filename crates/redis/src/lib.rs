@@ -52,7 +52,6 @@
 //! every call is spawned there and waited for on a standard channel, so no caller ever calls
 //! a runtime's `block_on`, whatever thread it is on.
 
-use futures_util::future::join_all;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
@@ -479,9 +478,17 @@ fn cas_args(g: &Group) -> Vec<Vec<u8>> {
     args
 }
 
-/// Runs every future at once (the client pipelines them per node) and keeps the first error.
+/// Commands in flight at once per engine call: the client pipelines them per node; more
+/// would queue behind each other past the per-command response timeout.
+const IN_FLIGHT: usize = 256;
+
+/// Runs the futures, [`IN_FLIGHT`] at a time (the client pipelines them per node), in order,
+/// and keeps the first error.
 async fn all<T>(futs: Vec<impl Future<Output = redis::RedisResult<T>>>) -> Result<Vec<T>> {
-    join_all(futs)
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(futs)
+        .buffered(IN_FLIGHT)
+        .collect::<Vec<_>>()
         .await
         .into_iter()
         .map(|r| r.map_err(unavailable))

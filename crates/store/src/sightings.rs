@@ -890,10 +890,28 @@ impl<E: Engine> SightingStore for Sightings<E> {
                 let (_, stored) = split_skey(k).ok_or(Error::Corrupt("sightings key"))?;
                 let rec = Record::decode(v)?;
                 bytes = bytes.saturating_add(rec.approx_bytes(stored.len()));
-                items.push(self.view(stored, rec)?);
+                items.push(View {
+                    value: stored.to_owned(),
+                    consensus: 0,
+                    record: rec,
+                });
                 Ok(ControlFlow::Continue(()))
             },
         )?;
+        // The page's consensus records in one call (one round trip on a remote engine).
+        let all_keys: Vec<Vec<u8>> = items
+            .iter()
+            .map(|v| skey(crate::namespace::ALL, &v.value))
+            .collect();
+        for (view, all) in items
+            .iter_mut()
+            .zip(self.engine.get_many(Space::Sightings, &all_keys)?)
+        {
+            view.consensus = all
+                .map(|v| Record::decode(v.as_ref()))
+                .transpose()?
+                .map_or(0, |r| r.count);
+        }
         let next = if more {
             items.last().map(|v| v.value.clone())
         } else {
