@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 BIN=target/release/sighthub
 DURATION="${DURATION:-5}"
 RUNS="${RUNS:-3}"
-: "${SIGHTHUB_TEST_REDIS:?set it to the cluster's nodes}"
+: "${SIGHTHUB_TEST_REDIS:?set it to the nodes of the cluster}"
 work="$(mktemp -d)"
 trap 'kill "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
 cat >"$work/w.lua" <<'LUA'
@@ -24,6 +24,10 @@ LUA
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 hz=$(getconf CLK_TCK)
+to_ms() {
+  awk '{ v = $1; u = $1; sub(/^[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+         if (u == "us") v = v / 1000; else if (u == "s") v = v * 1000; printf "%.2f\n", v }'
+}
 for backend in embedded redis; do
   data="$work/data-$backend"
   cfg="$work/$backend.toml"
@@ -53,8 +57,7 @@ for backend in embedded redis; do
       reqs=$(echo "$out" | awk '/requests in/ {print $1}')
       cpu+=("$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')")
       # The median latency in ms, whatever unit wrk printed it in.
-      lat+=("$(echo "$out" | awk '$1 == "50%" {v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
-        if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.2f", v}')")
+      lat+=("$(echo "$out" | awk '$1 == "50%" {print $2}' | to_ms)")
       rps+=("$(echo "$out" | awk '/Requests\/sec/ {print $2}')")
     done
     printf '%-8s /%s  server CPU µs/request %s  median latency %s  requests/s %s\n' "$backend" "$op" \
