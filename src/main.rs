@@ -85,6 +85,11 @@ enum Command {
     /// sighthub stopped; run it again to resume an interrupted import (a finished one changes
     /// nothing the second time).
     ImportSightingdb(ImportArgs),
+    /// Copy this embedded data directory's sightings into the cluster another configuration
+    /// names (`[storage] backend = "redis"`): every record, consensus, expiry index, value
+    /// format and feeder marker, with a count check at the end. Run it with the server
+    /// stopped; run it again to resume an interrupted copy.
+    Migrate(MigrateArgs),
     /// Convert SightingDB's sightingdb.toml into a sighthub.toml (listen address, TLS files,
     /// API keys, retention settings) and list what has no equivalent.
     ImportSightingdbConfig(ImportConfigArgs),
@@ -104,6 +109,19 @@ struct ImportArgs {
     /// Values applied per batch (one atomic commit with the progress marker).
     #[arg(long, default_value_t = sighthub_migrate::import::DEFAULT_BATCH)]
     batch: usize,
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The configuration of the target (its `[storage] backend = "redis"`).
+    #[arg(long)]
+    to: PathBuf,
+    /// The configuration of the source (the embedded data directory's).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The source's data directory. Overrides its config.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -242,6 +260,7 @@ fn main() -> ExitCode {
         Command::Peer(PeerCommand::Join(args)) => join(args),
         Command::ImportSightingdb(args) => import_sightingdb(args),
         Command::ImportSightingdbConfig(args) => import_sightingdb_config(args),
+        Command::Migrate(args) => migrate(args),
         Command::ImportStix(args) => load_config(args.config.as_deref(), args.data_dir.clone())
             .and_then(|cfg| import_stix::run(args, cfg)),
     };
@@ -439,6 +458,41 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
             done.refused, done.skipped
         );
     }
+    Ok(())
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let source = load_config(args.config.as_deref(), args.data_dir)?;
+    let target = Config::load(&args.to)?;
+    if source.storage.backend != "embedded" {
+        anyhow::bail!(
+            "the source must be an embedded data directory ([storage] backend = \"embedded\")"
+        );
+    }
+    if target.storage.backend != "redis" {
+        anyhow::bail!(
+            "{}: the target must name a cluster ([storage] backend = \"redis\")",
+            args.to.display()
+        );
+    }
+    let _lock = datadir::lock(&source.data_dir)?;
+    let from = sighthub_node::boot::open_store(&source).context("opening the source")?;
+    let to = sighthub_node::boot::open_store(&target).context("opening the target")?;
+    let mut progress = progress::Progress::new("migrate", "records");
+    let done =
+        sighthub_node::migrate::copy_sightings(&from, &to, |n, total| progress.set(n, total));
+    progress.finish();
+    from.close().context("closing the source")?;
+    let s = done?;
+    if s.resumed {
+        println!("resumed an interrupted migration");
+    }
+    println!(
+        "sightings: {} records copied, {} already there; {} namespace counts checked equal",
+        s.records, s.already, s.namespaces
+    );
+    // The exchange half (log, consumers, relay cursors) is called here, after the
+    // sightings, with the same two configurations.
     Ok(())
 }
 

@@ -41,7 +41,11 @@ impl Server {
         if opts.no_auth {
             cmd.arg("--no-auth");
         }
-        if let Some(cfg) = &opts.config {
+        let mut config = opts.config.clone();
+        if let Some(lines) = redis_storage_lines(dir) {
+            config = Some(format!("{}\n{lines}", config.unwrap_or_default()));
+        }
+        if let Some(cfg) = &config {
             let path = dir.with_extension("toml");
             std::fs::write(&path, cfg).expect("write config");
             cmd.arg("--config").arg(path);
@@ -86,6 +90,44 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The Redis Cluster the suites run on, when `SIGHTHUB_TEST_REDIS` names its nodes
+/// (`host:port,...`): the `[storage]` lines of a server on `dir`, with a key prefix of its
+/// own, kept in a file beside `dir` so a restart on the same data directory finds the same
+/// sightings (as on the embedded backend).
+pub fn redis_storage_lines(dir: &Path) -> Option<String> {
+    let nodes = std::env::var("SIGHTHUB_TEST_REDIS").ok()?;
+    let nodes: Vec<String> = nodes
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    if nodes.is_empty() {
+        return None;
+    }
+    let file = dir.with_extension("redis-prefix");
+    let prefix = match std::fs::read_to_string(&file) {
+        Ok(p) => p.trim().to_owned(),
+        Err(_) => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            let p = format!("t{:016x}:", h.finish());
+            std::fs::write(&file, &p).expect("write the redis prefix file");
+            p
+        }
+    };
+    Some(format!(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\nnodes = [{}]\nprefix = \"{prefix}\"\n",
+        nodes.join(", ")
+    ))
 }
 
 /// Spawns `cmd` (a `sighthub serve` command) with the test admin key, and waits for its

@@ -118,6 +118,10 @@ pub enum ApiError {
     /// A store cannot make writes durable any more (an fsync failed): 503 until restart.
     #[error("The server cannot make writes durable (an fsync failed); restart the server.")]
     Unavailable,
+    /// A remote storage engine failed or is unreachable, or writers kept conflicting: 503
+    /// with what is wrong (retryable; the server keeps serving what does not need it).
+    #[error("Storage backend unavailable: {0}")]
+    Backend(String),
     /// The `Accept` header admits nothing this route answers (406).
     #[error("{0}")]
     NotAcceptable(&'static str),
@@ -139,6 +143,9 @@ impl From<sighthub_store::Error> for ApiError {
     fn from(e: sighthub_store::Error) -> Self {
         match e {
             sighthub_store::Error::Poisoned => ApiError::Unavailable,
+            e @ (sighthub_store::Error::Contended | sighthub_store::Error::Unavailable(_)) => {
+                ApiError::Backend(e.to_string())
+            }
             sighthub_store::Error::FormatConflict(ns) => ApiError::Conflict(format!(
                 "Namespace '{ns}' already holds values; its value format cannot change."
             )),
@@ -208,7 +215,7 @@ impl ApiError {
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Method(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::Internal(_) | Self::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -239,6 +246,7 @@ impl ApiError {
         match &self {
             Self::Storage(e) => tracing::warn!(error = %e, "storage error answered 500"),
             Self::Unavailable => tracing::warn!("a store cannot make writes durable: 503"),
+            Self::Backend(why) => tracing::warn!(error = %why, "storage backend: 503"),
             Self::Internal(what) => tracing::error!(what, "internal error answered 500"),
             _ => {}
         }

@@ -13,6 +13,15 @@
 //! withdrawal from retracting again. Only what takes effect by the one rule does
 //! ([`ExchangeStore::effects`]: a typed link `W withdraws|replaces X` of the message `W`
 //! itself, `X` of the same organisation); any other link is data.
+//!
+//! Several front ends on one shared sighting store (and one shared exchange) run the feeder
+//! one at a time: [`Feeder::run`] steps only while its process holds the store's [`LEASE`]
+//! (renewed before each step and while idle; another front end takes it over [`LEASE_MS`]
+//! after its holder stopped renewing). The position marker is shared, so the new holder goes
+//! on where the old one stopped. Where a sighting store has one process, the lease is always
+//! granted. What the marker cannot cover on a non-transactional engine (a crash between a
+//! batch's sightings and its marker applies that batch again) is listed in
+//! `sighthub_store::engine`.
 
 use crate::config::BridgeConfig;
 use crate::mapping::{self, Sighting};
@@ -110,7 +119,21 @@ pub struct Feeder {
     reader: Reader,
     store: Arc<dyn SightingStore>,
     cfg: BridgeConfig,
+    /// This process's id for the bridge's lease ([`LEASE`]).
+    holder: String,
 }
+
+/// The lease that lets one front end of a shared sighting store run the bridge
+/// ([`SightingStore::lease`]): held for [`LEASE_MS`], renewed before each step and every
+/// [`RENEW`] while idle, taken over by another front end once it expired.
+pub const LEASE: &str = "bridge";
+
+/// How long the bridge's lease lasts unrenewed. A step takes far less (at most 1000 records),
+/// so a holder never steps on an expired lease unless it stalls for this long.
+pub const LEASE_MS: u64 = 15_000;
+
+/// How often an idle holder renews, and a front end without the lease asks for it.
+pub const RENEW: Duration = Duration::from_secs(5);
 
 fn be(v: u64) -> [u8; 8] {
     v.to_be_bytes()
@@ -156,7 +179,16 @@ impl Feeder {
             exchange,
             store,
             cfg,
+            holder: uuid::Uuid::new_v4().to_string(),
         }
+    }
+
+    /// This front end's id for the bridge's lease (a new random one by default). Give the
+    /// same id across restarts on one data directory, so a restarted front end takes its own
+    /// lease back at once instead of waiting for it to expire.
+    pub fn with_holder(mut self, holder: String) -> Self {
+        self.holder = holder;
+        self
     }
 
     /// Last applied log seq.
@@ -416,13 +448,29 @@ impl Feeder {
                 return;
             }
             let me = Arc::clone(&self);
-            let result = tokio::task::spawn_blocking(move || me.step_or_skip(1000)).await;
+            // Only the lease's holder steps: several front ends on one shared store apply
+            // each record once.
+            let result = tokio::task::spawn_blocking(move || {
+                if !me.store.lease(LEASE, &me.holder, LEASE_MS)? {
+                    return Ok(None);
+                }
+                me.step_or_skip(1000).map(Some)
+            })
+            .await;
             let at_end = match result {
-                Ok(Ok((step, ticket))) => {
+                Ok(Ok(Some((step, ticket)))) => {
                     if let Err(e) = self.store.durability().wait(ticket).await {
                         tracing::warn!(error = %e, "bridge: sightings not durable");
                     }
                     step.at_end.then_some(step.position)
+                }
+                Ok(Ok(None)) => {
+                    // Another front end runs the bridge; ask again later.
+                    tokio::select! {
+                        _ = tokio::time::sleep(RENEW) => {},
+                        _ = shutdown.changed() => {},
+                    }
+                    continue;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "bridge: step failed; retrying in 1 s");
@@ -439,6 +487,8 @@ impl Feeder {
                 tokio::select! {
                     more = waiter.wait_past(position) => if !more { return },
                     _ = shutdown.changed() => {},
+                    // Renew the lease while idle.
+                    _ = tokio::time::sleep(RENEW) => {},
                 }
             }
         }

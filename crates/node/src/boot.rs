@@ -7,7 +7,7 @@ use sighthub_api::auth::{Auth, KeyGrants};
 use sighthub_api::keyring::KeyRing;
 use sighthub_api::latest::Latest;
 use sighthub_api::App;
-use sighthub_store::{FjallStore, Namespace, SightingStore, StoreOptions, ValueFormat};
+use sighthub_store::{FjallEngine, Namespace, SightingStore, Sightings, StoreOptions, ValueFormat};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,9 @@ pub enum BootError {
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] sighthub_store::Error),
+    /// The Redis Cluster of `[storage] backend = "redis"` is unusable or unreachable.
+    #[error("opening the sighting store: {0}")]
+    Redis(#[from] sighthub_redis::OpenError),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] sighthub_api::tls::TlsError),
@@ -126,21 +129,53 @@ pub fn config_auth(cfg: &Config, enabled: bool, admin: Option<[u8; 32]>) -> Auth
     auth
 }
 
+/// The file of [`instance_id`] in the data directory.
+pub const INSTANCE_ID_FILE: &str = "instance.id";
+
+/// This front end's id (random, made on the first start, kept in the data directory): the
+/// holder of its leases on a shared sighting store, the same across restarts.
+pub fn instance_id(data_dir: &Path) -> Result<String, BootError> {
+    let path = data_dir.join(INSTANCE_ID_FILE);
+    let err = |reason: String| BootError::DataDir {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(format!("cannot be read: {e}"))),
+    }
+    let id =
+        sighthub_storage::secret::random_hex(16).map_err(|e| err(format!("no randomness: {e}")))?;
+    std::fs::write(&path, &id).map_err(|e| err(format!("cannot be written: {e}")))?;
+    Ok(id)
+}
+
+/// Opens the sighting store on the configured backend (`[storage] backend`).
+pub fn open_store(cfg: &Config) -> Result<crate::backend::NodeStore, BootError> {
+    let opts = StoreOptions {
+        cache_bytes: cfg.storage.cache_mb.saturating_mul(1024 * 1024),
+        memtable_bytes: cfg.storage.memtable_mb.clamp(1, 1024) * 1024 * 1024,
+        stats_retention_hours: cfg.stats.retention_hours,
+        shadow_ttl: cfg.shadow.ttl,
+        shadow: cfg.shadow.enabled,
+        limits: cfg.limits.store(),
+    };
+    let engine = match cfg.storage.backend.as_str() {
+        "redis" => crate::backend::Backend::Redis(Box::new(sighthub_redis::RedisEngine::open(
+            &cfg.storage.redis_options()?,
+        )?)),
+        _ => crate::backend::Backend::Embedded(Box::new(FjallEngine::open(&cfg.data_dir, &opts)?)),
+    };
+    Ok(Sightings::new(engine, opts)?)
+}
+
 /// Opens everything the configuration names.
 pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     cfg.validate()?;
     private_dir(&cfg.data_dir)?;
-    let store = Arc::new(FjallStore::open(
-        &cfg.data_dir,
-        StoreOptions {
-            cache_bytes: cfg.storage.cache_mb.saturating_mul(1024 * 1024),
-            memtable_bytes: cfg.storage.memtable_mb.clamp(1, 1024) * 1024 * 1024,
-            stats_retention_hours: cfg.stats.retention_hours,
-            shadow_ttl: cfg.shadow.ttl,
-            shadow: cfg.shadow.enabled,
-            limits: cfg.limits.store(),
-        },
-    )?);
+    let store = Arc::new(open_store(cfg)?);
     for (ns, nc) in &cfg.namespaces {
         // Validated above, so both parse.
         if let (Ok(ns), Some(f)) = (Namespace::parse(ns), ValueFormat::parse(&nc.value_format)) {
@@ -185,11 +220,14 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     };
     let exchange = sighthub_exchange::Exchange::open(&cfg.exchange, &cfg.data_dir, exchange_admin)?;
     let bridge = match exchange.store() {
-        Some(ex) if cfg.bridge.enabled => Some(Arc::new(sighthub_bridge::Feeder::new(
-            Arc::clone(ex),
-            Arc::clone(&store) as Arc<dyn SightingStore>,
-            cfg.bridge.clone(),
-        ))),
+        Some(ex) if cfg.bridge.enabled => Some(Arc::new(
+            sighthub_bridge::Feeder::new(
+                Arc::clone(ex),
+                Arc::clone(&store) as Arc<dyn SightingStore>,
+                cfg.bridge.clone(),
+            )
+            .with_holder(instance_id(&cfg.data_dir)?),
+        )),
         _ => None,
     };
     let intelmq = match exchange.store() {

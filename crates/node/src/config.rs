@@ -151,6 +151,11 @@ pub struct StorageConfig {
     /// Memtable of the sightings in MiB: written values are held in memory until this much has
     /// accumulated, then flushed to a table on disk.
     pub memtable_mb: u64,
+    /// Where the sightings live: `embedded` (the data directory, default) or `redis` (a Redis
+    /// Cluster shared by several front ends, `[storage.redis]`).
+    pub backend: String,
+    /// The Redis Cluster, when `backend = "redis"`.
+    pub redis: RedisStorageConfig,
 }
 
 impl Default for StorageConfig {
@@ -158,7 +163,106 @@ impl Default for StorageConfig {
         Self {
             cache_mb: 64,
             memtable_mb: 16,
+            backend: "embedded".to_owned(),
+            redis: RedisStorageConfig::default(),
         }
+    }
+}
+
+/// `[storage.redis]`: the Redis Cluster (Valkey, Redis 7, Kvrocks) that holds the sightings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisStorageConfig {
+    /// Seed nodes, `host:port`; the rest of the cluster is discovered.
+    pub nodes: Vec<String>,
+    /// Prefix of every key, so several data sets can share a cluster (no `{` or `}`).
+    pub prefix: String,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password (prefer `password_env`).
+    pub password: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// TLS to every node, verified against the system's roots.
+    pub tls: bool,
+    /// Replicas that must hold a write (`WAIT`) before it is acknowledged; 0: acknowledge
+    /// once the primary has it (see docs/SCALING.md for what a failover can then lose).
+    pub wait_replicas: u32,
+    /// How long `WAIT` waits for them, in milliseconds; past it the write answers 503.
+    pub wait_timeout_ms: u64,
+    /// Connection timeout, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Longest one store call may take (all its commands), in milliseconds; past it 503.
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RedisStorageConfig {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            prefix: "sighthub:".to_owned(),
+            username: None,
+            password: None,
+            password_env: None,
+            tls: false,
+            wait_replicas: 1,
+            wait_timeout_ms: 1_000,
+            connect_timeout_ms: 2_000,
+            response_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Checks `backend` and `[storage.redis]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        match self.backend.as_str() {
+            "embedded" => Ok(()),
+            "redis" => {
+                let r = &self.redis;
+                if r.nodes.is_empty() {
+                    return bad("[storage.redis] nodes must list the cluster's seed nodes".into());
+                }
+                if let Err(e) = sighthub_redis::check_prefix(&r.prefix) {
+                    return bad(format!("[storage.redis] {e}"));
+                }
+                if r.password.is_some() && r.password_env.is_some() {
+                    return bad("[storage.redis] give password or password_env, not both".into());
+                }
+                if r.response_timeout_ms == 0 || r.connect_timeout_ms == 0 {
+                    return bad("[storage.redis] timeouts must be at least 1 ms".into());
+                }
+                Ok(())
+            }
+            other => bad(format!(
+                "[storage] backend = \"{other}\" is unknown; use \"embedded\" or \"redis\""
+            )),
+        }
+    }
+
+    /// The Redis engine's options, the password read from `password_env` if named.
+    pub fn redis_options(&self) -> Result<sighthub_redis::RedisOptions, ConfigError> {
+        let r = &self.redis;
+        let password = match &r.password_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "[storage.redis] password_env names {var}, which is not set"
+                ))
+            })?),
+            None => r.password.clone(),
+        };
+        Ok(sighthub_redis::RedisOptions {
+            nodes: r.nodes.clone(),
+            prefix: r.prefix.clone(),
+            username: r.username.clone(),
+            password,
+            tls: r.tls,
+            wait_replicas: r.wait_replicas,
+            wait_timeout_ms: r.wait_timeout_ms,
+            connect_timeout_ms: r.connect_timeout_ms,
+            response_timeout_ms: r.response_timeout_ms,
+        })
     }
 }
 
@@ -308,6 +412,7 @@ impl Config {
     /// Checks bounds and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        self.storage.validate()?;
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes must be at least 1024".into());
         }
@@ -405,6 +510,32 @@ impl Config {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn storage_backends_are_checked() {
+        let check = |text: &str| {
+            toml::from_str::<Config>(text)
+                .expect("parses")
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        let e = check("[storage]\nbackend = 'cassandra'").expect_err("unknown backend");
+        assert!(e.contains("\"cassandra\" is unknown"), "{e}");
+        let e = check("[storage]\nbackend = 'redis'").expect_err("no nodes");
+        assert!(e.contains("nodes"), "{e}");
+        let e = check(
+            "[storage]\nbackend = 'redis'\n[storage.redis]\nnodes = ['h:1']\nprefix = 'a{b}'",
+        )
+        .expect_err("braces");
+        assert!(e.contains("prefix"), "{e}");
+        check("[storage]\nbackend = 'redis'\n[storage.redis]\nnodes = ['h:1']").expect("valid");
+        let cfg: Config = toml::from_str(
+            "[storage.redis]\nnodes = ['h:1']\npassword_env = 'SIGHTHUB_TEST_UNSET_PW'",
+        )
+        .expect("parses");
+        let e = cfg.storage.redis_options().expect_err("unset variable");
+        assert!(e.to_string().contains("SIGHTHUB_TEST_UNSET_PW"), "{e}");
+    }
 
     #[test]
     fn sample_config_parses_and_validates() {

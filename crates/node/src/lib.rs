@@ -26,8 +26,10 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod backend;
 pub mod boot;
 pub mod config;
+pub mod migrate;
 pub mod peering;
 pub mod status;
 pub mod worker;
@@ -39,7 +41,7 @@ pub use sighthub_relay as relay;
 
 use sighthub_api::server::{ConnLimits, Server};
 use sighthub_api::App;
-use sighthub_store::{FjallStore, SightingStore, Ticket};
+use sighthub_store::{SightingStore, Ticket};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,7 +90,7 @@ pub struct Node {
     /// The HTTP edge's state (handlers of both APIs).
     pub app: Arc<App>,
     /// The sighting store.
-    pub store: Arc<FjallStore>,
+    pub store: Arc<backend::NodeStore>,
     /// The IEP04 exchange (disabled when `[exchange] enabled = false`).
     pub exchange: sighthub_exchange::Exchange,
     /// TLS acceptor, unless plain HTTP.

@@ -16,6 +16,14 @@ pub enum Error {
     /// The namespace already holds values, so its value format cannot change.
     #[error("namespace '{0}' already holds values; its value format cannot change")]
     FormatConflict(String),
+    /// Other processes kept changing the same values, so an operation could not be applied
+    /// within its bounded retries (a shared engine only). Retryable.
+    #[error("the values kept changing under concurrent writers; nothing of this operation was applied to them; retry")]
+    Contended,
+    /// A remote engine failed or cannot be reached (cluster down, timeout, refused
+    /// credentials): what went wrong, for the operator. Retryable once the engine is back.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     /// I/O outside the engine (data directory).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -18,13 +18,13 @@
 //! many writers at once ([`sighthub_storage::journal::JournalSyncer`]). The durability
 //! contract is in [`crate::sightings`].
 
-use crate::engine::{Batch, Engine, Space};
+use crate::engine::{add_to_count, Applied, Batch, Engine, Space};
 use crate::error::{Error, Result};
 use crate::sightings::Sightings;
 use crate::store::Durability;
 use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use sighthub_storage::{GroupCommit, Ticket};
+use sighthub_storage::GroupCommit;
 use std::ops::{Bound, ControlFlow};
 use std::path::Path;
 
@@ -112,9 +112,12 @@ impl FjallEngine {
 
 impl Engine for FjallEngine {
     type Value = fjall::Slice;
+
     /// A get is the memtables, then at most one block per level, from the block cache or the
     /// page cache (a disk read only for a cold block).
-    const LOCAL_READS: bool = true;
+    fn local_reads(&self) -> bool {
+        true
+    }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<fjall::Slice>> {
         Ok(self.keyspace(space).get(key)?)
@@ -124,21 +127,34 @@ impl Engine for FjallEngine {
         Ok(self.keyspace(space).contains_key(key)?)
     }
 
-    /// The whole batch is one fjall write batch: atomic, stronger than the trait asks.
-    fn apply(&self, batch: Batch) -> Result<Ticket> {
+    /// The whole batch is one fjall write batch: atomic, stronger than the trait asks. Count
+    /// increments are read and added here: the rules layer's writer lock serialises every
+    /// batch of the one process that opens the database.
+    fn apply(&self, batch: Batch) -> Result<Applied> {
         if self.commit.is_poisoned() {
             return Err(Error::Poisoned);
         }
+        let flat = batch.flatten();
         let mut wb = self.db.batch();
-        for (space, k, v) in batch.into_ops() {
+        for (space, k, v) in flat.ops {
             let ks = self.keyspace(space);
             match v {
                 Some(v) => wb.insert(ks, k, v),
                 None => wb.remove(ks, k),
             }
         }
+        for (ns, delta) in flat.counts {
+            let current = self.namespaces.get(&ns)?;
+            match add_to_count(current.as_deref(), delta) {
+                Some(v) => wb.insert(&self.namespaces, ns, v),
+                None => wb.remove(&self.namespaces, ns),
+            }
+        }
         wb.commit()?;
-        Ok(self.commit.issue()?)
+        Ok(Applied {
+            ticket: self.commit.issue()?,
+            conflicts: Vec::new(),
+        })
     }
 
     fn scan<F>(

@@ -24,9 +24,22 @@
 //!   sightings.
 //!
 //! ## Write path
-//! A single writer mutex serialises read-modify-write. Under it, a batch of sightings is
-//! applied to an in-memory overlay (so a batch sees its own writes), then handed to the engine
-//! as one [`Batch`]. The lock is released and the caller waits on the ticket.
+//! A single writer mutex serialises read-modify-write within this process. Under it, a batch
+//! of sightings is applied to an in-memory overlay (so a batch sees its own writes), then
+//! handed to the engine as one [`Batch`]. The lock is released and the caller waits on the
+//! ticket. On an engine that several processes share ([`Engine::checks_priors`]), each
+//! record write carries what was read, the engine reports the values another process changed
+//! in between, and the operations on those values are run again on fresh reads (at most
+//! `MAX_ATTEMPTS` times, with a short random backoff, then [`Error::Contended`]); a
+//! feeder's markers go with the attempt in which nothing conflicted.
+//!
+//! ## In-memory state and other front ends
+//! Three things are kept in memory per process. On a shared engine: the **earliest expiry**
+//! only triggers sweeps early (a value another front end gave a shorter TTL is moved by the
+//! periodic sweep, which reads the engine's index, so within `sweep_interval`); the **value
+//! formats** are re-read from the engine by every periodic sweep (a `/c` on another front
+//! end is seen here within `sweep_interval`; set formats in the configuration of every front
+//! end to have them from the start); **digest lookups** come from the configuration only.
 //!
 //! ## Durability contract (the sightings half)
 //! - **An acknowledged write is durable.** Every mutating call returns a [`Ticket`]; the HTTP
@@ -47,7 +60,7 @@
 //! - **[`MemEngine`](crate::engine::MemEngine)** promises nothing across restarts: it keeps
 //!   nothing on disk, its tickets need no wait, and a new instance starts empty.
 
-use crate::engine::{Batch, Engine, Op, Space};
+use crate::engine::{Batch, Engine, Group, RecordWrite, Space};
 use crate::error::{Error, ItemError, Result};
 use crate::format::ValueFormat;
 use crate::namespace::Namespace;
@@ -120,7 +133,14 @@ const ROUND: usize = 10_000;
 #[derive(Default)]
 struct Overlay {
     records: FxHashMap<Vec<u8>, Option<Record>>,
-    counts: FxHashMap<String, u64>,
+    /// What each record was when first read from the engine (only for an engine that
+    /// checks priors, [`Engine::checks_priors`]).
+    priors: FxHashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Records read ahead in one call ([`Engine::get_many`]) for a bulk write on a remote
+    /// engine, taken by the first read of each.
+    fetched: FxHashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Count increments: (stored value, namespace) → delta.
+    counts: FxHashMap<(String, String), i64>,
     expiry: FxHashMap<Vec<u8>, bool>,
     min_expiry: Option<i64>,
     markers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -141,28 +161,85 @@ impl Overlay {
             && self.markers.is_empty()
     }
 
-    /// The engine batch, in the order of [`crate::engine`]'s docs: expiry insertions, value
-    /// records, counts, expiry removals, markers.
-    fn into_batch(self) -> Batch {
-        let (added, removed): (Vec<_>, Vec<_>) =
-            self.expiry.into_iter().partition(|(_, present)| *present);
-        let records = self
-            .records
-            .into_iter()
-            .map(|(k, r)| (k, r.map(|r| r.encode())))
-            .collect();
-        let counts = self.counts.into_iter().map(|(ns, c)| {
-            let v = (c != 0).then(|| c.to_le_bytes().to_vec());
-            (Space::Counts, ns.into_bytes(), v)
-        });
-        let removed = removed.into_iter().map(|(k, _)| (Space::Expiry, k, None));
-        let markers = self
-            .markers
-            .into_iter()
-            .map(|(k, v)| (Space::Markers, k, Some(v)));
-        let rest: Vec<Op> = counts.chain(removed).chain(markers).collect();
-        Batch::new(added.into_iter().map(|(k, _)| k), records, rest)
+    /// The engine batch (see [`crate::engine::Batch`]): expiry insertions, then one group per
+    /// stored value with its records (and what they were when read), its count increments
+    /// and its expiry removals, then markers.
+    fn into_batch(mut self) -> Batch {
+        let mut groups: std::collections::BTreeMap<Vec<u8>, Group> = Default::default();
+        fn group<'g>(
+            groups: &'g mut std::collections::BTreeMap<Vec<u8>, Group>,
+            value: &[u8],
+        ) -> &'g mut Group {
+            groups.entry(value.to_vec()).or_insert_with(|| Group {
+                value: value.to_vec(),
+                ..Group::default()
+            })
+        }
+        let mut expiry_added = Vec::new();
+        for (k, present) in self.expiry {
+            if present {
+                expiry_added.push(k);
+            } else if let Some((_, v)) = k.get(8..).and_then(split_skey_bytes) {
+                group(&mut groups, v).expiry_removed.push(k);
+            }
+        }
+        for (k, r) in self.records {
+            let Some((_, v)) = split_skey_bytes(&k) else {
+                continue;
+            };
+            let prior = self.priors.remove(&k);
+            let g = group(&mut groups, v);
+            g.records.push(RecordWrite {
+                value: r.map(|r| r.encode()),
+                prior,
+                key: k,
+            });
+        }
+        for ((stored, ns), d) in self.counts {
+            if d != 0 {
+                group(&mut groups, stored.as_bytes())
+                    .counts
+                    .push((ns.into_bytes(), d));
+            }
+        }
+        let mut groups: Vec<Group> = groups.into_values().collect();
+        for g in &mut groups {
+            g.records.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        }
+        Batch {
+            expiry_added,
+            groups,
+            formats: Vec::new(),
+            markers: self.markers,
+        }
     }
+}
+
+/// Splits a sightings key into namespace and stored value bytes.
+fn split_skey_bytes(k: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = k.iter().position(|&b| b == 0)?;
+    Some((k.get(..i)?, k.get(i + 1..)?))
+}
+
+/// How many times one operation is re-run on fresh reads when another process keeps
+/// changing the same value, before [`Error::Contended`].
+const MAX_ATTEMPTS: usize = 32;
+
+/// Before re-running after a conflict: a short random pause that grows with the attempts
+/// (at most about 2 ms), so two front ends racing on one value stop colliding in step.
+fn backoff(attempt: usize) {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(attempt);
+    let cap = 50u64 << attempt.min(5);
+    std::thread::sleep(std::time::Duration::from_micros(h.finish() % cap));
+}
+
+/// What [`Sightings::commit_overlay`] did: the ticket, and the stored values whose changes
+/// were not written because another process changed them first.
+struct Committed {
+    ticket: Ticket,
+    conflicts: HashSet<String>,
 }
 
 fn skey(ns: &str, value: &str) -> Vec<u8> {
@@ -229,6 +306,21 @@ impl<E: Engine> Sightings<E> {
     /// The store over `engine`. Reads only the small formats space and the first key of the
     /// expiry index, so start-up time does not grow with the data set.
     pub fn new(engine: E, opts: StoreOptions) -> Result<Self> {
+        let formats = Self::read_formats(&engine)?;
+        let next_expiry = Self::first_expiry(&engine)?.ok_or(Error::Corrupt("expiry key"))?;
+        Ok(Self {
+            engine,
+            writer: Mutex::new(()),
+            any_format: AtomicBool::new(!formats.is_empty()),
+            formats: RwLock::new(formats),
+            digest_lookups: RwLock::new(HashSet::new()),
+            next_expiry: AtomicI64::new(next_expiry),
+            opts,
+        })
+    }
+
+    /// Every non-RAW value format the engine holds.
+    fn read_formats(engine: &E) -> Result<HashMap<String, ValueFormat>> {
         let mut formats = HashMap::new();
         engine.scan(
             Space::Formats,
@@ -245,16 +337,19 @@ impl<E: Engine> Sightings<E> {
                 Ok(ControlFlow::Continue(()))
             },
         )?;
-        let next_expiry = Self::first_expiry(&engine)?.ok_or(Error::Corrupt("expiry key"))?;
-        Ok(Self {
-            engine,
-            writer: Mutex::new(()),
-            any_format: AtomicBool::new(!formats.is_empty()),
-            formats: RwLock::new(formats),
-            digest_lookups: RwLock::new(HashSet::new()),
-            next_expiry: AtomicI64::new(next_expiry),
-            opts,
-        })
+        Ok(formats)
+    }
+
+    /// Replaces the in-memory value formats with the engine's.
+    fn reload_formats(&self) -> Result<()> {
+        let fresh = Self::read_formats(&self.engine)?;
+        let mut formats = self
+            .formats
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.any_format.store(!fresh.is_empty(), Ordering::Release);
+        *formats = fresh;
+        Ok(())
     }
 
     /// The engine underneath.
@@ -318,13 +413,37 @@ impl<E: Engine> Sightings<E> {
         }
     }
 
-    fn get_record(&self, ov: &Overlay, key: &[u8]) -> Result<Option<Record>> {
+    fn get_record(&self, ov: &mut Overlay, key: &[u8]) -> Result<Option<Record>> {
         if let Some(r) = ov.records.get(key) {
             return Ok(r.clone());
         }
-        match self.engine.get(Space::Sightings, key)? {
-            Some(v) => Ok(Some(Record::decode(v.as_ref())?)),
-            None => Ok(None),
+        if let Some(raw) = ov.fetched.remove(key) {
+            let rec = raw.as_deref().map(Record::decode).transpose()?;
+            if self.engine.checks_priors() {
+                ov.priors.entry(key.to_vec()).or_insert(raw);
+            }
+            return Ok(rec);
+        }
+        let raw = self.engine.get(Space::Sightings, key)?;
+        let rec = match &raw {
+            Some(v) => Some(Record::decode(v.as_ref())?),
+            None => None,
+        };
+        if self.engine.checks_priors() {
+            ov.priors
+                .entry(key.to_vec())
+                .or_insert_with(|| raw.map(|v| v.as_ref().to_vec()));
+        }
+        Ok(rec)
+    }
+
+    /// Notes what a record was when the caller read it some other way (a scan), for an
+    /// engine that checks priors.
+    fn saw_record(&self, ov: &mut Overlay, key: &[u8], raw: &[u8]) {
+        if self.engine.checks_priors() {
+            ov.priors
+                .entry(key.to_vec())
+                .or_insert_with(|| Some(raw.to_vec()));
         }
     }
 
@@ -339,18 +458,14 @@ impl<E: Engine> Sightings<E> {
         self.engine.contains(Space::Counts, ns.as_bytes())
     }
 
-    fn get_count(&self, ov: &Overlay, ns: &str) -> Result<u64> {
-        if let Some(c) = ov.counts.get(ns) {
-            return Ok(*c);
-        }
-        Ok(self.stored_count(ns)?.unwrap_or(0))
-    }
-
-    fn add_count(&self, ov: &mut Overlay, ns: &str, delta: i64) -> Result<()> {
-        let c = self.get_count(ov, ns)?;
-        ov.counts
-            .insert(ns.to_owned(), c.saturating_add_signed(delta));
-        Ok(())
+    /// Counts `delta` values in or out of `ns`, with the group of the stored value that
+    /// caused it (applied only if that group is).
+    fn add_count(ov: &mut Overlay, ns: &str, stored: &str, delta: i64) {
+        let c = ov
+            .counts
+            .entry((stored.to_owned(), ns.to_owned()))
+            .or_insert(0);
+        *c = c.saturating_add(delta);
     }
 
     fn consensus(&self, stored: &str) -> Result<u64> {
@@ -382,6 +497,60 @@ impl<E: Engine> Sightings<E> {
         rec.cap_stats(self.opts.limits.max_stats_buckets);
     }
 
+    /// On a remote engine, reads every record a bulk write will read (each value's record and
+    /// its `_all` record) in one call, instead of one round trip per item.
+    fn read_ahead(
+        &self,
+        ov: &mut Overlay,
+        writes: &[WriteOp<'_>],
+        pending: &Option<HashSet<String>>,
+    ) -> Result<()> {
+        if writes.len() < 2 || !self.engine.checks_priors() {
+            return Ok(());
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(writes.len() * 2);
+        for op in writes {
+            if op.check(&self.opts.limits).is_err() {
+                continue;
+            }
+            let stored = self.op_stored(op);
+            if !Self::is_pending(pending, &stored) {
+                continue;
+            }
+            keys.push(skey(op.namespace.as_str(), &stored));
+            if !op.namespace.is_internal() {
+                keys.push(skey(crate::namespace::ALL, &stored));
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let values = self.engine.get_many(Space::Sightings, &keys)?;
+        for (k, v) in keys.into_iter().zip(values) {
+            ov.fetched.insert(k, v.map(|v| v.as_ref().to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Whether an operation on `stored` is to be (re-)run: on the first attempt every one is
+    /// (`None`), then only those on the values that conflicted.
+    fn is_pending(pending: &Option<HashSet<String>>, stored: &str) -> bool {
+        pending.as_ref().is_none_or(|p| p.contains(stored))
+    }
+
+    /// The stored form of an operation's value: a shadow sighting records a lookup, so it
+    /// keeps what was looked up; a write keeps the namespace's format of the value.
+    fn op_stored<'v>(&self, op: &WriteOp<'v>) -> std::borrow::Cow<'v, str> {
+        if op
+            .namespace
+            .as_str()
+            .starts_with(crate::namespace::SHADOW_PREFIX)
+        {
+            self.lookup_value(op.namespace, op.value)
+        } else {
+            self.stored_value(op.namespace, op.value)
+        }
+    }
+
     /// Applies one sighting (the item's own checks already done) to the overlay. Refused
     /// (and nothing changed) when its tags would take the value over
     /// [`Limits::max_tags_per_value`]. Bounded work: tags and stats are bounded per item and
@@ -392,12 +561,7 @@ impl<E: Engine> Sightings<E> {
         op: &WriteOp<'_>,
     ) -> Result<std::result::Result<WriteOutcome, ItemError>> {
         let ns = op.namespace.as_str();
-        // A shadow sighting records a lookup: it keeps what was looked up.
-        let stored = if ns.starts_with(crate::namespace::SHADOW_PREFIX) {
-            self.lookup_value(op.namespace, op.value)
-        } else {
-            self.stored_value(op.namespace, op.value)
-        };
+        let stored = self.op_stored(op);
         let key = skey(ns, &stored);
         let existing = self.get_record(ov, &key)?;
         let new = existing.is_none();
@@ -438,12 +602,12 @@ impl<E: Engine> Sightings<E> {
         stored: &str,
         ts: i64,
     ) -> Result<()> {
-        self.add_count(ov, ns.as_str(), 1)?;
+        Self::add_count(ov, ns.as_str(), stored, 1);
         if !ns.is_internal() {
             let all_key = skey(crate::namespace::ALL, stored);
             let all = self.get_record(ov, &all_key)?;
             if all.is_none() {
-                self.add_count(ov, crate::namespace::ALL, 1)?;
+                Self::add_count(ov, crate::namespace::ALL, stored, 1);
             }
             let mut all = all.unwrap_or_default();
             all.sight(ts, 1);
@@ -459,14 +623,14 @@ impl<E: Engine> Sightings<E> {
         let key = skey(ns, stored);
         Self::reindex(ov, &key, rec.expires_at(), None);
         ov.records.insert(key, None);
-        self.add_count(ov, ns, -1)?;
+        Self::add_count(ov, ns, stored, -1);
         if !ns.starts_with('_') {
             let all_key = skey(crate::namespace::ALL, stored);
             if let Some(mut all) = self.get_record(ov, &all_key)? {
                 all.count = all.count.saturating_sub(1);
                 if all.count == 0 {
                     ov.records.insert(all_key, None);
-                    self.add_count(ov, crate::namespace::ALL, -1)?;
+                    Self::add_count(ov, crate::namespace::ALL, stored, -1);
                 } else {
                     ov.records.insert(all_key, Some(all));
                 }
@@ -493,17 +657,30 @@ impl<E: Engine> Sightings<E> {
         Ok(())
     }
 
-    /// Hands an overlay to the engine as one batch and gives back its ticket.
-    fn commit_overlay(&self, ov: Overlay) -> Result<Ticket> {
+    /// Hands an overlay to the engine as one batch and gives back its ticket and the stored
+    /// values another process changed first (their changes were not written; the caller
+    /// re-runs its operations on them).
+    fn commit_overlay(&self, ov: Overlay) -> Result<Committed> {
         if ov.is_empty() {
-            return Ok(Ticket::NONE);
+            return Ok(Committed {
+                ticket: Ticket::NONE,
+                conflicts: HashSet::new(),
+            });
         }
         let min_expiry = ov.min_expiry;
-        let ticket = self.engine.apply(ov.into_batch())?;
+        let applied = self.engine.apply(ov.into_batch())?;
         if let Some(m) = min_expiry {
             self.next_expiry.fetch_min(m, Ordering::AcqRel);
         }
-        Ok(ticket)
+        let conflicts = applied
+            .conflicts
+            .into_iter()
+            .filter_map(|v| String::from_utf8(v).ok())
+            .collect();
+        Ok(Committed {
+            ticket: applied.ticket,
+            conflicts,
+        })
     }
 
     /// Sweeps if the earliest expiry is due. Cheap when nothing is due (one atomic load); each
@@ -519,20 +696,29 @@ impl<E: Engine> Sightings<E> {
     /// readers get in between rounds.
     fn sweep_rounds(&self, now: i64) -> Result<usize> {
         let mut moved = 0;
+        let mut contended = 0;
         loop {
             let _guard = lock(&self.writer);
-            let (n, more) = self.sweep_round(now)?;
+            let (n, more, conflicts) = self.sweep_round(now)?;
             moved += n;
-            if !more {
+            // A round whose values another process changed meanwhile is run again on fresh
+            // reads; a value that keeps changing is left to the next sweep.
+            contended = if conflicts { contended + 1 } else { 0 };
+            if !more || contended >= MAX_ATTEMPTS {
                 return Ok(moved);
+            }
+            if conflicts {
+                backoff(contended);
             }
         }
     }
 
     /// One round of the sweep under the writer lock (held by the caller): moves at most
-    /// [`ROUND`] due values to `_expired/<ns>`. Returns how many, and whether more are due.
-    fn sweep_round(&self, now: i64) -> Result<(usize, bool)> {
-        let mut moved = 0;
+    /// [`ROUND`] due values to `_expired/<ns>`. Returns how many, whether more are due, and
+    /// whether another process changed some of them first (those were not moved).
+    fn sweep_round(&self, now: i64) -> Result<(usize, bool, bool)> {
+        let mut conflicted = false;
+        let mut moved: usize = 0;
         let mut due: Vec<Vec<u8>> = Vec::new();
         self.engine.scan(
             Space::Expiry,
@@ -554,7 +740,7 @@ impl<E: Engine> Sightings<E> {
                 let Some((ns, stored)) = split_skey(skey_bytes) else {
                     continue;
                 };
-                let Some(rec) = self.get_record(&ov, skey_bytes)? else {
+                let Some(rec) = self.get_record(&mut ov, skey_bytes)? else {
                     continue;
                 };
                 if !rec.is_expired(now) {
@@ -565,9 +751,9 @@ impl<E: Engine> Sightings<E> {
                 if !ns.starts_with('_') {
                     let ns_parsed = Namespace::from_stored(ns);
                     let exp_key = skey(ns_parsed.expired().as_str(), &stored);
-                    let existing = self.get_record(&ov, &exp_key)?;
+                    let existing = self.get_record(&mut ov, &exp_key)?;
                     if existing.is_none() {
-                        self.add_count(&mut ov, ns_parsed.expired().as_str(), 1)?;
+                        Self::add_count(&mut ov, ns_parsed.expired().as_str(), &stored, 1);
                     }
                     let mut moved_rec = existing.unwrap_or_default();
                     moved_rec.absorb(&rec);
@@ -577,11 +763,13 @@ impl<E: Engine> Sightings<E> {
                 }
                 moved += 1;
             }
-            let _ticket = self.commit_overlay(ov)?;
+            let done = self.commit_overlay(ov)?;
+            conflicted = !done.conflicts.is_empty();
+            moved = moved.saturating_sub(done.conflicts.len());
         }
         let next = Self::first_expiry(&self.engine)?.unwrap_or(i64::MAX);
         self.next_expiry.store(next, Ordering::Release);
-        Ok((moved, next <= now))
+        Ok((moved, next <= now, conflicted))
     }
 
     fn view(&self, stored: &str, rec: Record) -> Result<View> {
@@ -609,24 +797,35 @@ impl<E: Engine> SightingStore for Sightings<E> {
         let shadows: Vec<Namespace> = reads.iter().map(|(ns, _)| ns.shadow()).collect();
         let ttl = (self.opts.shadow_ttl > 0).then_some(self.opts.shadow_ttl);
         let _guard = lock(&self.writer);
-        let mut ov = Overlay::default();
-        for (shadow_ns, (_, value)) in shadows.iter().zip(reads) {
-            // An over-long value was never stored, so its read records nothing either.
-            if value.is_empty() || !value_fits(value) {
-                continue;
+        let mut pending: Option<HashSet<String>> = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut ov = Overlay::default();
+            for (shadow_ns, (_, value)) in shadows.iter().zip(reads) {
+                // An over-long value was never stored, so its read records nothing either.
+                if value.is_empty() || !value_fits(value) {
+                    continue;
+                }
+                let op = WriteOp {
+                    namespace: shadow_ns,
+                    value,
+                    timestamp: now,
+                    ttl,
+                    tags: None,
+                };
+                if !Self::is_pending(&pending, &self.op_stored(&op)) {
+                    continue;
+                }
+                // Shadow sightings carry no tags, so they are never refused.
+                let _ = self.apply(&mut ov, &op)?;
             }
-            let op = WriteOp {
-                namespace: shadow_ns,
-                value,
-                timestamp: now,
-                ttl,
-                tags: None,
-            };
-            // Shadow sightings carry no tags, so they are never refused.
-            let _ = self.apply(&mut ov, &op)?;
+            let done = self.commit_overlay(ov)?;
+            if done.conflicts.is_empty() {
+                return Ok(());
+            }
+            pending = Some(done.conflicts);
+            backoff(attempt);
         }
-        let _not_awaited = self.commit_overlay(ov)?;
-        Ok(())
+        Err(Error::Contended)
     }
 
     fn read(&self, namespace: &Namespace, value: &str, now: i64) -> Result<ReadOutcome> {
@@ -652,7 +851,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
         }
     }
 
-    /// Only on an engine with [`Engine::LOCAL_READS`], and only when no sweep is due (a read
+    /// Only on an engine with [`Engine::local_reads`], and only when no sweep is due (a read
     /// sweeps first, which writes): then the read is two point gets (the record and its
     /// consensus) and a decode.
     fn read_now(
@@ -661,7 +860,7 @@ impl<E: Engine> SightingStore for Sightings<E> {
         value: &str,
         now: i64,
     ) -> Option<Result<ReadOutcome>> {
-        if !E::LOCAL_READS || now >= self.next_expiry.load(Ordering::Acquire) {
+        if !self.engine.local_reads() || now >= self.next_expiry.load(Ordering::Acquire) {
             return None;
         }
         Some(self.read(namespace, value, now))
@@ -706,10 +905,28 @@ impl<E: Engine> SightingStore for Sightings<E> {
                 let (_, stored) = split_skey(k).ok_or(Error::Corrupt("sightings key"))?;
                 let rec = Record::decode(v)?;
                 bytes = bytes.saturating_add(rec.approx_bytes(stored.len()));
-                items.push(self.view(stored, rec)?);
+                items.push(View {
+                    value: stored.to_owned(),
+                    consensus: 0,
+                    record: rec,
+                });
                 Ok(ControlFlow::Continue(()))
             },
         )?;
+        // The page's consensus records in one call (one round trip on a remote engine).
+        let all_keys: Vec<Vec<u8>> = items
+            .iter()
+            .map(|v| skey(crate::namespace::ALL, &v.value))
+            .collect();
+        for (view, all) in items
+            .iter_mut()
+            .zip(self.engine.get_many(Space::Sightings, &all_keys)?)
+        {
+            view.consensus = all
+                .map(|v| Record::decode(v.as_ref()))
+                .transpose()?
+                .map_or(0, |r| r.count);
+        }
         let next = if more {
             items.last().map(|v| v.value.clone())
         } else {
@@ -731,9 +948,12 @@ impl<E: Engine> SightingStore for Sightings<E> {
         let mut start_included = true;
         let mut ticket = Ticket::NONE;
         let mut round = 0usize;
+        let mut contended = 0;
         // In rounds of at most ROUND values, each one atomic batch under one hold of the
         // writer lock, so a large namespace never holds every other writer for long. A value
         // written behind the cursor while the delete runs is kept (it came after the delete).
+        // A round in which another process changed some values is run again from the same
+        // place, on fresh reads.
         loop {
             let _guard = lock(&self.writer);
             if round == 0 && !self.has_namespace(ns)? {
@@ -756,20 +976,26 @@ impl<E: Engine> SightingStore for Sightings<E> {
                 |k, v| {
                     let rec = Record::decode(v)?;
                     let (_, stored) = split_skey(k).ok_or(Error::Corrupt("sightings key"))?;
+                    self.saw_record(&mut ov, k, v);
                     self.remove_value(&mut ov, ns, stored, &rec)?;
                     last = Some(k.to_vec());
                     n += 1;
                     Ok(ControlFlow::Continue(()))
                 },
             )?;
-            if round == 1 && n < ROUND {
-                // The whole namespace fitted in one round: clear its count whatever it said.
-                ov.counts.insert(ns.to_owned(), 0);
+            let done = self.commit_overlay(ov)?;
+            if done.ticket != Ticket::NONE {
+                ticket = done.ticket;
             }
-            let t = self.commit_overlay(ov)?;
-            if t != Ticket::NONE {
-                ticket = t;
+            if !done.conflicts.is_empty() {
+                contended += 1;
+                if contended >= MAX_ATTEMPTS {
+                    return Err(Error::Contended);
+                }
+                backoff(contended);
+                continue;
             }
+            contended = 0;
             match last {
                 Some(k) if n == ROUND => {
                     start = k;
@@ -810,15 +1036,17 @@ impl<E: Engine> SightingStore for Sightings<E> {
         if self.format_of(ns) == format {
             return Ok(Ticket::NONE);
         }
-        if self.get_count(&Overlay::default(), ns)? > 0 {
+        if self.stored_count(ns)?.unwrap_or(0) > 0 {
             return Err(Error::FormatConflict(ns.to_owned()));
         }
         let tag = (format != ValueFormat::Raw).then(|| vec![format.tag()]);
-        let ticket = self.engine.apply(Batch::new(
-            [],
-            Vec::new(),
-            [(Space::Formats, ns.as_bytes().to_vec(), tag)],
-        ))?;
+        let ticket = self
+            .engine
+            .apply(Batch {
+                formats: vec![(ns.as_bytes().to_vec(), tag)],
+                ..Batch::default()
+            })?
+            .ticket;
         let mut formats = self
             .formats
             .write()
@@ -846,6 +1074,11 @@ impl<E: Engine> SightingStore for Sightings<E> {
     }
 
     fn sweep(&self, now: i64) -> Result<usize> {
+        // The periodic sweep also re-reads the value formats, so a format another front end
+        // set on a shared engine is seen here within one sweep interval.
+        if self.engine.checks_priors() {
+            self.reload_formats()?;
+        }
         self.sweep_rounds(now)
     }
 
@@ -863,39 +1096,63 @@ impl<E: Engine> SightingStore for Sightings<E> {
         if now >= self.next_expiry.load(Ordering::Acquire) {
             self.sweep_round(now)?;
         }
-        let mut ov = Overlay::for_ops(writes.len());
-        // Applied in key order (stable: repeats of one value keep their request order, so
-        // every outcome is the same as in request order): neighbouring lookups then share
-        // memtable nodes and table blocks in the CPU cache.
+        // Another process may change the same values between our reads and our batch (an
+        // engine that checks priors says so): the operations on those values are run again
+        // on fresh reads, and the markers go with the attempt in which nothing conflicted.
         let mut out: Vec<Option<std::result::Result<WriteOutcome, ItemError>>> =
             vec![None; writes.len()];
-        for i in key_order(writes.len(), |i| {
-            writes.get(i).map(|w| (w.namespace.as_str(), w.value))
-        }) {
-            let Some(op) = writes.get(i) else { continue };
-            let outcome = match op.check(&self.opts.limits) {
-                Ok(()) => self.apply(&mut ov, op)?,
-                Err(e) => Err(e),
-            };
-            if let Some(slot) = out.get_mut(i) {
-                *slot = Some(outcome);
+        let mut pending: Option<HashSet<String>> = None;
+        let mut ticket = Ticket::NONE;
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut ov = Overlay::for_ops(writes.len());
+            self.read_ahead(&mut ov, writes, &pending)?;
+            // Applied in key order (stable: repeats of one value keep their request order, so
+            // every outcome is the same as in request order): neighbouring lookups then share
+            // memtable nodes and table blocks in the CPU cache.
+            for i in key_order(writes.len(), |i| {
+                writes.get(i).map(|w| (w.namespace.as_str(), w.value))
+            }) {
+                let Some(op) = writes.get(i) else { continue };
+                if pending.is_some() && !Self::is_pending(&pending, &self.op_stored(op)) {
+                    continue;
+                }
+                let outcome = match op.check(&self.opts.limits) {
+                    Ok(()) => self.apply(&mut ov, op)?,
+                    Err(e) => Err(e),
+                };
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(outcome);
+                }
             }
-        }
-        let out = out
-            .into_iter()
-            .map(|o| o.unwrap_or(Err(ItemError::EmptyValue)))
-            .collect();
-        for (ns, value) in retractions {
-            if !ns.is_internal() && !value.is_empty() {
-                self.retract(&mut ov, ns, value)?;
+            for (ns, value) in retractions {
+                if !ns.is_internal()
+                    && !value.is_empty()
+                    && (pending.is_none()
+                        || (value_fits(value)
+                            && Self::is_pending(&pending, &self.stored_value(ns, value))))
+                {
+                    self.retract(&mut ov, ns, value)?;
+                }
             }
+            ov.markers = markers
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect();
+            let done = self.commit_overlay(ov)?;
+            if done.ticket != Ticket::NONE {
+                ticket = done.ticket;
+            }
+            if done.conflicts.is_empty() {
+                let out = out
+                    .into_iter()
+                    .map(|o| o.unwrap_or(Err(ItemError::EmptyValue)))
+                    .collect();
+                return Ok((out, ticket));
+            }
+            pending = Some(done.conflicts);
+            backoff(attempt);
         }
-        ov.markers = markers
-            .iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect();
-        let ticket = self.commit_overlay(ov)?;
-        Ok((out, ticket))
+        Err(Error::Contended)
     }
 
     fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -903,6 +1160,10 @@ impl<E: Engine> SightingStore for Sightings<E> {
             .engine
             .get(Space::Markers, key)?
             .map(|v| v.as_ref().to_vec()))
+    }
+
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        self.engine.lease(name, holder, ttl_ms)
     }
 
     fn holders(&self, value: &str, now: i64) -> Result<Vec<(Namespace, View)>> {

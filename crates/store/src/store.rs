@@ -299,6 +299,15 @@ pub trait SightingStore: Send + Sync + 'static {
     /// The value of a marker written by [`SightingStore::apply_marked`].
     fn marker(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// Takes or renews the lease `name` for `holder` (an id of this process) for `ttl_ms`
+    /// milliseconds: true when `holder` holds it now. Several front ends on one shared
+    /// store run a singleton job (the bridge) only while they hold its lease; another takes
+    /// it over once it expired unrenewed. A store that one process holds leases to anyone.
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        let _ = (name, holder, ttl_ms);
+        Ok(true)
+    }
+
     /// Every public namespace holding `value` (raw form, encoded per namespace format), with
     /// its view. Cost: one point read per stored namespace.
     fn holders(&self, value: &str, now: i64) -> Result<Vec<(Namespace, View)>>;

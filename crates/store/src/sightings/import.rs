@@ -58,20 +58,48 @@ impl<E: Engine> Sightings<E> {
     ) -> Result<(Vec<std::result::Result<ImportOutcome, ItemError>>, Ticket)> {
         self.sweep_if_due(now)?;
         let _guard = super::lock(&self.writer);
-        let mut ov = Overlay::for_ops(items.len());
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            let outcome = match self.check_import(item) {
-                Ok(()) => self.import_one(&mut ov, item)?,
-                Err(e) => Err(e),
-            };
-            out.push(outcome);
+        // Items on values another process changed meanwhile are imported again on fresh
+        // reads; the marker goes with the attempt in which nothing conflicted.
+        let mut out: Vec<Option<std::result::Result<ImportOutcome, ItemError>>> =
+            vec![None; items.len()];
+        let mut pending: Option<std::collections::HashSet<String>> = None;
+        let mut ticket = Ticket::NONE;
+        for attempt in 0..super::MAX_ATTEMPTS {
+            let mut ov = Overlay::for_ops(items.len());
+            for (item, slot) in items.iter().zip(out.iter_mut()) {
+                if pending.is_some()
+                    && (!value_fits(item.value)
+                        || !Self::is_pending(
+                            &pending,
+                            &self.stored_value(item.namespace, item.value),
+                        ))
+                {
+                    continue;
+                }
+                let outcome = match self.check_import(item) {
+                    Ok(()) => self.import_one(&mut ov, item)?,
+                    Err(e) => Err(e),
+                };
+                *slot = Some(outcome);
+            }
+            if let Some((k, v)) = marker {
+                ov.markers.push((k.to_vec(), v.to_vec()));
+            }
+            let done = self.commit_overlay(ov)?;
+            if done.ticket != Ticket::NONE {
+                ticket = done.ticket;
+            }
+            if done.conflicts.is_empty() {
+                let out = out
+                    .into_iter()
+                    .map(|o| o.unwrap_or(Err(ItemError::EmptyValue)))
+                    .collect();
+                return Ok((out, ticket));
+            }
+            pending = Some(done.conflicts);
+            super::backoff(attempt);
         }
-        if let Some((k, v)) = marker {
-            ov.markers.push((k.to_vec(), v.to_vec()));
-        }
-        let ticket = self.commit_overlay(ov)?;
-        Ok((out, ticket))
+        Err(crate::Error::Contended)
     }
 
     fn check_import(&self, item: &Imported<'_>) -> std::result::Result<(), ItemError> {
