@@ -15,8 +15,10 @@
 //! Nothing of the write's rules moves: the store applies the items in arrival order, refuses an
 //! item on its own ([`sighthub_store::ItemError`]), and every request still waits for its
 //! ticket to be durable before it is answered ([`crate::cmd::write`]). A batch that fails as a
-//! whole (a storage error) is applied again one write at a time, so each request gets its own
-//! answer. A panic while applying a batch is caught: its requests get a 500 and the thread
+//! whole (a storage error) answers that error to each of its requests, and is **not** applied
+//! again one write at a time: an engine that applies a batch value group by value group (Redis
+//! Cluster) may have written part of it before failing, and a second attempt would count those
+//! sightings twice (the failover test of the cluster suites caught exactly that). A panic while applying a batch is caught: its requests get a 500 and the thread
 //! goes on. A full queue makes the next requests wait their turn (back-pressure), never fail.
 
 use crate::error::ApiError;
@@ -190,25 +192,24 @@ fn apply(store: &dyn SightingStore, batch: Vec<Queued>) {
                     .send(Err(ApiError::Internal("a write gave no outcome")));
             }
         }
-        Err(e) if batch.len() == 1 => {
-            if let Some(q) = batch.into_iter().next() {
-                let _ = q.reply.send(Err(e.into()));
-            }
-        }
-        // One write at a time, so each request gets its own answer.
-        Err(_) => {
+        Err(e) => {
+            let (detail, first) = (e.to_string(), ApiError::from(e));
             for q in batch {
-                let one = store
-                    .write(&[q.op()], now)
-                    .map_err(ApiError::from)
-                    .and_then(|(mut out, ticket)| {
-                        out.pop()
-                            .map(|o| (o, ticket))
-                            .ok_or(ApiError::Internal("a write gave no outcome"))
-                    });
-                let _ = q.reply.send(one);
+                let _ = q.reply.send(Err(same_error(&first, &detail)));
             }
         }
+    }
+}
+
+/// The error a failed batch answers to each of its requests: the same status and message as
+/// `e` (whose store error reads `detail`).
+fn same_error(e: &ApiError, detail: &str) -> ApiError {
+    match e {
+        ApiError::Unavailable => ApiError::Unavailable,
+        ApiError::Backend(why) => ApiError::Backend(why.clone()),
+        ApiError::Conflict(why) => ApiError::Conflict(why.clone()),
+        ApiError::Internal(why) => ApiError::Internal(why),
+        _ => ApiError::Storage(Box::new(std::io::Error::other(detail.to_owned()))),
     }
 }
 
@@ -224,14 +225,10 @@ fn apply_shadows(store: &dyn SightingStore, shadows: Vec<ShadowJob>) {
                 let _ = reply.send(Ok(()));
             }
         }
-        Err(e) if shadows.len() == 1 => {
-            if let Some((_, _, reply)) = shadows.into_iter().next() {
-                let _ = reply.send(Err(e.into()));
-            }
-        }
-        Err(_) => {
-            for (n, v, reply) in shadows {
-                let _ = reply.send(store.shadow(&[(&n, &v)], now).map_err(ApiError::from));
+        Err(e) => {
+            let (detail, first) = (e.to_string(), ApiError::from(e));
+            for (_, _, reply) in shadows {
+                let _ = reply.send(Err(same_error(&first, &detail)));
             }
         }
     }

@@ -10,7 +10,7 @@ pub const KEY_BYTES: usize = 32;
 /// randomness to give.
 pub fn random_hex(n: usize) -> std::io::Result<String> {
     let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).map_err(std::io::Error::other)?;
+    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(hex::encode(b))
 }
 
