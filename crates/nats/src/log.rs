@@ -1,0 +1,278 @@
+//! [`LogStream`]: a JetStream stream used as an ordered log whose positions are the stream's
+//! sequence numbers. Appends carry the expected last sequence (so two writers never
+//! interleave unnoticed) and a `Nats-Msg-Id` (so one message published by two writers at
+//! once is stored once); reads of a range are batched direct gets (one request per batch,
+//! answered only by a replica that has everything up to the range's end).
+
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::Nats;
+
+/// Most records one batched read asks for.
+pub const READ_BATCH: usize = 512;
+
+/// The stream and what it takes to reach it; cheap to clone.
+#[derive(Clone)]
+pub struct LogStream {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    name: String,
+    subject: String,
+    timeout: Duration,
+}
+
+/// A stream's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    /// First sequence still held (`last + 1` when empty).
+    pub first: u64,
+    /// Last sequence ever assigned (0: nothing ever).
+    pub last: u64,
+    /// Messages held.
+    pub messages: u64,
+    /// Bytes held (JetStream's count, headers and subjects included).
+    pub bytes: u64,
+    /// Creation time of the stream, Unix nanoseconds.
+    pub created_ns: u64,
+}
+
+/// One append: the payload, the sequence it must get, and its de-duplication id.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// The sequence number the writer assigned (the stream's last must be `seq - 1`).
+    pub seq: u64,
+    /// `Nats-Msg-Id`.
+    pub msg_id: Option<String>,
+    /// The record.
+    pub payload: Bytes,
+}
+
+impl LogStream {
+    /// Opens the stream `name` (subject `<name>.log`), creating it with `nats`' replicas,
+    /// file storage, direct gets and the de-duplication window when it does not exist.
+    pub async fn open(nats: &Nats, name: &str, duplicate_window: Duration) -> Result<LogStream> {
+        let js = nats.js();
+        let subject = format!("{name}.log");
+        js.get_or_create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subject.clone()],
+            num_replicas: nats.replicas(),
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            duplicate_window,
+            discard: stream::DiscardPolicy::Old,
+            description: Some("sighthub exchange log".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::unavailable(&format!("opening the stream {name}"), e))?;
+        Ok(LogStream {
+            js,
+            client: nats.client(),
+            name: name.to_owned(),
+            subject,
+            timeout: nats.timeout(),
+        })
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The subject its records are published on (core subscribers of it are woken by every
+    /// append, before it is known durable).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The stream's state, from its leader.
+    pub async fn state(&self) -> Result<State> {
+        let s = self
+            .js
+            .get_stream_no_info(&self.name)
+            .await
+            .map_err(|e| Error::unavailable("reading the stream", e))?;
+        let info = s
+            .get_info()
+            .await
+            .map_err(|e| Error::unavailable("reading the stream's state", e))?;
+        let created_ns = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0);
+        Ok(State {
+            first: info.state.first_sequence,
+            last: info.state.last_sequence,
+            messages: info.state.messages,
+            bytes: info.state.bytes,
+            created_ns,
+        })
+    }
+
+    /// Appends `items` in order, each acknowledged (on a quorum, durable under the servers'
+    /// `sync_interval`) before the next is sent. Returns how many were appended; the first
+    /// that was not is the error: [`Error::Conflict`] when another writer appended first
+    /// (its expected last sequence failed) or already stored the same `Nats-Msg-Id`.
+    pub async fn append(&self, items: Vec<Append>) -> (usize, Result<()>) {
+        for (done, item) in items.into_iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "Nats-Expected-Last-Sequence",
+                item.seq.saturating_sub(1).to_string().as_str(),
+            );
+            if let Some(id) = &item.msg_id {
+                headers.insert("Nats-Msg-Id", id.as_str());
+            }
+            let ack = match self
+                .js
+                .publish_with_headers(self.subject.clone(), headers, item.payload)
+                .await
+            {
+                Ok(f) => f.await,
+                Err(e) => Err(e),
+            };
+            let err = match ack {
+                Ok(a) if a.duplicate => Error::Conflict(format!(
+                    "message id {:?} already stored at {}",
+                    item.msg_id, a.sequence
+                )),
+                Ok(a) if a.sequence != item.seq => Error::Unavailable(format!(
+                    "the stream stored at {} what was expected at {}",
+                    a.sequence, item.seq
+                )),
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind()
+                        == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+                {
+                    Error::Conflict(format!("sequence {} was taken", item.seq))
+                }
+                Err(e) => Error::unavailable("appending to the log", e),
+            };
+            return (done, Err(err));
+        }
+        (usize::MAX, Ok(()))
+    }
+
+    /// The records from `from` to `to` (inclusive) still in the stream, in order, at most
+    /// `max`: one batched direct get, answered only by a replica holding everything up to
+    /// `to` (`min_last_seq`), so a lagging replica never answers with a hole.
+    pub async fn read(&self, from: u64, to: u64, max: usize) -> Result<Vec<(u64, Bytes)>> {
+        if from > to || max == 0 {
+            return Ok(Vec::new());
+        }
+        let want = usize::try_from(to - from + 1)
+            .unwrap_or(usize::MAX)
+            .min(max);
+        let req = serde_json::json!({"seq": from, "batch": want, "min_last_seq": to});
+        let mut out = Vec::with_capacity(want);
+        self.batch_get(req, |seq, payload| {
+            if seq <= to {
+                out.push((seq, payload));
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The record at `seq`, if still in the stream.
+    pub async fn get(&self, seq: u64) -> Result<Option<Bytes>> {
+        let mut got = None;
+        let req = serde_json::json!({"seq": seq, "batch": 1, "min_last_seq": seq});
+        self.batch_get(req, |s, p| {
+            if s == seq {
+                got = Some(p);
+            }
+        })
+        .await?;
+        Ok(got)
+    }
+
+    async fn batch_get(&self, req: serde_json::Value, mut f: impl FnMut(u64, Bytes)) -> Result<()> {
+        let subject = format!("$JS.API.DIRECT.GET.{}", self.name);
+        // A replica behind `min_last_seq` answers with an error status: ask again (another
+        // replica, or the same one caught up).
+        for attempt in 0..20u32 {
+            let inbox = self.client.new_inbox();
+            let mut sub = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| Error::unavailable("reading the log", e))?;
+            self.client
+                .publish_with_reply(subject.clone(), inbox, req.to_string().into())
+                .await
+                .map_err(|e| Error::unavailable("reading the log", e))?;
+            let mut retry = false;
+            loop {
+                let msg = match tokio::time::timeout(self.timeout, sub.next()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Err(Error::Unavailable("reading the log: closed".into())),
+                    Err(_) => {
+                        return Err(Error::Unavailable(format!(
+                            "reading the log: no answer within {} s",
+                            self.timeout.as_secs()
+                        )))
+                    }
+                };
+                if let Some(status) = msg.status {
+                    match status.as_u16() {
+                        // End of batch; nothing at or after the sequence.
+                        204 | 404 => break,
+                        // No responders yet (a leader election), or a replica behind.
+                        _ => {
+                            retry = true;
+                            break;
+                        }
+                    }
+                }
+                let seq = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Sequence"))
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                match seq {
+                    Some(seq) => f(seq, msg.payload),
+                    None => {
+                        return Err(Error::Unavailable(
+                            "reading the log: an answer without a sequence".into(),
+                        ))
+                    }
+                }
+            }
+            let _ = sub.unsubscribe().await;
+            if !retry {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt + 1))).await;
+        }
+        Err(Error::Unavailable(
+            "reading the log: no replica holds the range yet".into(),
+        ))
+    }
+
+    /// Removes every record below `seq` (retention of the oldest).
+    pub async fn purge_below(&self, seq: u64) -> Result<()> {
+        let s = self
+            .js
+            .get_stream_no_info(&self.name)
+            .await
+            .map_err(|e| Error::unavailable("purging the log", e))?;
+        s.purge()
+            .sequence(seq)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::unavailable("purging the log", e))
+    }
+
+    /// Subscribes (core NATS) to the log's subject: a wake-up on every append by any writer.
+    pub async fn wakeups(&self) -> Result<async_nats::Subscriber> {
+        self.client
+            .subscribe(self.subject.clone())
+            .await
+            .map_err(|e| Error::unavailable("subscribing to the log", e))
+    }
+}
