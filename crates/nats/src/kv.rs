@@ -1,4 +1,6 @@
-//! [`Bucket`]: a JetStream KV bucket with the calls the exchange needs: point reads, writes,
+//! [`Bucket`]: a JetStream KV bucket with the calls the exchange needs: point reads (of the
+//! stream leader: the bucket is set without direct gets, so a read sees every acknowledged
+//! write), writes,
 //! `create` (put-if-absent: the one writer of a key wins), deletes, and the live keys under a
 //! prefix (one ordered consumer over the bucket's stream, last value per key).
 
@@ -37,6 +39,20 @@ impl Bucket {
                 })
                 .await
                 .map_err(|e| Error::unavailable(&format!("opening the bucket {name}"), e))?,
+        };
+        // Reads of the leader only: a direct get may be answered by a replica that is behind,
+        // and the seen-set and the consumers' cursors must read what was just written.
+        let store = if store.stream.cached_info().config.allow_direct {
+            let mut config = store.stream.cached_info().config.clone();
+            config.allow_direct = false;
+            js.update_stream(config)
+                .await
+                .map_err(|e| Error::unavailable(&format!("configuring the bucket {name}"), e))?;
+            js.get_key_value(name)
+                .await
+                .map_err(|e| Error::unavailable(&format!("opening the bucket {name}"), e))?
+        } else {
+            store
         };
         Ok(Bucket {
             js,

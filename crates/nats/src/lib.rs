@@ -79,9 +79,13 @@ impl Nats {
         });
         let client = wait(|| rx.recv())
             .map_err(|_| Error::Connect("the NATS client's runtime stopped".into()))??;
-        let js = jetstream::ContextBuilder::new()
-            .timeout(timeout)
-            .build(client.clone());
+        // The context spawns its acknowledgement task: on the client's runtime.
+        let js = {
+            let _entered = handle.enter();
+            jetstream::ContextBuilder::new()
+                .timeout(timeout)
+                .build(client.clone())
+        };
         let nats = Nats {
             inner: Arc::new(Inner {
                 rt: Some(rt),

@@ -16,6 +16,9 @@ use crate::Nats;
 /// Most records one batched read asks for.
 pub const READ_BATCH: usize = 512;
 
+/// How many times a stale answer to a read is asked again.
+const STALE_RETRIES: u32 = 40;
+
 /// The stream and what it takes to reach it; cheap to clone.
 #[derive(Clone)]
 pub struct LogStream {
@@ -112,12 +115,14 @@ impl LogStream {
         })
     }
 
-    /// Appends `items` in order, each acknowledged (on a quorum, durable under the servers'
-    /// `sync_interval`) before the next is sent. Returns how many were appended; the first
-    /// that was not is the error: [`Error::Conflict`] when another writer appended first
-    /// (its expected last sequence failed) or already stored the same `Nats-Msg-Id`.
-    pub async fn append(&self, items: Vec<Append>) -> (usize, Result<()>) {
-        for (done, item) in items.into_iter().enumerate() {
+    /// Appends `items`, pipelined: every publish is sent, then every acknowledgement (on a
+    /// quorum, durable under the servers' `sync_interval`) awaited. One result per item:
+    /// [`Error::Conflict`] when another writer took its sequence first (its expected last
+    /// sequence failed: usually every item after the first conflict fails too) or already
+    /// stored the same `Nats-Msg-Id`. An item that succeeded is stored at exactly its `seq`.
+    pub async fn append(&self, items: Vec<Append>) -> Vec<Result<()>> {
+        let mut pending = Vec::with_capacity(items.len());
+        for item in items {
             let mut headers = HeaderMap::new();
             headers.insert(
                 "Nats-Expected-Last-Sequence",
@@ -126,40 +131,47 @@ impl LogStream {
             if let Some(id) = &item.msg_id {
                 headers.insert("Nats-Msg-Id", id.as_str());
             }
-            let ack = match self
+            let sent = self
                 .js
                 .publish_with_headers(self.subject.clone(), headers, item.payload)
-                .await
-            {
+                .await;
+            pending.push((item.seq, item.msg_id, sent));
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for (seq, msg_id, sent) in pending {
+            let ack = match sent {
                 Ok(f) => f.await,
                 Err(e) => Err(e),
             };
-            let err = match ack {
-                Ok(a) if a.duplicate => Error::Conflict(format!(
-                    "message id {:?} already stored at {}",
-                    item.msg_id, a.sequence
-                )),
-                Ok(a) if a.sequence != item.seq => Error::Unavailable(format!(
-                    "the stream stored at {} what was expected at {}",
-                    a.sequence, item.seq
-                )),
-                Ok(_) => continue,
+            out.push(match ack {
+                Ok(a) if a.duplicate => Err(Error::Conflict(format!(
+                    "message id {msg_id:?} already stored at {}",
+                    a.sequence
+                ))),
+                Ok(a) if a.sequence != seq => Err(Error::Unavailable(format!(
+                    "the stream stored at {} what was expected at {seq}",
+                    a.sequence
+                ))),
+                Ok(_) => Ok(()),
                 Err(e)
                     if e.kind()
                         == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
                 {
-                    Error::Conflict(format!("sequence {} was taken", item.seq))
+                    Err(Error::Conflict(format!("sequence {seq} was taken")))
                 }
-                Err(e) => Error::unavailable("appending to the log", e),
-            };
-            return (done, Err(err));
+                Err(e) => Err(Error::unavailable("appending to the log", e)),
+            });
         }
-        (usize::MAX, Ok(()))
+        out
     }
 
     /// The records from `from` to `to` (inclusive) still in the stream, in order, at most
-    /// `max`: one batched direct get, answered only by a replica holding everything up to
-    /// `to` (`min_last_seq`), so a lagging replica never answers with a hole.
+    /// `max`: one batched direct get per attempt. Any replica may answer a direct get, and
+    /// one that is behind answers with a hole (the server has no "minimum last sequence" for
+    /// direct gets yet); since this log is only ever purged from its front, the records from
+    /// the first one answered on have no gaps, so an answer that skips a sequence, or is
+    /// empty, is stale: asked again (another replica, or the same one caught up). A short
+    /// answer without holes is returned as it is: the caller asks for the rest.
     pub async fn read(&self, from: u64, to: u64, max: usize) -> Result<Vec<(u64, Bytes)>> {
         if from > to || max == 0 {
             return Ok(Vec::new());
@@ -167,31 +179,57 @@ impl LogStream {
         let want = usize::try_from(to - from + 1)
             .unwrap_or(usize::MAX)
             .min(max);
-        let req = serde_json::json!({"seq": from, "batch": want, "min_last_seq": to});
-        let mut out = Vec::with_capacity(want);
-        self.batch_get(req, |seq, payload| {
-            if seq <= to {
-                out.push((seq, payload));
+        let req = serde_json::json!({"seq": from, "batch": want});
+        for attempt in 0..STALE_RETRIES {
+            let mut out: Vec<(u64, Bytes)> = Vec::with_capacity(want);
+            self.batch_get(&req, |seq, payload| {
+                if seq <= to {
+                    out.push((seq, payload));
+                }
+            })
+            .await?;
+            // A short answer without holes is fine (the caller asks for the rest); a hole or
+            // nothing at all is not.
+            let whole = match (out.first(), out.last()) {
+                (Some(&(first, _)), Some(&(last, _))) => out.len() as u64 == last - first + 1,
+                // Nothing: stale, or everything up to `to` was purged meanwhile.
+                _ => attempt + 1 >= STALE_RETRIES / 4,
+            };
+            if whole {
+                return Ok(out);
             }
-        })
-        .await?;
-        Ok(out)
+            tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt + 1))).await;
+        }
+        Err(Error::Unavailable(format!(
+            "reading the log: no replica answered {from}..={to} whole"
+        )))
     }
 
-    /// The record at `seq`, if still in the stream.
+    /// The record at `seq`, if still in the stream (asked again a few times when absent: a
+    /// replica that is behind answers "not found").
     pub async fn get(&self, seq: u64) -> Result<Option<Bytes>> {
-        let mut got = None;
-        let req = serde_json::json!({"seq": seq, "batch": 1, "min_last_seq": seq});
-        self.batch_get(req, |s, p| {
-            if s == seq {
-                got = Some(p);
+        let req = serde_json::json!({"seq": seq, "batch": 1});
+        for attempt in 0..4u64 {
+            let mut got = None;
+            self.batch_get(&req, |s, p| {
+                if s == seq {
+                    got = Some(p);
+                }
+            })
+            .await?;
+            if got.is_some() {
+                return Ok(got);
             }
-        })
-        .await?;
-        Ok(got)
+            tokio::time::sleep(Duration::from_millis(2 * (attempt + 1))).await;
+        }
+        Ok(None)
     }
 
-    async fn batch_get(&self, req: serde_json::Value, mut f: impl FnMut(u64, Bytes)) -> Result<()> {
+    async fn batch_get(
+        &self,
+        req: &serde_json::Value,
+        mut f: impl FnMut(u64, Bytes),
+    ) -> Result<()> {
         let subject = format!("$JS.API.DIRECT.GET.{}", self.name);
         // A replica behind `min_last_seq` answers with an error status: ask again (another
         // replica, or the same one caught up).

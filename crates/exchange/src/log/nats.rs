@@ -34,8 +34,9 @@
 //! and index entries.
 //!
 //! ## Order of a commit
-//! Appends first, one acknowledged publish after the other (each expects the previous
-//! sequence); then the index entries of what was appended; then the overrides. A crash in
+//! Appends first, pipelined (each expects the previous sequence; all sent, then every
+//! acknowledgement awaited); then the index entries of what was appended, concurrently; then
+//! the overrides. A crash in
 //! between leaves records without their indexes, never the reverse (see [`crate::log`]).
 
 use bytes::Bytes;
@@ -607,29 +608,48 @@ impl ExchangeLog for NatsLog {
                     idx.delete(&override_key(*seq)).await?;
                 }
             }
-            let first_new = appends.first().map(|a| a.seq);
-            let (done, appended) = log.append(appends).await;
-            // The index entries of what was appended (all of it, or up to a lost race).
-            let last_ok = match (&appended, first_new) {
-                (Ok(()), _) => u64::MAX,
-                (Err(_), Some(first)) => (first + done as u64).saturating_sub(1),
-                (Err(_), None) => 0,
-            };
-            for (seq, w) in writes {
-                if seq > last_ok {
-                    continue;
-                }
-                match w {
-                    KvWrite::Create(k, v) => {
-                        if !idx.create(&k, v).await? {
-                            tracing::warn!(key = %k, "a seen entry was already there (another front end)");
+            let seqs: Vec<u64> = appends.iter().map(|a| a.seq).collect();
+            let results = log.append(appends).await;
+            // The index entries of what was appended: all of it, or what got its sequence
+            // despite a lost race (stored at exactly the sequence the store chose).
+            let mut ok = std::collections::HashSet::new();
+            let mut appended = Ok(());
+            for (seq, r) in seqs.into_iter().zip(results) {
+                match r {
+                    Ok(()) => {
+                        ok.insert(seq);
+                    }
+                    Err(e) => {
+                        if appended.is_ok() {
+                            appended = Err(e);
                         }
                     }
-                    KvWrite::Put(k, v) => idx.put(&k, v).await?,
-                    KvWrite::Delete(k) => {
-                        idx.delete(&k).await?;
-                    }
                 }
+            }
+            let all = appended.is_ok();
+            let writes = writes
+                .into_iter()
+                .filter(|(seq, _)| all || ok.contains(seq) || *seq == 0)
+                .map(|(_, w)| {
+                    let idx = idx.clone();
+                    async move {
+                        match w {
+                            KvWrite::Create(k, v) => {
+                                if !idx.create(&k, v).await? {
+                                    tracing::warn!(key = %k, "a seen entry was already there (another front end)");
+                                }
+                            }
+                            KvWrite::Put(k, v) => idx.put(&k, v).await?,
+                            KvWrite::Delete(k) => {
+                                idx.delete(&k).await?;
+                            }
+                        }
+                        Ok::<(), sighthub_nats::Error>(())
+                    }
+                });
+            // Concurrently: no order among index entries (see the module docs).
+            for r in futures_util::future::join_all(writes).await {
+                r?;
             }
             appended?;
             for (seq, r) in rewrites {
