@@ -187,6 +187,17 @@ impl ExchangeConfig {
             self.nats
                 .validate()
                 .map_err(|e| Error::Config(e.to_string()))?;
+            // The stream's window must not outlast the store's horizons: a message the store
+            // accepts again must not be refused by the stream as a duplicate.
+            let window = self.nats.duplicate_window_seconds;
+            if self.content_window_seconds < window
+                || (self.seen_max_age_seconds > 0 && self.seen_max_age_seconds < window)
+            {
+                return bad(format!(
+                    "with backend = \"nats\", content_window_seconds and seen_max_age_seconds \
+                     (unless 0) must be at least [exchange.nats] duplicate_window_seconds ({window})"
+                ));
+            }
         }
         for (key, kc) in &self.keys {
             if key.trim().is_empty() || key.trim() != key {

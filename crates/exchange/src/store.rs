@@ -309,7 +309,7 @@ impl ExchangeStore<AnyLog> {
         instance: Option<Uuid>,
     ) -> Result<Self> {
         let engine = NatsLog::open(nats)?;
-        Self::with_engine(AnyLog::Nats(engine), opts, org, instance)
+        Self::with_engine(AnyLog::Nats(Box::new(engine)), opts, org, instance)
     }
 
     /// Bytes on disk of the `seen` keyspace (tests and the status route); 0 on JetStream.

@@ -120,6 +120,20 @@ impl Bucket {
             })
             .await
             .map_err(|e| fail(&e))?;
+        let name = consumer.cached_info().name.clone();
+        let listed = self.read_listing(consumer, &subject_prefix).await;
+        // Ephemeral consumers otherwise linger until their inactivity threshold, and a
+        // stream holds a bounded number.
+        let _ = stream.delete_consumer(&name).await;
+        listed
+    }
+
+    async fn read_listing(
+        &self,
+        consumer: jetstream::consumer::Consumer<jetstream::consumer::push::OrderedConfig>,
+        subject_prefix: &str,
+    ) -> Result<Vec<(String, Bytes)>> {
+        let fail = |e: &dyn std::fmt::Display| Error::unavailable("listing the index bucket", e);
         let mut out = Vec::new();
         if consumer.cached_info().num_pending == 0 {
             return Ok(out);
@@ -139,7 +153,7 @@ impl Bucket {
                 .and_then(|h| h.get("KV-Operation"))
                 .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
             if !deleted {
-                if let Some(key) = msg.subject.strip_prefix(&subject_prefix) {
+                if let Some(key) = msg.subject.strip_prefix(subject_prefix) {
                     out.push((key.to_owned(), msg.payload.clone()));
                 }
             }

@@ -17,8 +17,9 @@ use crate::record::{LinkRel, Seen};
 pub enum AnyLog {
     /// The embedded fjall database (`backend = "embedded"`, the default).
     Fjall(FjallLog),
-    /// A NATS JetStream cluster (`backend = "nats"`).
-    Nats(NatsLog),
+    /// A NATS JetStream cluster (`backend = "nats"`), boxed: every call of it is a network
+    /// round trip, and the embedded variant stays small.
+    Nats(Box<NatsLog>),
 }
 
 /// The batch of the configured engine.

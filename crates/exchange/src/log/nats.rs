@@ -61,6 +61,8 @@ pub struct NatsLog {
     log: LogStream,
     idx: Bucket,
     epoch: u64,
+    /// The stream's de-duplication window, in seconds.
+    duplicate_window: u64,
     /// Sequences with an override (`o.<seq>`): kept in memory so that a range read asks the
     /// bucket only for those. Filled at open, by this front end's writes and by a watch of
     /// the other front ends' (milliseconds behind them).
@@ -155,6 +157,7 @@ impl NatsLog {
             log,
             idx,
             epoch: state.created_ns,
+            duplicate_window: window.as_secs(),
             overridden,
         };
         engine.watch_overrides()?;
@@ -304,7 +307,9 @@ impl LogBatch for NatsBatch {
 
 /// A key write of phase two.
 enum KvWrite {
-    Create(String, Bytes),
+    /// A seen entry: `create` (the first acceptance), or `put` when it replaces one the
+    /// store's horizon let go.
+    Seen(String, Bytes),
     Put(String, Bytes),
     Delete(String),
 }
@@ -408,7 +413,7 @@ impl ExchangeLog for NatsLog {
         for (k, v) in all {
             let key = k
                 .strip_prefix("c.")
-                .and_then(|h| unhex16(h))
+                .and_then(unhex16)
                 .ok_or_else(|| Error::corrupt("content key"))?;
             let seen = Seen::decode(&v).ok_or_else(|| Error::corrupt("content entry"))?;
             f(&key, seen);
@@ -539,6 +544,8 @@ impl ExchangeLog for NatsLog {
         let mut writes: Vec<(u64, KvWrite)> = Vec::new();
         let mut rewrites: Vec<(u64, Slice)> = Vec::new();
         let mut dropped_overrides = Vec::new();
+        // (new entry, the seen or content key naming it, by content).
+        let mut ids: Vec<(Seen, String, bool)> = Vec::new();
         for op in batch.ops {
             match op {
                 Op::Record(seq, r) => appends.push(Append {
@@ -560,19 +567,15 @@ impl ExchangeLog for NatsLog {
                     }
                 }
                 Op::Seen(uuid, seen) => {
-                    if let Some(a) = appends.iter_mut().find(|a| a.seq == seen.seq) {
-                        a.msg_id.get_or_insert_with(|| uuid.simple().to_string());
-                    }
+                    ids.push((seen, seen_key(&uuid), false));
                     writes.push((
                         seen.seq,
-                        KvWrite::Create(seen_key(&uuid), Bytes::copy_from_slice(&seen.encode())),
+                        KvWrite::Seen(seen_key(&uuid), Bytes::copy_from_slice(&seen.encode())),
                     ));
                 }
                 Op::Content(key, seen) => {
-                    if let Some(a) = appends.iter_mut().find(|a| a.seq == seen.seq) {
-                        // A bare event's uuid is new each time: its content is its identity.
-                        a.msg_id = Some(format!("c{}", hex(&key)));
-                    }
+                    // A bare event's uuid is new each time: its content is its identity.
+                    ids.push((seen, content_key(&key), true));
                     writes.push((
                         seen.seq,
                         KvWrite::Put(content_key(&key), Bytes::copy_from_slice(&seen.encode())),
@@ -600,12 +603,48 @@ impl ExchangeLog for NatsLog {
             }
         }
         let (log, idx) = (self.log.clone(), self.idx.clone());
+        let window = self.duplicate_window;
         let rewritten: Vec<u64> = rewrites.iter().map(|(s, _)| *s).collect();
         let outcome = self.run(async move {
             if let Some(p) = purge_to {
                 log.purge_below(p + 1).await?;
                 for seq in &dropped_overrides {
                     idx.delete(&override_key(*seq)).await?;
+                }
+            }
+            // The de-duplication id of each new message: its seen (or content) key and the
+            // generation it replaces (the sequence of an earlier acceptance that the store's
+            // horizon let go, else 0). Two front ends accepting the same message at once
+            // send the same id and the stream stores it once; a message accepted again after
+            // its horizon gets a new id, so the stream's window never overrules the store.
+            let previous = futures_util::future::join_all(ids.iter().map(|(_, key, _)| {
+                let idx = idx.clone();
+                let key = key.clone();
+                async move { idx.get(&key).await }
+            }))
+            .await;
+            let mut replaces_seen = std::collections::HashSet::new();
+            for ((new, key, by_content), prev) in ids.into_iter().zip(previous) {
+                let seq = new.seq;
+                let prev = prev?.and_then(|v| Seen::decode(&v));
+                if let Some(p) = prev {
+                    if u64::from(new.at.saturating_sub(p.at)) < window {
+                        // Accepted a moment ago, after the store looked: a front end racing
+                        // this one. The store decides again, on what is there now.
+                        return Err(sighthub_nats::Error::Conflict(format!(
+                            "{key} was accepted at {} meanwhile",
+                            p.seq
+                        )));
+                    }
+                }
+                let generation = prev.map_or(0, |s| s.seq);
+                if generation > 0 && !by_content {
+                    replaces_seen.insert(key.clone());
+                }
+                if let Some(a) = appends.iter_mut().find(|a| a.seq == seq) {
+                    if by_content || a.msg_id.is_none() {
+                        a.msg_id = Some(format!("{key}.{generation}"));
+                    }
                 }
             }
             let seqs: Vec<u64> = appends.iter().map(|a| a.seq).collect();
@@ -632,9 +671,11 @@ impl ExchangeLog for NatsLog {
                 .filter(|(seq, _)| all || ok.contains(seq) || *seq == 0)
                 .map(|(_, w)| {
                     let idx = idx.clone();
+                    let replaces = &replaces_seen;
                     async move {
                         match w {
-                            KvWrite::Create(k, v) => {
+                            KvWrite::Seen(k, v) if replaces.contains(&k) => idx.put(&k, v).await?,
+                            KvWrite::Seen(k, v) => {
                                 if !idx.create(&k, v).await? {
                                     tracing::warn!(key = %k, "a seen entry was already there (another front end)");
                                 }
