@@ -17,5 +17,6 @@ mod logs;
 mod metrics;
 mod peering;
 mod relay;
+mod scale_exchange;
 mod stix;
 mod tls;

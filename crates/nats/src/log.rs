@@ -16,6 +16,9 @@ use crate::Nats;
 /// Most records one batched read asks for.
 pub const READ_BATCH: usize = 512;
 
+/// Most messages of one atomic batch (the servers' default limit is 1,000).
+pub const ATOMIC_BATCH: usize = 500;
+
 /// How many times a stale answer to a read is asked again.
 const STALE_RETRIES: u32 = 40;
 
@@ -67,6 +70,7 @@ impl LogStream {
             num_replicas: nats.replicas(),
             storage: stream::StorageType::File,
             allow_direct: true,
+            allow_atomic_publish: true,
             duplicate_window,
             discard: stream::DiscardPolicy::Old,
             description: Some("sighthub exchange log".into()),
@@ -74,6 +78,20 @@ impl LogStream {
         })
         .await
         .map_err(|e| Error::unavailable(&format!("opening the stream {name}"), e))?;
+        let mut info = js
+            .get_stream(name)
+            .await
+            .map_err(|e| Error::unavailable(&format!("opening the stream {name}"), e))?
+            .cached_info()
+            .config
+            .clone();
+        if !info.allow_atomic_publish {
+            // A stream made by an earlier version: atomic batches are needed for appends.
+            info.allow_atomic_publish = true;
+            js.update_stream(info)
+                .await
+                .map_err(|e| Error::unavailable(&format!("configuring the stream {name}"), e))?;
+        }
         Ok(LogStream {
             js,
             client: nats.client(),
@@ -115,54 +133,101 @@ impl LogStream {
         })
     }
 
-    /// Appends `items`, pipelined: every publish is sent, then every acknowledgement (on a
-    /// quorum, durable under the servers' `sync_interval`) awaited. One result per item:
-    /// [`Error::Conflict`] when another writer took its sequence first (its expected last
-    /// sequence failed: usually every item after the first conflict fails too) or already
-    /// stored the same `Nats-Msg-Id`. An item that succeeded is stored at exactly its `seq`.
-    pub async fn append(&self, items: Vec<Append>) -> Vec<Result<()>> {
-        let mut pending = Vec::with_capacity(items.len());
-        for item in items {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "Nats-Expected-Last-Sequence",
-                item.seq.saturating_sub(1).to_string().as_str(),
-            );
-            if let Some(id) = &item.msg_id {
-                headers.insert("Nats-Msg-Id", id.as_str());
+    /// Appends `items` as atomic batches (JetStream's atomic batch publish: all of a batch
+    /// or nothing, the first message expecting the previous sequence), up to [`ATOMIC_BATCH`]
+    /// messages each, one acknowledgement per batch (on a quorum, durable under the servers'
+    /// `sync_interval`). Returns how many were appended, and the error that stopped it:
+    /// [`Error::Conflict`] when another writer took the first sequence of a batch, or stored
+    /// one of its `Nats-Msg-Id`s. What was appended is exactly the first items, at their
+    /// `seq`: a lost race never leaves a later item in without an earlier one.
+    pub async fn append(&self, items: Vec<Append>) -> (usize, Result<()>) {
+        let mut done = 0usize;
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let batch: Vec<Append> = items.by_ref().take(ATOMIC_BATCH).collect();
+            let n = batch.len();
+            if let Err(e) = self.append_atomic(batch).await {
+                return (done, Err(e));
             }
-            let sent = self
-                .js
-                .publish_with_headers(self.subject.clone(), headers, item.payload)
-                .await;
-            pending.push((item.seq, item.msg_id, sent));
+            done += n;
         }
-        let mut out = Vec::with_capacity(pending.len());
-        for (seq, msg_id, sent) in pending {
-            let ack = match sent {
-                Ok(f) => f.await,
-                Err(e) => Err(e),
-            };
-            out.push(match ack {
-                Ok(a) if a.duplicate => Err(Error::Conflict(format!(
-                    "message id {msg_id:?} already stored at {}",
-                    a.sequence
-                ))),
-                Ok(a) if a.sequence != seq => Err(Error::Unavailable(format!(
-                    "the stream stored at {} what was expected at {seq}",
-                    a.sequence
-                ))),
-                Ok(_) => Ok(()),
-                Err(e)
-                    if e.kind()
-                        == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-                {
-                    Err(Error::Conflict(format!("sequence {seq} was taken")))
+        (done, Ok(()))
+    }
+
+    async fn append_atomic(&self, batch: Vec<Append>) -> Result<()> {
+        let id = self
+            .client
+            .new_inbox()
+            .rsplit('.')
+            .next()
+            .unwrap_or("b")
+            .to_owned();
+        let (first_seq, last_seq) = match (batch.first(), batch.last()) {
+            (Some(f), Some(l)) => (f.seq, l.seq),
+            _ => return Ok(()),
+        };
+        let n = batch.len();
+        let mut ack = None;
+        for (i, item) in batch.into_iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            if n > 1 {
+                headers.insert("Nats-Batch-Id", id.as_str());
+                headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+            }
+            if i == 0 {
+                headers.insert(
+                    "Nats-Expected-Last-Sequence",
+                    item.seq.saturating_sub(1).to_string().as_str(),
+                );
+            }
+            if let Some(m) = &item.msg_id {
+                headers.insert("Nats-Msg-Id", m.as_str());
+            }
+            if i + 1 == n {
+                if n > 1 {
+                    headers.insert("Nats-Batch-Commit", "1");
                 }
-                Err(e) => Err(Error::unavailable("appending to the log", e)),
-            });
+                ack = Some(
+                    self.js
+                        .publish_with_headers(self.subject.clone(), headers, item.payload)
+                        .await,
+                );
+            } else {
+                self.client
+                    .publish_with_headers(self.subject.clone(), headers, item.payload)
+                    .await
+                    .map_err(|e| Error::unavailable("appending to the log", e))?;
+            }
         }
-        out
+        let ack = match ack {
+            Some(Ok(f)) => f.await,
+            Some(Err(e)) => Err(e),
+            None => return Ok(()),
+        };
+        match ack {
+            Ok(a) if a.duplicate => Err(Error::Conflict(format!(
+                "a message id of {first_seq}..={last_seq} was already stored (at {})",
+                a.sequence
+            ))),
+            Ok(a) if a.sequence != last_seq => Err(Error::Unavailable(format!(
+                "the stream stored at {} what was expected at {last_seq}",
+                a.sequence
+            ))),
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                Err(Error::Conflict(format!("sequence {first_seq} was taken")))
+            }
+            // "Duplicate message id is in process": another writer is storing it right now.
+            // 10158: "duplicate message id is in process" (another writer is storing it right
+            // now); 10201: "atomic publish batch contains duplicate message id" (stored).
+            Err(e) if e.to_string().contains("10158") || e.to_string().contains("10201") => {
+                Err(Error::Conflict(e.to_string()))
+            }
+            Err(e) => Err(Error::unavailable("appending to the log", e)),
+        }
     }
 
     /// The records from `from` to `to` (inclusive) still in the stream, in order, at most

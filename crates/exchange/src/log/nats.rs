@@ -34,9 +34,10 @@
 //! and index entries.
 //!
 //! ## Order of a commit
-//! Appends first, pipelined (each expects the previous sequence; all sent, then every
-//! acknowledgement awaited); then the index entries of what was appended, concurrently; then
-//! the overrides. A crash in
+//! Appends first, as atomic batches (JetStream's atomic batch publish: the first message
+//! expects the previous sequence, and the batch is stored whole or not at all, so a lost
+//! race never leaves a later message of a request in the log without an earlier one); then
+//! the index entries of what was appended, concurrently; then the overrides. A crash in
 //! between leaves records without their indexes, never the reverse (see [`crate::log`]).
 
 use bytes::Bytes;
@@ -647,24 +648,15 @@ impl ExchangeLog for NatsLog {
                     }
                 }
             }
-            let seqs: Vec<u64> = appends.iter().map(|a| a.seq).collect();
-            let results = log.append(appends).await;
-            // The index entries of what was appended: all of it, or what got its sequence
-            // despite a lost race (stored at exactly the sequence the store chose).
-            let mut ok = std::collections::HashSet::new();
-            let mut appended = Ok(());
-            for (seq, r) in seqs.into_iter().zip(results) {
-                match r {
-                    Ok(()) => {
-                        ok.insert(seq);
-                    }
-                    Err(e) => {
-                        if appended.is_ok() {
-                            appended = Err(e);
-                        }
-                    }
-                }
-            }
+            let first_new = appends.first().map(|a| a.seq);
+            let (done, appended) = log.append(appends).await;
+            // The index entries of what was appended: all of it, or the first `done` items
+            // (atomic batches: never a later item without an earlier one).
+            let ok_to = match first_new {
+                Some(f) => (f + done as u64).saturating_sub(1),
+                None => 0,
+            };
+            let ok: std::collections::HashSet<u64> = first_new.map_or_else(Default::default, |f| (f..=ok_to).collect());
             let all = appended.is_ok();
             let writes = writes
                 .into_iter()
@@ -738,6 +730,7 @@ impl ExchangeLog for NatsLog {
         self.nats.spawn(async move {
             use futures_util::StreamExt;
             let mut wake = log.wakeups().await.ok();
+            let mut known = 0u64;
             loop {
                 match wake.as_mut() {
                     Some(w) => {
@@ -754,8 +747,17 @@ impl ExchangeLog for NatsLog {
                         }
                     }
                 }
-                if let Ok(s) = log.state().await {
-                    f(s.first, s.last);
+                // A wake-up arrives when the leader receives a message, before a quorum
+                // stored it: ask until the head moved (a few times), then wait again.
+                for attempt in 0..6u64 {
+                    if let Ok(s) = log.state().await {
+                        f(s.first, s.last);
+                        if s.last > known {
+                            known = s.last;
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(1 << attempt)).await;
                 }
             }
         });
