@@ -121,7 +121,7 @@ async fn whole_log(s: &Server) -> Vec<String> {
         .await;
         assert_eq!(st, 200, "{v}");
         for m in v["messages"].as_array().expect("messages") {
-            out.push((m["meta"]["uuid"].as_str().expect("uuid").to_owned(), 0));
+            out.push(m["meta"]["uuid"].as_str().expect("uuid").to_owned());
         }
         cursor = v["cursor"].as_str().expect("cursor").to_owned();
         if v["more"] == false {
