@@ -7,6 +7,7 @@ mod bridge;
 mod common;
 mod crash;
 mod exchange;
+mod failover_exchange;
 mod first_hour;
 mod hostile_api;
 mod hostile_exchange;

@@ -33,7 +33,7 @@ pub struct LogStream {
 }
 
 /// A stream's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     /// First sequence still held (`last + 1` when empty).
     pub first: u64,
@@ -45,6 +45,10 @@ pub struct State {
     pub bytes: u64,
     /// Creation time of the stream, Unix nanoseconds.
     pub created_ns: u64,
+    /// The server leading the stream (`server_name`), if known.
+    pub leader: Option<String>,
+    /// Whether every replica is current (a healed cluster).
+    pub replicas_current: bool,
 }
 
 /// One append: the payload, the sequence it must get, and its de-duplication id.
@@ -130,6 +134,11 @@ impl LogStream {
             messages: info.state.messages,
             bytes: info.state.bytes,
             created_ns,
+            leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
+            replicas_current: info
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.replicas.iter().all(|r| r.current)),
         })
     }
 
