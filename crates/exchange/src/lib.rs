@@ -27,6 +27,7 @@
 //!
 //! ## Layout
 //! - [`config`]: the `[exchange]` configuration section.
+//! - [`copy`]: an embedded exchange copied into NATS JetStream (`sighthub migrate --to`).
 //! - [`access`]: keys, organisations, feeds, TLP ceilings.
 //! - [`ingest`]: request bodies (envelope, array, ND-JSON stream, bare event, form) to
 //!   prepared messages.
@@ -44,6 +45,7 @@
 
 pub mod access;
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod export;
 pub mod filter;

@@ -66,9 +66,21 @@ impl LogStream {
     /// Opens the stream `name` (subject `<name>.log`), creating it with `nats`' replicas,
     /// file storage, direct gets and the de-duplication window when it does not exist.
     pub async fn open(nats: &Nats, name: &str, duplicate_window: Duration) -> Result<LogStream> {
+        Self::open_from(nats, name, duplicate_window, None).await
+    }
+
+    /// [`LogStream::open`]; a stream created here starts at `first` (a copy of a log whose
+    /// oldest records were dropped keeps its sequence numbers).
+    pub async fn open_from(
+        nats: &Nats,
+        name: &str,
+        duplicate_window: Duration,
+        first: Option<u64>,
+    ) -> Result<LogStream> {
         let js = nats.js();
         let subject = format!("{name}.log");
         js.get_or_create_stream(stream::Config {
+            first_sequence: first.filter(|f| *f > 1),
             name: name.to_owned(),
             subjects: vec![subject.clone()],
             num_replicas: nats.replicas(),

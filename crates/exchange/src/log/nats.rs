@@ -222,6 +222,41 @@ impl NatsLog {
         Ok(self.nats.run(fut)?)
     }
 
+    /// Writes seen entries as they are (the copy of another engine's seen-set: no
+    /// de-duplication rule applies, and a second copy rewrites the same values).
+    pub fn put_seen_entries(&self, entries: Vec<(Uuid, Seen)>) -> Result<()> {
+        let idx = self.idx.clone();
+        self.run(async move {
+            let puts = entries.into_iter().map(|(u, s)| {
+                let idx = idx.clone();
+                async move {
+                    idx.put(&seen_key(&u), Bytes::copy_from_slice(&s.encode()))
+                        .await
+                }
+            });
+            for r in futures_util::future::join_all(puts).await {
+                r?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Opens the engine of `cfg`, creating its stream to start at `first` when it does not
+    /// exist (the copy of a log whose oldest records were dropped).
+    pub fn open_from(cfg: &NatsConfig, first: u64) -> Result<NatsLog> {
+        let nats = Nats::connect(cfg)?;
+        let (stream, window) = (
+            cfg.stream_name(),
+            Duration::from_secs(cfg.duplicate_window_seconds.max(1)),
+        );
+        nats.run({
+            let n = nats.clone();
+            async move { LogStream::open_from(&n, &stream, window, Some(first)).await }
+        })?;
+        drop(nats);
+        Self::open(cfg)
+    }
+
     /// The connection (the migration copies through it).
     pub fn nats(&self) -> &Nats {
         &self.nats
@@ -568,7 +603,10 @@ impl ExchangeLog for NatsLog {
                     }
                 }
                 Op::Seen(uuid, seen) => {
-                    ids.push((seen, seen_key(&uuid), false));
+                    // Only a new message's entry names its de-duplication id.
+                    if appends.iter().any(|a| a.seq == seen.seq) {
+                        ids.push((seen, seen_key(&uuid), false));
+                    }
                     writes.push((
                         seen.seq,
                         KvWrite::Seen(seen_key(&uuid), Bytes::copy_from_slice(&seen.encode())),
@@ -576,7 +614,9 @@ impl ExchangeLog for NatsLog {
                 }
                 Op::Content(key, seen) => {
                     // A bare event's uuid is new each time: its content is its identity.
-                    ids.push((seen, content_key(&key), true));
+                    if appends.iter().any(|a| a.seq == seen.seq) {
+                        ids.push((seen, content_key(&key), true));
+                    }
                     writes.push((
                         seen.seq,
                         KvWrite::Put(content_key(&key), Bytes::copy_from_slice(&seen.encode())),
