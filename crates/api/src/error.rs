@@ -339,6 +339,12 @@ mod test {
             503
         );
         assert_eq!(ApiError::from(ExchangeError::Poisoned).status(), 503);
+        // The distributed engine failing: 503, saying what.
+        let e = ApiError::from(ExchangeError::Backend("no answer within 30 s".into()));
+        assert_eq!(e.status(), 503);
+        assert!(e.body()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no answer within 30 s")));
         assert_eq!(
             ApiError::from(ExchangeError::from(sighthub_storage::Error::Poisoned)).status(),
             503

@@ -170,3 +170,35 @@ fn wait<T>(f: impl FnOnce() -> T) -> T {
         _ => f(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unreachable cluster at start is a clear error naming it, within the timeouts,
+    /// from a plain thread and from an async worker alike.
+    #[test]
+    fn an_unreachable_cluster_is_a_clear_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let cfg = NatsConfig {
+            servers: vec![format!("nats://127.0.0.1:{port}")],
+            connect_timeout_seconds: 1,
+            request_timeout_seconds: 1,
+            ..Default::default()
+        };
+        let err = Nats::connect(&cfg).err().expect("no cluster there");
+        assert!(matches!(err, Error::Connect(_)), "{err}");
+        assert!(err.to_string().contains(&port.to_string()), "{err}");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let cfg2 = cfg.clone();
+        let from_async = rt.block_on(async move { Nats::connect(&cfg2).err() });
+        assert!(matches!(from_async, Some(Error::Connect(_))));
+    }
+}
