@@ -85,10 +85,12 @@ enum Command {
     /// sighthub stopped; run it again to resume an interrupted import (a finished one changes
     /// nothing the second time).
     ImportSightingdb(ImportArgs),
-    /// Copy this embedded data directory's sightings into the cluster another configuration
-    /// names (`[storage] backend = "redis"`): every record, consensus, expiry index, value
-    /// format and feeder marker, with a count check at the end. Run it with the server
-    /// stopped; run it again to resume an interrupted copy.
+    /// Copy this embedded data directory into the clusters another configuration names: the
+    /// sightings into Redis (`[storage] backend = "redis"`: every record, consensus, expiry
+    /// index, value format and feeder marker) and the exchange into JetStream (`[exchange]
+    /// backend = "nats"`: the log with its sequence numbers, seen-set, content window,
+    /// consumers), each with a count check at the end. Run it with the server stopped; run it
+    /// again to resume an interrupted copy.
     Migrate(MigrateArgs),
     /// Convert SightingDB's sightingdb.toml into a sighthub.toml (listen address, TLS files,
     /// API keys, retention settings) and list what has no equivalent.
@@ -113,7 +115,8 @@ struct ImportArgs {
 
 #[derive(clap::Args)]
 struct MigrateArgs {
-    /// The configuration of the target (its `[storage] backend = "redis"`).
+    /// The configuration of the target (its `[storage] backend = "redis"` and/or
+    /// `[exchange] backend = "nats"`).
     #[arg(long)]
     to: PathBuf,
     /// The configuration of the source (the embedded data directory's).
@@ -464,35 +467,56 @@ fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
 fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let source = load_config(args.config.as_deref(), args.data_dir)?;
     let target = Config::load(&args.to)?;
-    if source.storage.backend != "embedded" {
+    let sightings = target.storage.backend == "redis";
+    let exchange = sighthub_node::migrate::exchange_on_nats(&target);
+    if !sightings && !exchange {
         anyhow::bail!(
-            "the source must be an embedded data directory ([storage] backend = \"embedded\")"
-        );
-    }
-    if target.storage.backend != "redis" {
-        anyhow::bail!(
-            "{}: the target must name a cluster ([storage] backend = \"redis\")",
+            "{}: the target names no cluster ([storage] backend = \"redis\" and/or [exchange] \
+             backend = \"nats\")",
             args.to.display()
         );
     }
-    let _lock = datadir::lock(&source.data_dir)?;
-    let from = sighthub_node::boot::open_store(&source).context("opening the source")?;
-    let to = sighthub_node::boot::open_store(&target).context("opening the target")?;
-    let mut progress = progress::Progress::new("migrate", "records");
-    let done =
-        sighthub_node::migrate::copy_sightings(&from, &to, |n, total| progress.set(n, total));
-    progress.finish();
-    from.close().context("closing the source")?;
-    let s = done?;
-    if s.resumed {
-        println!("resumed an interrupted migration");
+    if sightings && source.storage.backend != "embedded" {
+        anyhow::bail!(
+            "the source's sightings must be an embedded data directory ([storage] backend = \"embedded\")"
+        );
     }
-    println!(
-        "sightings: {} records copied, {} already there; {} namespace counts checked equal",
-        s.records, s.already, s.namespaces
-    );
-    // The exchange half (log, consumers, relay cursors) is called here, after the
-    // sightings, with the same two configurations.
+    if exchange && sighthub_node::migrate::exchange_on_nats(&source) {
+        anyhow::bail!("the source's exchange must be embedded ([exchange] backend = \"embedded\")");
+    }
+    let _lock = datadir::lock(&source.data_dir)?;
+    if sightings {
+        let from = sighthub_node::boot::open_store(&source).context("opening the source")?;
+        let to = sighthub_node::boot::open_store(&target).context("opening the target")?;
+        let mut progress = progress::Progress::new("migrate sightings", "records");
+        let done =
+            sighthub_node::migrate::copy_sightings(&from, &to, |n, total| progress.set(n, total));
+        progress.finish();
+        from.close().context("closing the source")?;
+        let s = done?;
+        if s.resumed {
+            println!("sightings: resumed an interrupted migration");
+        }
+        println!(
+            "sightings: {} records copied, {} already there; {} namespace counts checked equal",
+            s.records, s.already, s.namespaces
+        );
+    }
+    // The exchange after the sightings: the bridge's position (a sightings marker copied
+    // above) is a log sequence, which the copy keeps.
+    if exchange {
+        let mut progress = progress::Progress::new("migrate exchange", "records");
+        let done = sighthub_node::migrate::copy_exchange(&source, &target, |p| {
+            progress.set(p.records_done, p.records_total)
+        });
+        progress.finish();
+        let c = done.context("copying the exchange")?;
+        println!(
+            "exchange: {} log records copied ({} in the stream, checked equal), {} seen, {} content \
+             window entries, {} consumers",
+            c.records, c.records_total, c.seen, c.content, c.consumers
+        );
+    }
     Ok(())
 }
 

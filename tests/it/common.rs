@@ -41,7 +41,7 @@ impl Server {
         if opts.no_auth {
             cmd.arg("--no-auth");
         }
-        let mut config = opts.config.clone();
+        let mut config = with_nats_exchange(dir, opts.config.clone());
         if let Some(lines) = redis_storage_lines(dir) {
             config = Some(format!("{}\n{lines}", config.unwrap_or_default()));
         }
@@ -293,4 +293,60 @@ pub fn frame(json: &[u8]) -> Vec<u8> {
     let mut out = (json.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(json);
     out
+}
+
+/// With `SIGHTHUB_TEST_NATS` set (scripts/clusters' JetStream cluster), `config` with the
+/// exchange on it (`[exchange] backend = "nats"`), under a stream name of this data directory
+/// alone: a random id kept beside it (`<dir>.nats-stream`) on the first start, so that a
+/// restart on the same directory finds the same log, and servers started in parallel never
+/// share one. Without the variable, `config` unchanged.
+pub fn with_nats_exchange(dir: &Path, config: Option<String>) -> Option<String> {
+    let Ok(servers) = std::env::var("SIGHTHUB_TEST_NATS") else {
+        return config;
+    };
+    let servers = servers.trim();
+    if servers.is_empty() {
+        return config;
+    }
+    let id_file = dir.with_extension("nats-stream");
+    let stream = match std::fs::read_to_string(&id_file) {
+        Ok(s) => s.trim().to_owned(),
+        Err(_) => {
+            let s = format!("t{:032x}", rand_u128());
+            std::fs::write(&id_file, &s).expect("write the stream id");
+            s
+        }
+    };
+    let list: Vec<String> = servers.split(',').map(|u| format!("{u:?}")).collect();
+    let mut cfg = config.unwrap_or_default();
+    let backend = "backend = \"nats\"\n";
+    match cfg
+        .find("\n[exchange]\n")
+        .map(|i| i + 1)
+        .or(cfg.starts_with("[exchange]\n").then_some(0))
+    {
+        Some(i) => cfg.insert_str(i + "[exchange]\n".len(), backend),
+        None => cfg.push_str(&format!("\n[exchange]\n{backend}")),
+    }
+    cfg.push_str(&format!(
+        "\n[exchange.nats]\nservers = [{}]\nstream = \"{stream}\"\n",
+        list.join(", ")
+    ));
+    Some(cfg)
+}
+
+/// A random number (stream names of the tests).
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut n = 0u128;
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        n = (n << 64) | u128::from(h.finish());
+    }
+    n
 }

@@ -122,6 +122,10 @@ pub enum ApiError {
     /// with what is wrong (retryable; the server keeps serving what does not need it).
     #[error("Storage backend unavailable: {0}")]
     Backend(String),
+    /// The exchange's distributed engine (NATS JetStream) failed or did not answer (503,
+    /// saying what): the rest of the server keeps serving.
+    #[error("{0}")]
+    ExchangeBackend(String),
     /// The `Accept` header admits nothing this route answers (406).
     #[error("{0}")]
     NotAcceptable(&'static str),
@@ -168,6 +172,9 @@ impl From<ExchangeError> for ApiError {
             }
             ExchangeError::Disabled => ApiError::Disabled,
             ExchangeError::Poisoned => ApiError::Unavailable,
+            e @ (ExchangeError::Backend(_) | ExchangeError::Conflict(_)) => {
+                ApiError::ExchangeBackend(e.to_string())
+            }
             other => ApiError::Storage(Box::new(other)),
         }
     }
@@ -215,7 +222,9 @@ impl ApiError {
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Method(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable | Self::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Backend(_) | Self::ExchangeBackend(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::Internal(_) | Self::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -247,6 +256,7 @@ impl ApiError {
             Self::Storage(e) => tracing::warn!(error = %e, "storage error answered 500"),
             Self::Unavailable => tracing::warn!("a store cannot make writes durable: 503"),
             Self::Backend(why) => tracing::warn!(error = %why, "storage backend: 503"),
+            Self::ExchangeBackend(why) => tracing::warn!(%why, "exchange backend answered 503"),
             Self::Internal(what) => tracing::error!(what, "internal error answered 500"),
             _ => {}
         }
@@ -339,6 +349,12 @@ mod test {
             503
         );
         assert_eq!(ApiError::from(ExchangeError::Poisoned).status(), 503);
+        // The distributed engine failing: 503, saying what.
+        let e = ApiError::from(ExchangeError::Backend("no answer within 30 s".into()));
+        assert_eq!(e.status(), 503);
+        assert!(e.body()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no answer within 30 s")));
         assert_eq!(
             ApiError::from(ExchangeError::from(sighthub_storage::Error::Poisoned)).status(),
             503

@@ -72,6 +72,23 @@ pub struct ExchangeConfig {
     /// API keys of the exchange: `[exchange.keys."<key>"]`. The server's admin key is
     /// allowed everything without being listed.
     pub keys: BTreeMap<String, KeyConfig>,
+    /// Where the log, seen-set, indexes and consumers are kept: `"embedded"` (the fjall
+    /// database in `<data_dir>/exchange`, the default) or `"nats"` (a NATS JetStream cluster,
+    /// `[exchange.nats]`; several front ends may share it).
+    pub backend: Backend,
+    /// The JetStream cluster of `backend = "nats"`.
+    pub nats: sighthub_nats::NatsConfig,
+}
+
+/// The exchange's storage engine (`[exchange] backend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded fjall database.
+    #[default]
+    Embedded,
+    /// A NATS JetStream cluster (`[exchange.nats]`).
+    Nats,
 }
 
 /// What one exchange key may do.
@@ -128,6 +145,8 @@ impl Default for ExchangeConfig {
             max_wait_seconds: 300,
             cache_mb: 32,
             keys: BTreeMap::new(),
+            backend: Backend::Embedded,
+            nats: sighthub_nats::NatsConfig::default(),
         }
     }
 }
@@ -162,6 +181,22 @@ impl ExchangeConfig {
         for (org, name) in [(self.org, "org"), (self.instance, "instance")] {
             if org.is_some_and(|u| u.is_nil()) {
                 return bad(format!("exchange.{name} must not be the nil UUID"));
+            }
+        }
+        if self.backend == Backend::Nats {
+            self.nats
+                .validate()
+                .map_err(|e| Error::Config(e.to_string()))?;
+            // The stream's window must not outlast the store's horizons: a message the store
+            // accepts again must not be refused by the stream as a duplicate.
+            let window = self.nats.duplicate_window_seconds;
+            if self.content_window_seconds < window
+                || (self.seen_max_age_seconds > 0 && self.seen_max_age_seconds < window)
+            {
+                return bad(format!(
+                    "with backend = \"nats\", content_window_seconds and seen_max_age_seconds \
+                     (unless 0) must be at least [exchange.nats] duplicate_window_seconds ({window})"
+                ));
             }
         }
         for (key, kc) in &self.keys {

@@ -48,6 +48,13 @@ pub enum Error {
     /// An fsync failed earlier: nothing more is accepted until restart.
     #[error("The exchange cannot make writes durable (an fsync failed); restart the server.")]
     Poisoned,
+    /// The distributed engine (NATS JetStream) failed or did not answer: 503, saying what.
+    #[error("The exchange's storage is unavailable: {0}")]
+    Backend(String),
+    /// Another front end appended first; the store retries on fresh state (internal: it
+    /// reaches a client only as [`Error::Backend`] after too many lost races).
+    #[error("lost a race with another front end: {0}")]
+    Conflict(String),
     /// The storage engine failed; details are logged.
     #[error("Internal storage error.")]
     Storage(#[source] StorageError),

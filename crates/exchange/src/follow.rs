@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::access::Grants;
 use crate::error::{Error, Result};
-use crate::log::{ExchangeLog, FjallLog};
+use crate::log::{AnyLog, ExchangeLog};
 use crate::record::LogEntry;
 use crate::store::{now_secs, ExchangeStore};
 
@@ -67,7 +67,7 @@ pub struct PageEnd {
 
 /// Scan → filter by read grants → page → wait, over the log of `store`, without a cursor of
 /// its own; cheap to clone. See the [module docs](self).
-pub struct Reader<L: ExchangeLog = FjallLog> {
+pub struct Reader<L: ExchangeLog = AnyLog> {
     store: Arc<ExchangeStore<L>>,
     /// `None`: the whole log (a reader of this instance's own, such as the bridge).
     grants: Option<Arc<Grants>>,
@@ -191,7 +191,7 @@ impl<L: ExchangeLog> Reader<L> {
 
 /// A [`Reader`] over the named consumer `name` of organisation `org`; cheap to clone (the
 /// clones share the cursor). See the [module docs](self).
-pub struct Follower<L: ExchangeLog = FjallLog> {
+pub struct Follower<L: ExchangeLog = AnyLog> {
     reader: Reader<L>,
     org: Uuid,
     name: Arc<str>,

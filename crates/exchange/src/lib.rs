@@ -27,6 +27,7 @@
 //!
 //! ## Layout
 //! - [`config`]: the `[exchange]` configuration section.
+//! - [`copy`]: an embedded exchange copied into NATS JetStream (`sighthub migrate --to`).
 //! - [`access`]: keys, organisations, feeds, TLP ceilings.
 //! - [`ingest`]: request bodies (envelope, array, ND-JSON stream, bare event, form) to
 //!   prepared messages.
@@ -44,6 +45,7 @@
 
 pub mod access;
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod export;
 pub mod filter;
@@ -54,10 +56,10 @@ pub mod record;
 pub mod store;
 
 pub use access::{AdminKey, Feed, Grants, Keys};
-pub use config::{ExchangeConfig, KeyConfig};
+pub use config::{Backend, ExchangeConfig, KeyConfig};
 pub use error::{Error, Result};
 pub use follow::{Cut, Follower, PageEnd, Reader, StartAt};
-pub use log::{ExchangeLog, FjallLog, MemoryLog};
+pub use log::{AnyLog, ExchangeLog, FjallLog, MemoryLog, NatsLog};
 /// What a write of the store hands out: durable once its group commit has synced it.
 pub use sighthub_storage::Ticket;
 pub use store::{ExchangeStore, OnRefusal, Published, StoreOptions};
@@ -92,7 +94,8 @@ impl Inner {
 }
 
 impl Exchange {
-    /// Opens the exchange database under `<data_dir>/exchange`. A disabled configuration
+    /// Opens the exchange database under `<data_dir>/exchange`, or on the NATS JetStream
+    /// cluster of `[exchange.nats]` with `backend = "nats"`. A disabled configuration
     /// opens nothing. Retention ([`ExchangeStore::sweep`]) is background work, run by the
     /// composition root every `retention_interval_seconds` when [`ExchangeConfig::retains`].
     pub fn open(cfg: &ExchangeConfig, data_dir: &Path, admin: AdminKey) -> Result<Exchange> {
@@ -100,21 +103,24 @@ impl Exchange {
         if !cfg.enabled {
             return Ok(Exchange::disabled());
         }
-        let store = Arc::new(ExchangeStore::open(
-            &data_dir.join("exchange"),
-            StoreOptions {
-                cache_bytes: cfg.cache_mb.saturating_mul(1024 * 1024),
-                content_window: cfg.content_window_seconds,
-                seen_max_age: cfg.seen_max_age_seconds,
-                log_max_age: cfg.log_max_age_seconds,
-                log_max_bytes: cfg.log_max_bytes,
-                content_filter_bytes: usize::try_from(cfg.content_filter_mb)
-                    .unwrap_or(usize::MAX / 2)
-                    .saturating_mul(1024 * 1024),
-            },
-            cfg.org,
-            cfg.instance,
-        )?);
+        let opts = StoreOptions {
+            cache_bytes: cfg.cache_mb.saturating_mul(1024 * 1024),
+            content_window: cfg.content_window_seconds,
+            seen_max_age: cfg.seen_max_age_seconds,
+            log_max_age: cfg.log_max_age_seconds,
+            log_max_bytes: cfg.log_max_bytes,
+            content_filter_bytes: usize::try_from(cfg.content_filter_mb)
+                .unwrap_or(usize::MAX / 2)
+                .saturating_mul(1024 * 1024),
+        };
+        let store = Arc::new(match cfg.backend {
+            config::Backend::Embedded => {
+                ExchangeStore::open(&data_dir.join("exchange"), opts, cfg.org, cfg.instance)?
+            }
+            config::Backend::Nats => {
+                ExchangeStore::open_nats(&cfg.nats, opts, cfg.org, cfg.instance)?
+            }
+        });
         let keys = Keys::new(cfg, &admin, store.org())?;
         Ok(Exchange {
             inner: Some(Arc::new(Inner {

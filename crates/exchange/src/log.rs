@@ -36,11 +36,15 @@
 //! - a consumer cursor is one key ([`ExchangeLog::consumer_put`]): one atomic write.
 //!
 //! Within one process the store serialises writers with its own mutex; an engine shared by
-//! several processes would make the `seen` write a create-if-absent (JetStream KV `create`)
-//! and the log append an expected-last-sequence publish.
+//! several processes ([`nats::NatsLog`]) makes the `seen` write a create-if-absent
+//! (JetStream KV `create`) and the log append an expected-last-sequence publish, answers
+//! [`Error::Conflict`] when another process appended first (the store retries on fresh
+//! state), and reports the other processes' appends through [`ExchangeLog::follow_head`].
 
+pub mod any;
 pub mod disk;
 pub mod memory;
+pub mod nats;
 
 use std::ops::ControlFlow;
 use uuid::Uuid;
@@ -48,8 +52,14 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::record::{decode_link_key, decode_link_value, decode_log, LinkRel, LogEntry, Seen};
 
+pub use any::AnyLog;
 pub use disk::FjallLog;
 pub use memory::MemoryLog;
+pub use nats::NatsLog;
+
+/// What [`ExchangeLog::follow_head`] calls: (first, last) sequence numbers the engine holds
+/// durably, written by any process.
+pub type HeadFn = Box<dyn Fn(u64, u64) + Send + Sync + 'static>;
 
 /// Meta key: the random epoch fixed when the store was created (part of every cursor).
 pub const META_EPOCH: &str = "epoch";
@@ -152,6 +162,11 @@ pub trait LogBatch {
     type Record;
     /// Writes the log record at `seq` (new, or a re-tagged message rewritten in place).
     fn put_record(&mut self, seq: u64, record: Self::Record);
+    /// Rewrites the record at `seq`, already written (a re-tagged message "rewritten in
+    /// place"; an append-only engine keeps it beside the log and reads it through).
+    fn rewrite_record(&mut self, seq: u64, record: Self::Record) {
+        self.put_record(seq, record);
+    }
     /// Removes the log record at `seq` (retention).
     fn remove_record(&mut self, seq: u64);
     /// Marks `uuid` as seen at `seen.seq`.
@@ -229,7 +244,9 @@ pub trait ExchangeLog: Send + Sync + 'static {
 
     /// An empty batch.
     fn batch(&self) -> Self::Batch;
-    /// Applies a batch (see the [module docs](self) for the order).
+    /// Applies a batch (see the [module docs](self) for the order). An engine shared by
+    /// several processes answers [`Error::Conflict`] when another one appended first: the
+    /// store then retries the request on fresh state.
     fn commit(&self, batch: Self::Batch) -> Result<()>;
 
     /// The function the group commit calls to make every commit so far durable.
@@ -241,6 +258,19 @@ pub trait ExchangeLog: Send + Sync + 'static {
 
     /// Approximate numbers: (log records, known uuids).
     fn approximate_counts(&self) -> (usize, usize);
+
+    /// Whether several processes may write to this engine at once (then a commit may answer
+    /// [`Error::Conflict`], and the store keeps each request to retry it).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// For an engine shared by several processes (front ends): calls `f` whenever the
+    /// durable head moves, whoever wrote, so the store's durable watermark (what readers see,
+    /// what long polls wait for) follows every writer. Default: never (one process).
+    fn follow_head(&self, f: HeadFn) {
+        drop(f);
+    }
 
     /// The engine's own activity (memtables, flushes, compactions, journals, disk); `None`
     /// for an engine without such a thing.

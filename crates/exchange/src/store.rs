@@ -49,11 +49,11 @@ use uuid::Uuid;
 
 use crate::error::{Error, Refusal, Result};
 use crate::filter::ContentFilter;
-pub use crate::log::{ConsumerState, IncomingLink, Stored};
 use crate::log::{
-    ExchangeLog, FjallLog, LogBatch, MemoryLog, META_EPOCH, META_INSTANCE, META_LOG_BYTES,
-    META_ORG, META_SEQ,
+    AnyLog, ExchangeLog, FjallLog, LogBatch, MemoryLog, NatsLog, META_EPOCH, META_INSTANCE,
+    META_LOG_BYTES, META_ORG, META_SEQ,
 };
+pub use crate::log::{ConsumerState, IncomingLink, Stored};
 use crate::record::{
     self, encode_log, le_u64, secs32, set_accepted_at, EntryKind, LinkRel, LogEntry, Seen,
 };
@@ -212,8 +212,9 @@ struct WriterState {
 }
 
 /// The exchange's state and rules over an engine `L`; see the module docs. `L` defaults to
-/// the fjall database every caller opens with [`ExchangeStore::open`].
-pub struct ExchangeStore<L: ExchangeLog = FjallLog> {
+/// the configured engine ([`AnyLog`]: fjall, opened with [`ExchangeStore::open`], or NATS
+/// JetStream, with [`ExchangeStore::open_nats`]).
+pub struct ExchangeStore<L: ExchangeLog = AnyLog> {
     // Declared first so its thread is joined before the engine is dropped.
     commit: GroupCommit,
     engine: L,
@@ -222,11 +223,12 @@ pub struct ExchangeStore<L: ExchangeLog = FjallLog> {
     writer: Mutex<WriterState>,
     /// Serialises read-modify-write of consumer cursors.
     consumer_lock: Mutex<()>,
-    /// Highest sequence number known durable: what readers may see.
-    durable: watch::Sender<u64>,
+    /// Highest sequence number known durable: what readers may see (shared with the engine's
+    /// head follower, [`ExchangeLog::follow_head`]).
+    durable: Arc<watch::Sender<u64>>,
     /// Lowest sequence number that may still be in the log (retention moves it up), so that
     /// scans never wade through the tombstones of dropped records.
-    first_seq: AtomicU64,
+    first_seq: Arc<AtomicU64>,
     epoch: u64,
     org: Uuid,
     instance: Uuid,
@@ -285,7 +287,7 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-impl ExchangeStore<FjallLog> {
+impl ExchangeStore<AnyLog> {
     /// Opens (or creates) the exchange database in `dir` ([`FjallLog`]); see
     /// [`ExchangeStore::with_engine`].
     pub fn open(
@@ -295,12 +297,27 @@ impl ExchangeStore<FjallLog> {
         instance: Option<Uuid>,
     ) -> Result<Self> {
         let engine = FjallLog::open(dir, &opts)?;
-        Self::with_engine(engine, opts, org, instance)
+        Self::with_engine(AnyLog::Fjall(engine), opts, org, instance)
     }
 
-    /// Bytes on disk of the `seen` keyspace (tests and the status route).
+    /// Opens (or creates) the exchange's stream and bucket on the NATS JetStream cluster of
+    /// `nats` ([`NatsLog`]); an unreachable cluster is an error naming it.
+    pub fn open_nats(
+        nats: &sighthub_nats::NatsConfig,
+        opts: StoreOptions,
+        org: Option<Uuid>,
+        instance: Option<Uuid>,
+    ) -> Result<Self> {
+        let engine = NatsLog::open(nats)?;
+        Self::with_engine(AnyLog::Nats(Box::new(engine)), opts, org, instance)
+    }
+
+    /// Bytes on disk of the `seen` keyspace (tests and the status route); 0 on JetStream.
     pub fn seen_disk_space(&self) -> u64 {
-        self.engine.seen_disk_space()
+        match &self.engine {
+            AnyLog::Fjall(l) => l.seen_disk_space(),
+            AnyLog::Nats(_) => 0,
+        }
     }
 }
 
@@ -385,7 +402,23 @@ impl<L: ExchangeLog> ExchangeStore<L> {
             engine.persist()?;
         }
         let commit = GroupCommit::start(engine.syncer())?;
-        let (durable, _) = watch::channel(last);
+        let durable = Arc::new(watch::channel(last).0);
+        let first_seq = Arc::new(AtomicU64::new(first));
+        {
+            // Other front ends' appends (an engine shared by several processes).
+            let (durable, first_seq) = (Arc::clone(&durable), Arc::clone(&first_seq));
+            engine.follow_head(Box::new(move |first, last| {
+                first_seq.fetch_max(first, Ordering::AcqRel);
+                durable.send_if_modified(|d| {
+                    if last > *d {
+                        *d = last;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }));
+        }
         Ok(Self {
             commit,
             engine,
@@ -397,7 +430,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
             consumer_lock: Mutex::new(()),
             counters: PublishCounters::default(),
             durable,
-            first_seq: AtomicU64::new(first),
+            first_seq,
             epoch,
             org,
             instance,
@@ -487,7 +520,38 @@ impl<L: ExchangeLog> ExchangeStore<L> {
     /// the refused messages are left out (as if they were not in the request) and reported in
     /// [`Appended::outcomes`]. Not durable yet: wait for the ticket (or call
     /// [`ExchangeStore::publish`], which does).
+    ///
+    /// On an engine shared by several front ends, a request that lost the race for its
+    /// sequence numbers ([`Error::Conflict`]) is decided again on fresh state (the seen-set
+    /// and the log's head re-read), up to [`MAX_CONFLICT_RETRIES`] times; then 503.
     pub fn append(
+        &self,
+        items: Vec<Prepared>,
+        now: u64,
+        on_refusal: OnRefusal,
+    ) -> Result<Appended> {
+        if !self.engine.shared() {
+            return self.try_append(items, now, on_refusal);
+        }
+        let mut last = String::new();
+        for attempt in 0..MAX_CONFLICT_RETRIES {
+            match self.try_append(items.clone(), now, on_refusal) {
+                Err(Error::Conflict(why)) => {
+                    last = why;
+                    // Let the other writer finish its index entries.
+                    std::thread::sleep(std::time::Duration::from_millis(
+                        1 + u64::from(attempt % 16) * 2,
+                    ));
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Backend(format!(
+            "{MAX_CONFLICT_RETRIES} lost races with other front ends in a row ({last})"
+        )))
+    }
+
+    fn try_append(
         &self,
         items: Vec<Prepared>,
         now: u64,
@@ -591,7 +655,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
                 };
                 bytes += rewritten.len() as i128 - old.as_ref().len() as i128;
                 let rewritten = L::record(rewritten);
-                batch.put_record(target, rewritten.clone());
+                batch.rewrite_record(target, rewritten.clone());
                 pending.insert(target, rewritten);
                 let seq = next;
                 next += 1;
@@ -671,7 +735,17 @@ impl<L: ExchangeLog> ExchangeStore<L> {
             let log_bytes = u64::try_from(bytes.max(0)).unwrap_or(u64::MAX);
             batch.put_meta(META_SEQ, next - 1);
             batch.put_meta(META_LOG_BYTES, log_bytes);
-            self.engine.commit(batch)?;
+            if let Err(e) = self.engine.commit(batch) {
+                if matches!(e, Error::Conflict(_)) {
+                    // Another front end appended: start again from the log's head.
+                    let head = self.engine.bounds()?.map_or(0, |(_, last)| last);
+                    st.next_seq = st.next_seq.max(head + 1);
+                    if let Some(b) = self.engine.meta(META_LOG_BYTES)?.and_then(|v| le_u64(&v)) {
+                        st.log_bytes = b;
+                    }
+                }
+                return Err(e);
+            }
             st.next_seq = next;
             st.log_bytes = log_bytes;
         }
@@ -1055,6 +1129,10 @@ fn set_kind_update(record: &mut [u8]) {
         *b = 1;
     }
 }
+
+/// How many times a request is decided again after losing the race for its sequence
+/// numbers to another front end ([`ExchangeStore::append`]).
+pub const MAX_CONFLICT_RETRIES: u32 = 64;
 
 /// Most named consumers one organisation may hold (each is kept until deleted).
 pub const MAX_CONSUMERS_PER_ORG: usize = 1000;

@@ -14,10 +14,11 @@
 //! otherwise the copy fails naming the first difference (a target written meanwhile, or a
 //! target that held other values under the same prefix).
 //!
-//! The exchange half (the log, consumers, relay cursors) is a function of the exchange's own
-//! crate that `sighthub migrate` calls after this one (see `src/main.rs`).
+//! The exchange half ([`copy_exchange`]: the log, seen-set, consumers and so relay cursors)
+//! is the exchange crate's `copy::copy_to_nats`, which `sighthub migrate` calls after this one.
 
 use crate::backend::{Backend, NodeStore};
+use crate::config::Config;
 use sighthub_store::engine::{Batch, Engine, Group, RecordWrite, Space};
 use sighthub_store::{Error, Result};
 use std::ops::{Bound, ControlFlow};
@@ -197,4 +198,25 @@ fn merge_by_value(groups: Vec<Group>) -> Vec<Group> {
         e.counts.extend(g.counts);
     }
     by.into_values().collect()
+}
+
+/// Whether `cfg` keeps its exchange on NATS JetStream (`[exchange] backend = "nats"`).
+pub fn exchange_on_nats(cfg: &Config) -> bool {
+    cfg.exchange.enabled && cfg.exchange.backend == sighthub_exchange::config::Backend::Nats
+}
+
+/// The exchange half of `sighthub migrate --to`: copies the embedded exchange of `source`'s
+/// data directory into the JetStream of `target` (`sighthub_exchange::copy::copy_to_nats`:
+/// the log with its sequence numbers, which the bridge's copied position counts on, the
+/// seen-set, the content window and the consumers; resumable, counts checked).
+pub fn copy_exchange(
+    source: &Config,
+    target: &Config,
+    progress: impl FnMut(sighthub_exchange::copy::CopyProgress),
+) -> sighthub_exchange::Result<sighthub_exchange::copy::Copied> {
+    sighthub_exchange::copy::copy_to_nats(
+        &source.data_dir.join("exchange"),
+        &target.exchange.nats,
+        progress,
+    )
 }

@@ -139,6 +139,17 @@ impl FjallLog {
         })
     }
 
+    /// Calls `f` on every entry of the seen-set (the copy into another engine).
+    pub fn each_seen(&self, mut f: impl FnMut(Uuid, Seen)) -> Result<()> {
+        for kv in self.seen.iter() {
+            let (k, v) = kv.into_inner()?;
+            if let (Some(s), Ok(u)) = (Seen::decode(&v), Uuid::from_slice(&k)) {
+                f(u, s);
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes on disk of the `seen` keyspace (tests and the status route).
     pub fn seen_disk_space(&self) -> u64 {
         self.seen.disk_space()

@@ -1,0 +1,166 @@
+//! [`Bucket`]: a JetStream KV bucket with the calls the exchange needs: point reads (of the
+//! stream leader: the bucket is set without direct gets, so a read sees every acknowledged
+//! write), writes,
+//! `create` (put-if-absent: the one writer of a key wins), deletes, and the live keys under a
+//! prefix (one ordered consumer over the bucket's stream, last value per key).
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::Nats;
+
+/// The bucket; cheap to clone.
+#[derive(Clone)]
+pub struct Bucket {
+    js: jetstream::Context,
+    store: kv::Store,
+    name: String,
+    timeout: Duration,
+}
+
+impl Bucket {
+    /// Opens the bucket `name`, creating it (history 1, file storage, `nats`' replicas) when
+    /// it does not exist.
+    pub async fn open(nats: &Nats, name: &str) -> Result<Bucket> {
+        let js = nats.js();
+        let store = match js.get_key_value(name).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: name.to_owned(),
+                    history: 1,
+                    num_replicas: nats.replicas(),
+                    storage: jetstream::stream::StorageType::File,
+                    description: "sighthub exchange indexes".into(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::unavailable(&format!("opening the bucket {name}"), e))?,
+        };
+        // Reads of the leader only: a direct get may be answered by a replica that is behind,
+        // and the seen-set and the consumers' cursors must read what was just written.
+        let store = if store.stream.cached_info().config.allow_direct {
+            let mut config = store.stream.cached_info().config.clone();
+            config.allow_direct = false;
+            js.update_stream(config)
+                .await
+                .map_err(|e| Error::unavailable(&format!("configuring the bucket {name}"), e))?;
+            js.get_key_value(name)
+                .await
+                .map_err(|e| Error::unavailable(&format!("opening the bucket {name}"), e))?
+        } else {
+            store
+        };
+        Ok(Bucket {
+            js,
+            store,
+            name: name.to_owned(),
+            timeout: nats.timeout(),
+        })
+    }
+
+    /// The value of `key`, if set.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.store
+            .get(key)
+            .await
+            .map_err(|e| Error::unavailable("reading the index bucket", e))
+    }
+
+    /// Sets `key`.
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<()> {
+        self.store
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::unavailable("writing the index bucket", e))
+    }
+
+    /// Sets `key` unless it holds a value: `false` when it did (another writer's value stays).
+    pub async fn create(&self, key: &str, value: Bytes) -> Result<bool> {
+        match self.store.create(key, value).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::unavailable("writing the index bucket", e)),
+        }
+    }
+
+    /// Removes `key`; `true` when it held a value.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        if self.get(key).await?.is_none() {
+            return Ok(false);
+        }
+        self.store
+            .delete(key)
+            .await
+            .map(|_| true)
+            .map_err(|e| Error::unavailable("deleting from the index bucket", e))
+    }
+
+    /// The live keys (and values) under `prefix` (a prefix of whole tokens, ending with
+    /// `.`), in the order they were last written.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+        let fail = |e: &dyn std::fmt::Display| Error::unavailable("listing the index bucket", e);
+        let stream = self
+            .js
+            .get_stream_no_info(format!("KV_{}", self.name))
+            .await
+            .map_err(|e| fail(&e))?;
+        let subject_prefix = format!("$KV.{}.", self.name);
+        let consumer = stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: self.js.client().new_inbox(),
+                filter_subject: format!("{subject_prefix}{prefix}>"),
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail(&e))?;
+        let name = consumer.cached_info().name.clone();
+        let listed = self.read_listing(consumer, &subject_prefix).await;
+        // Ephemeral consumers otherwise linger until their inactivity threshold, and a
+        // stream holds a bounded number.
+        let _ = stream.delete_consumer(&name).await;
+        listed
+    }
+
+    async fn read_listing(
+        &self,
+        consumer: jetstream::consumer::Consumer<jetstream::consumer::push::OrderedConfig>,
+        subject_prefix: &str,
+    ) -> Result<Vec<(String, Bytes)>> {
+        let fail = |e: &dyn std::fmt::Display| Error::unavailable("listing the index bucket", e);
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| fail(&e))?;
+        loop {
+            let msg = match tokio::time::timeout(self.timeout, messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(fail(&e)),
+                Ok(None) => break,
+                Err(_) => return Err(fail(&"no answer in time")),
+            };
+            let pending = msg.info().map(|i| i.pending).unwrap_or(0);
+            let deleted = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+            if !deleted {
+                if let Some(key) = msg.subject.strip_prefix(subject_prefix) {
+                    out.push((key.to_owned(), msg.payload.clone()));
+                }
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
