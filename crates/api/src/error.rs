@@ -118,14 +118,12 @@ pub enum ApiError {
     /// A store cannot make writes durable any more (an fsync failed): 503 until restart.
     #[error("The server cannot make writes durable (an fsync failed); restart the server.")]
     Unavailable,
-    /// A remote storage engine failed or is unreachable, or writers kept conflicting: 503
-    /// with what is wrong (retryable; the server keeps serving what does not need it).
+    /// A distributed storage engine (the sightings' Redis Cluster, the exchange's NATS
+    /// JetStream) failed or is unreachable, or writers kept conflicting: 503 with what is wrong
+    /// (retryable; the server keeps serving what does not need it). One variant for both
+    /// halves, as a failed fsync is [`ApiError::Unavailable`] for both.
     #[error("Storage backend unavailable: {0}")]
     Backend(String),
-    /// The exchange's distributed engine (NATS JetStream) failed or did not answer (503,
-    /// saying what): the rest of the server keeps serving.
-    #[error("{0}")]
-    ExchangeBackend(String),
     /// The `Accept` header admits nothing this route answers (406).
     #[error("{0}")]
     NotAcceptable(&'static str),
@@ -173,7 +171,7 @@ impl From<ExchangeError> for ApiError {
             ExchangeError::Disabled => ApiError::Disabled,
             ExchangeError::Poisoned => ApiError::Unavailable,
             e @ (ExchangeError::Backend(_) | ExchangeError::Conflict(_)) => {
-                ApiError::ExchangeBackend(e.to_string())
+                ApiError::Backend(e.to_string())
             }
             other => ApiError::Storage(Box::new(other)),
         }
@@ -222,9 +220,7 @@ impl ApiError {
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Method(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable | Self::Backend(_) | Self::ExchangeBackend(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable | Self::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::Internal(_) | Self::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -256,7 +252,6 @@ impl ApiError {
             Self::Storage(e) => tracing::warn!(error = %e, "storage error answered 500"),
             Self::Unavailable => tracing::warn!("a store cannot make writes durable: 503"),
             Self::Backend(why) => tracing::warn!(error = %why, "storage backend: 503"),
-            Self::ExchangeBackend(why) => tracing::warn!(%why, "exchange backend answered 503"),
             Self::Internal(what) => tracing::error!(what, "internal error answered 500"),
             _ => {}
         }
