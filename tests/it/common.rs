@@ -350,3 +350,27 @@ fn rand_u128() -> u128 {
     }
     n
 }
+
+static UUID_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A random UUIDv4 (128 bits from two randomly keyed hashers, no extra dependency).
+pub fn uuid4() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut b = [0u8; 16];
+    for half in b.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(UUID_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        half.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

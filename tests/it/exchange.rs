@@ -2,7 +2,7 @@
 //! cursors, de-duplication by uuid and by content, resumption, long-poll, IntelMQ's REST
 //! output forms, access and TLP, links and withdrawals, and `kill -9` under load.
 
-use crate::common::{client, Fixture, Opts, Server};
+use crate::common::{client, uuid4, Fixture, Opts, Server};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,30 +75,6 @@ fn envelope(uuid: &str, org: Option<&str>, payload: Value, extra_meta: Value) ->
     }
     json!({"format": "intelmq", "version": 1, "type": "event", "meta": meta, "payload": payload})
 }
-
-/// A random UUIDv4 (128 bits from two randomly keyed hashers, no extra dependency).
-fn uuid4() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut b = [0u8; 16];
-    for half in b.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        half.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
-static COUNTER: AtomicU64 = AtomicU64::new(1);
 
 /// POSTs a body; returns status and JSON answer.
 async fn post(

@@ -9,7 +9,7 @@
 //! and `SIGHTHUB_TEST_CLUSTERS` (the directory of scripts/clusters); ignored by a plain `cargo
 //! test`, run by the clusters step, failing without them.
 
-use crate::common::{client, Opts, Server, ADMIN};
+use crate::common::{client, uuid4, Opts, Server, ADMIN};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -47,29 +47,6 @@ fn stream_state(stream: &str) -> Option<sighthub_nats::log::State> {
         log.state().await
     })
     .ok()
-}
-
-static COUNTER: AtomicU64 = AtomicU64::new(1);
-
-fn uuid4() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut b = [0u8; 16];
-    for half in b.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        half.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,11 +6,11 @@
 //! Needs the JetStream cluster of `SIGHTHUB_TEST_NATS` (scripts/clusters); without it each
 //! test is ignored by a plain `cargo test` (the clusters step runs it, failing without it).
 
-use crate::common::{client, Opts, Server, ADMIN};
+use crate::common::{client, uuid4, Opts, Server, ADMIN};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,29 +39,6 @@ fn two_front_ends(a: &Path, b: &Path) -> (Server, Server) {
     std::fs::write(b.with_extension("nats-stream"), stream).expect("share it");
     let second = Server::start(b, &opts());
     (first, second)
-}
-
-static COUNTER: AtomicU64 = AtomicU64::new(1);
-
-fn uuid4() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut b = [0u8; 16];
-    for half in b.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        half.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 fn envelope(uuid: &str, n: u64) -> Value {
