@@ -217,6 +217,16 @@ pub trait ExchangeLog: Send + Sync + 'static {
     fn seen(&self, uuid: &Uuid) -> Result<Option<Seen>>;
     /// Where a content key was first accepted, whatever its age.
     fn content(&self, key: &[u8; 16]) -> Result<Option<Seen>>;
+    /// [`ExchangeLog::seen`] of several uuids, in order. An engine across the network asks
+    /// them together (one round trip per request, not per message); a local one needs no
+    /// more than the loop.
+    fn seen_many(&self, uuids: &[Uuid]) -> Result<Vec<Option<Seen>>> {
+        uuids.iter().map(|u| self.seen(u)).collect()
+    }
+    /// [`ExchangeLog::content`] of several keys, in order (as [`ExchangeLog::seen_many`]).
+    fn content_many(&self, keys: &[[u8; 16]]) -> Result<Vec<Option<Seen>>> {
+        keys.iter().map(|k| self.content(k)).collect()
+    }
     /// Calls `f` on every content entry (start-up: the filter in front of the window).
     fn each_content(&self, f: impl FnMut(&[u8; 16], Seen)) -> Result<()>;
 

@@ -202,6 +202,14 @@ pub struct Swept {
     pub bytes: u64,
 }
 
+/// The seen and content entries of one request, read before it is decided
+/// ([`ExchangeStore::read_known`]): where each was accepted, `None` when unknown or past its
+/// horizon.
+struct Known {
+    seen: HashMap<Uuid, Option<u64>>,
+    content: HashMap<[u8; 16], Option<u64>>,
+}
+
 struct WriterState {
     /// Next sequence number to hand out (1-based: 0 means "before the first").
     next_seq: u64,
@@ -498,20 +506,62 @@ impl<L: ExchangeLog> ExchangeStore<L> {
 
     /// The dedup horizon of uuids: where `uuid` was accepted, unless it expired.
     fn seen_lookup(&self, uuid: &Uuid, now: u64) -> Result<Option<u64>> {
-        Ok(self
-            .engine
-            .seen(uuid)?
-            .filter(|s| s.alive(self.opts.seen_max_age, now))
-            .map(|s| s.seq))
+        Ok(self.seen_alive(self.engine.seen(uuid)?, now))
     }
 
-    /// The dedup horizon of content keys (the content window).
-    fn content_lookup(&self, key: &[u8; 16], now: u64) -> Result<Option<u64>> {
-        Ok(self
-            .engine
-            .content(key)?
-            .filter(|s| s.alive(self.opts.content_window, now))
-            .map(|s| s.seq))
+    /// The one rule of the uuid horizon, applied to an entry read from the engine.
+    fn seen_alive(&self, seen: Option<Seen>, now: u64) -> Option<u64> {
+        seen.filter(|s| s.alive(self.opts.seen_max_age, now))
+            .map(|s| s.seq)
+    }
+
+    /// The one rule of the content window, applied to an entry read from the engine.
+    fn content_alive(&self, seen: Option<Seen>, now: u64) -> Option<u64> {
+        seen.filter(|s| s.alive(self.opts.content_window, now))
+            .map(|s| s.seq)
+    }
+
+    /// Reads together every seen and content entry a request's decisions need (the uuids
+    /// of its messages and of what they withdraw or replace; the content keys the window's
+    /// filter does not rule out), so that an engine across the network answers them in one
+    /// round trip rather than one per message.
+    fn read_known(
+        &self,
+        items: &[Prepared],
+        filter: &mut Option<ContentFilter>,
+        now: u64,
+    ) -> Result<Known> {
+        let mut uuids = Vec::new();
+        let mut keys = Vec::new();
+        for item in items {
+            match item.content_key {
+                Some(ck) => {
+                    if filter.as_mut().is_none_or(|f| f.maybe(&ck, now)) {
+                        keys.push(ck);
+                    }
+                }
+                None => uuids.push(item.uuid),
+            }
+            uuids.extend(item.marks.iter().map(|c| c.target));
+        }
+        uuids.sort_unstable();
+        uuids.dedup();
+        keys.sort_unstable();
+        keys.dedup();
+        let seen = self.engine.seen_many(&uuids)?;
+        let content = self.engine.content_many(&keys)?;
+        Ok(Known {
+            seen: uuids
+                .into_iter()
+                .zip(seen)
+                .map(|(u, s)| (u, self.seen_alive(s, now)))
+                .collect(),
+            content: keys
+                .into_iter()
+                .zip(content)
+                .map(|(k, s)| (k, self.content_alive(s, now)))
+                .collect(),
+        })
     }
 
     /// Appends one request's messages; see the module docs. With
@@ -562,6 +612,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
             return Err(Error::Poisoned);
         }
         let at = secs32(now);
+        let prior = self.read_known(&items, &mut st.filter, now)?;
         let mut batch = self.engine.batch();
         let mut new_uuids: HashMap<Uuid, u64> = HashMap::new();
         let mut new_content: HashMap<[u8; 16], u64> = HashMap::new();
@@ -585,8 +636,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
             if let Some(ck) = item.content_key {
                 let dup = match new_content.get(&ck) {
                     Some(&seq) => Some(seq),
-                    None if st.filter.as_mut().is_some_and(|f| !f.maybe(&ck, now)) => None,
-                    None => self.content_lookup(&ck, now)?,
+                    None => prior.content.get(&ck).copied().flatten(),
                 };
                 if let Some(seq) = dup {
                     refers_to_pending |= seq > durable;
@@ -601,7 +651,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
             let known = match new_uuids.get(&item.uuid) {
                 Some(&seq) => Some(seq),
                 None if item.content_key.is_some() => None,
-                None => self.seen_lookup(&item.uuid, now)?,
+                None => prior.seen.get(&item.uuid).copied().flatten(),
             };
             if let Some(target) = known {
                 if !item.empty_payload {
@@ -678,7 +728,7 @@ impl<L: ExchangeLog> ExchangeStore<L> {
             for claim in &item.marks {
                 let tseq = match new_uuids.get(&claim.target) {
                     Some(&s) => Some(s),
-                    None => self.seen_lookup(&claim.target, now)?,
+                    None => prior.seen.get(&claim.target).copied().flatten(),
                 };
                 let Some(tseq) = tseq else { continue };
                 let rec = match pending.get(&tseq) {

@@ -12,6 +12,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::Nats;
 
+/// Most point reads [`Bucket::get_many`] keeps in flight at once.
+pub const GET_CONCURRENCY: usize = 256;
+
 /// The bucket; cheap to clone.
 #[derive(Clone)]
 pub struct Bucket {
@@ -68,6 +71,19 @@ impl Bucket {
             .get(key)
             .await
             .map_err(|e| Error::unavailable("reading the index bucket", e))
+    }
+
+    /// The values of `keys`, in order: the reads go out together (at most
+    /// [`GET_CONCURRENCY`] in flight), so a request's lookups cost about one round trip
+    /// rather than one each.
+    pub async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<Bytes>>> {
+        futures_util::stream::iter(keys)
+            .map(|k| async move { self.get(&k).await })
+            .buffered(GET_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Sets `key`.

@@ -167,6 +167,20 @@ impl ExchangeLog for AnyLog {
         }
     }
 
+    fn seen_many(&self, uuids: &[Uuid]) -> Result<Vec<Option<Seen>>> {
+        match self {
+            AnyLog::Fjall(l) => l.seen_many(uuids),
+            AnyLog::Nats(l) => l.seen_many(uuids),
+        }
+    }
+
+    fn content_many(&self, keys: &[[u8; 16]]) -> Result<Vec<Option<Seen>>> {
+        match self {
+            AnyLog::Fjall(l) => l.content_many(keys),
+            AnyLog::Nats(l) => l.content_many(keys),
+        }
+    }
+
     fn each_content(&self, f: impl FnMut(&[u8; 16], Seen)) -> Result<()> {
         match self {
             AnyLog::Fjall(l) => l.each_content(f),

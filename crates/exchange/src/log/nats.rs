@@ -257,6 +257,18 @@ impl NatsLog {
         Self::open(cfg)
     }
 
+    /// The seen or content entries of `keys`, read together.
+    fn get_seen_entries(&self, keys: Vec<String>, what: &'static str) -> Result<Vec<Option<Seen>>> {
+        let idx = self.idx.clone();
+        let got = self.run(async move { idx.get_many(keys).await })?;
+        got.into_iter()
+            .map(|v| {
+                v.map(|v| Seen::decode(&v).ok_or_else(|| Error::corrupt(what)))
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// The connection (the migration copies through it).
     pub fn nats(&self) -> &Nats {
         &self.nats
@@ -441,6 +453,16 @@ impl ExchangeLog for NatsLog {
         let v = self.run(async move { idx.get(&key).await })?;
         v.map(|v| Seen::decode(&v).ok_or_else(|| Error::corrupt("content entry")))
             .transpose()
+    }
+
+    fn seen_many(&self, uuids: &[Uuid]) -> Result<Vec<Option<Seen>>> {
+        let keys: Vec<String> = uuids.iter().map(seen_key).collect();
+        self.get_seen_entries(keys, "seen entry")
+    }
+
+    fn content_many(&self, keys: &[[u8; 16]]) -> Result<Vec<Option<Seen>>> {
+        let keys: Vec<String> = keys.iter().map(content_key).collect();
+        self.get_seen_entries(keys, "content entry")
     }
 
     fn each_content(&self, mut f: impl FnMut(&[u8; 16], Seen)) -> Result<()> {

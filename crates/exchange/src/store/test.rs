@@ -96,6 +96,7 @@ on_both_engines!(
     publish_answers_once_durable,
     a_dropped_publish_still_becomes_durable,
     publish_counts_what_it_answered_and_consumers_are_listed,
+    batched_lookups_answer_like_single_ones,
 );
 
 fn open<B: Backend>(dir: &Path, opts: StoreOptions) -> ExchangeStore<B> {
@@ -876,4 +877,44 @@ async fn publish_counts_what_it_answered_and_consumers_are_listed<B: Backend>() 
     want.sort();
     assert_eq!(listed, want);
     assert_eq!(store.consumers(1).expect("bounded").len(), 1);
+}
+
+/// `seen_many` and `content_many` (one round trip per request on a network engine) answer
+/// what `seen` and `content` answer one by one, in the order asked, repeats and unknowns
+/// included.
+async fn batched_lookups_answer_like_single_ones<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = open::<B>(dir.path(), StoreOptions::default());
+    let (a, b, unknown) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let bare = r#"{"source.ip":"198.51.100.7"}"#;
+    let body = format!(
+        "[{}, {}, {bare}]",
+        env(a, r#"{"raw":"eA=="}"#, ""),
+        env(b, r#"{"raw":"eQ=="}"#, "")
+    );
+    commit(&store, prep(&body), NOW).await;
+    let uuids = [b, unknown, a, b];
+    let many = store.engine.seen_many(&uuids).expect("seen_many");
+    let one: Vec<_> = uuids
+        .iter()
+        .map(|u| store.engine.seen(u).expect("seen"))
+        .collect();
+    assert_eq!(many, one);
+    assert_eq!(
+        many.iter().map(|s| s.map(|s| s.seq)).collect::<Vec<_>>(),
+        vec![Some(2), None, Some(1), Some(2)]
+    );
+    let key = prep(bare)[0]
+        .content_key
+        .expect("a bare event has a content key");
+    let other = prep(r#"{"source.ip":"198.51.100.8"}"#)[0]
+        .content_key
+        .expect("content key");
+    let keys = [other, key, key];
+    let many = store.engine.content_many(&keys).expect("content_many");
+    assert_eq!(
+        many.iter().map(|s| s.map(|s| s.seq)).collect::<Vec<_>>(),
+        vec![None, Some(3), Some(3)]
+    );
+    assert!(store.engine.seen_many(&[]).expect("empty").is_empty());
 }
