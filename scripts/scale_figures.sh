@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Server CPU per request and latency of /w and /r on the embedded backend and on a Redis
-# Cluster (docs/SCALING.md, "Figures"): a fresh release server per backend, wrk -t2 -c16 for
+# Cluster, with one front end and with two (docs/SCALING.md, "Figures"): fresh release servers
+# per backend, wrk -t2 -c16 for
 # DURATION seconds per run, RUNS runs, the median of each figure. The cluster's nodes come from
 # SIGHTHUB_TEST_REDIS (scripts/clusters start DIR writes them). Redis's own CPU is not counted
 # (it runs in other processes): the figure is what a sighthub front end costs.
 #
 #   SIGHTHUB_TEST_REDIS=127.0.0.1:7101,... scripts/scale_figures.sh
+#   BACKENDS="redis redis-2fe" ...   only those
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release/sighthub
+BIN="${BIN:-target/release/sighthub}"
 DURATION="${DURATION:-5}"
 RUNS="${RUNS:-3}"
 : "${SIGHTHUB_TEST_REDIS:?set it to the nodes of the cluster}"
 work="$(mktemp -d)"
-trap 'kill "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 cat >"$work/w.lua" <<'LUA'
 local n = 0
 request = function()
@@ -28,41 +30,64 @@ to_ms() {
   awk '{ v = $1; u = $1; sub(/^[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
          if (u == "us") v = v / 1000; else if (u == "s") v = v * 1000; printf "%.2f\n", v }'
 }
-for backend in embedded redis; do
-  data="$work/data-$backend"
+# One server per backend; `redis-2fe` is two front ends on one cluster (one key prefix), each
+# loaded by its own wrk -t1 -c8 at the same time (16 connections in all, as for one): the rate
+# is their sum, the CPU both front ends' per request, the latency the median of both wrk runs'
+# medians (of two, the larger).
+start_server() { # data dir, config -> prints "pid port"
+  local port=$((20000 + RANDOM % 20000))
+  SIGHTHUB_ADMIN_KEY=k "$BIN" serve --data-dir "$1" --listen "127.0.0.1:$port" \
+    --plain-http --config "$2" >>"$work/log" 2>&1 &
+  local pid=$!
+  echo "$pid" >>"$work/pid"
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  echo "$pid $port"
+}
+load() { # op, wrk threads, connections, port -> wrk's output
+  if [ "$1" = w ]; then
+    wrk -t"$2" -c"$3" -d"${DURATION}s" --latency -H "Authorization: k" -s "$work/w.lua" "http://127.0.0.1:$4"
+  else
+    wrk -t"$2" -c"$3" -d"${DURATION}s" --latency -H "Authorization: k" "http://127.0.0.1:$4/r/bench/ns?val=fixed&noshadow"
+  fi
+}
+for backend in ${BACKENDS:-embedded redis redis-2fe}; do
   cfg="$work/$backend.toml"
   : >"$cfg"
-  if [ "$backend" = redis ]; then
+  if [ "$backend" != embedded ]; then
     nodes=$(echo "$SIGHTHUB_TEST_REDIS" | sed 's/[^,][^,]*/"&"/g')
-    printf '[storage]\nbackend = "redis"\n[storage.redis]\nnodes = [%s]\nprefix = "bench%s:"\n' \
-      "$nodes" "$$" >"$cfg"
+    printf '[storage]\nbackend = "redis"\n[storage.redis]\nnodes = [%s]\nprefix = "bench%s%s:"\n' \
+      "$nodes" "$$" "$backend" >"$cfg"
   fi
-  port=$((20000 + RANDOM % 20000))
-  SIGHTHUB_ADMIN_KEY=k "$BIN" serve --data-dir "$data" --listen "127.0.0.1:$port" \
-    --plain-http --config "$cfg" 2>"$work/log" &
-  echo $! >"$work/pid"
-  pid=$(cat "$work/pid")
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-  curl -sf -H "Authorization: k" "http://127.0.0.1:$port/w/bench/ns?val=fixed" >/dev/null
+  : >"$work/pid"
+  read -r pid port < <(start_server "$work/data-$backend-a" "$cfg")
+  pids=("$pid") ports=("$port")
+  if [ "$backend" = redis-2fe ]; then
+    read -r pid port < <(start_server "$work/data-$backend-b" "$cfg")
+    pids+=("$pid") ports+=("$port")
+  fi
+  curl -sf -H "Authorization: k" "http://127.0.0.1:${ports[0]}/w/bench/ns?val=fixed" >/dev/null
   for op in w r; do
     cpu=() lat=() rps=()
     for _ in $(seq "$RUNS"); do
-      before=$(ticks "$pid")
-      if [ "$op" = w ]; then
-        out=$(wrk -t2 -c16 -d"${DURATION}s" --latency -H "Authorization: k" -s "$work/w.lua" "http://127.0.0.1:$port")
+      before=0; for p in "${pids[@]}"; do before=$((before + $(ticks "$p"))); done
+      if [ "${#ports[@]}" -eq 1 ]; then
+        load "$op" 2 16 "${ports[0]}" >"$work/out-0"
       else
-        out=$(wrk -t2 -c16 -d"${DURATION}s" --latency -H "Authorization: k" "http://127.0.0.1:$port/r/bench/ns?val=fixed&noshadow")
+        load "$op" 1 8 "${ports[0]}" >"$work/out-0" &
+        load "$op" 1 8 "${ports[1]}" >"$work/out-1"
+        wait
       fi
-      after=$(ticks "$pid")
-      reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+      after=0; for p in "${pids[@]}"; do after=$((after + $(ticks "$p"))); done
+      reqs=$(cat "$work"/out-* | awk '/requests in/ {s += $1} END {print s}')
       cpu+=("$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')")
-      # The median latency in ms, whatever unit wrk printed it in.
-      lat+=("$(echo "$out" | awk '$1 == "50%" {print $2}' | to_ms)")
-      rps+=("$(echo "$out" | awk '/Requests\/sec/ {print $2}')")
+      # The median latency in ms, whatever unit wrk printed it in (of two loads: the larger).
+      lat+=("$(cat "$work"/out-* | awk '$1 == "50%" {print $2}' | to_ms | sort -g | tail -1)")
+      rps+=("$(cat "$work"/out-* | awk '/Requests\/sec/ {s += $2} END {printf "%.2f", s}')")
+      rm -f "$work"/out-*
     done
-    printf '%-8s /%s  server CPU µs/request %s  median latency %s  requests/s %s\n' "$backend" "$op" \
+    printf '%-9s /%s  server CPU µs/request %s  median latency %s  requests/s %s\n' "$backend" "$op" \
       "$(printf '%s\n' "${cpu[@]}" | median)" "$(printf '%s\n' "${lat[@]}" | median) ms" \
       "$(printf '%s\n' "${rps[@]}" | median)"
   done
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
 done
