@@ -3,7 +3,8 @@
 //! holder of the link's lease), the other stands by; the holder is killed (SIGKILL) while
 //! messages stream through; the other takes the link over from its shared cursor, and the
 //! receiver (an embedded sighthub) ends with every message exactly once, the re-sends bounded
-//! by one batch (answered `duplicate`).
+//! by one batch (answered `duplicate`). Both front ends also pull the receiver (a hub to
+//! them): one pulls, the other stands by, and the pull moves with the holder's death too.
 //!
 //! Needs the JetStream cluster of `SIGHTHUB_TEST_NATS` (scripts/clusters); without it the
 //! test is ignored by a plain `cargo test` (run it by hand, failing without it).
@@ -38,8 +39,9 @@ fn front_end_opts(receiver: &Server) -> Opts {
         config: Some(format!(
             "[exchange]\norg = \"{HUB}\"\n\n[bridge]\nenabled = false\n\n\
              [relay]\nretry_min_ms = 50\nretry_max_ms = 500\nbatch = {BATCH}\n\n\
-             [[relay.peers]]\nname = \"r\"\nurl = \"{}\"\nkey = \"hub-at-r\"\ntlp_max = \"RED\"\n",
-            receiver.url("")
+             [[relay.peers]]\nname = \"r\"\nurl = \"{url}\"\nkey = \"hub-at-r\"\ntlp_max = \"RED\"\n\n\
+             [[relay.pulls]]\nname = \"h\"\nurl = \"{url}\"\nkey = \"hub-at-r\"\nconsumer = \"c\"\n",
+            url = receiver.url("")
         )),
         ..Opts::default()
     }
@@ -71,10 +73,15 @@ async fn publish(http: &reqwest::Client, s: &Server, uuids: &[(u64, String)]) {
     }
 }
 
-/// The link `r` as front end `s` reports it (`GET /iep04/peers/r`).
+/// The push link `r` as front end `s` reports it (`GET /iep04/peers/r`).
 async fn link(http: &reqwest::Client, s: &Server) -> Value {
+    named_link(http, s, "r").await
+}
+
+/// The link `name` as front end `s` reports it.
+async fn named_link(http: &reqwest::Client, s: &Server, name: &str) -> Value {
     let r = http
-        .get(s.url("/iep04/peers/r"))
+        .get(s.url(&format!("/iep04/peers/{name}")))
         .header("Authorization", ADMIN)
         .send()
         .await
@@ -189,6 +196,23 @@ async fn a_push_link_runs_on_one_front_end_and_continues_on_the_other() {
     let hl = link(&http, &holder).await;
     assert_eq!(hl["held_elsewhere"], false, "{hl}");
     assert_eq!(counter(&hl["state"], "duplicate"), 0, "{hl}");
+    // The pull of the receiver runs on one front end too (its messages are all this
+    // exchange's own: nothing is ingested again).
+    let (pa, pb) = (
+        named_link(&http, &holder, "h").await,
+        named_link(&http, &standby, "h").await,
+    );
+    let pulling = match (pa["lease"].as_str(), pb["lease"].as_str()) {
+        (Some("held"), Some("standby")) => &pb,
+        (Some("standby"), Some("held")) => &pa,
+        other => panic!("the pull: not one holder and one standby: {other:?}"),
+    };
+    assert_eq!(pulling["held_elsewhere"], true, "{pulling}");
+    assert_eq!(
+        counter(&pulling["state"], "attempted"),
+        0,
+        "the pull's standby pulled: {pulling}"
+    );
 
     // The second half streams in through the standby while the holder is killed.
     let streaming = {
@@ -234,6 +258,12 @@ async fn a_push_link_runs_on_one_front_end_and_continues_on_the_other() {
     let taken = link(&http, &standby).await;
     assert_eq!(taken["lease"], "held", "{taken}");
     assert_eq!(taken["held_elsewhere"], false, "{taken}");
+    wait_for(
+        Duration::from_millis(lease_ms) + renew + Duration::from_secs(30),
+        "the pull on the surviving front end",
+        || async { named_link(&http, &standby, "h").await["lease"] == "held" },
+    )
+    .await;
 
     // Every message exactly once at the receiver.
     let log = receiver_log(&http, &receiver).await;
