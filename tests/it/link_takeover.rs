@@ -5,6 +5,8 @@
 //! receiver (an embedded sighthub) ends with every message exactly once, the re-sends bounded
 //! by one batch (answered `duplicate`). Both front ends also pull the receiver (a hub to
 //! them): one pulls, the other stands by, and the pull moves with the holder's death too.
+//! And both deliver to one IntelMQ TCP collector (an output): one front end delivers, and the
+//! collector ends with every event, at most one page twice.
 //!
 //! Needs the JetStream cluster of `SIGHTHUB_TEST_NATS` (scripts/clusters); without it the
 //! test is ignored by a plain `cargo test` (run it by hand, failing without it).
@@ -13,7 +15,9 @@ use crate::common::{client, uuid4, Opts, Server, ADMIN};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HUB: &str = "28bc3db3-16da-461c-b20b-b944f4058708";
 const RECEIVER_ORG: &str = "5d1e4f0a-7c2b-4e9d-8a3f-6b0c1d2e3f40";
@@ -34,10 +38,12 @@ fn receiver_opts() -> Opts {
     }
 }
 
-fn front_end_opts(receiver: &Server) -> Opts {
+fn front_end_opts(receiver: &Server, collector: &str) -> Opts {
     Opts {
         config: Some(format!(
             "[exchange]\norg = \"{HUB}\"\n\n[bridge]\nenabled = false\n\n\
+             [intelmq]\nenabled = true\n\n[[intelmq.out]]\nname = \"o\"\nkind = \"tcp\"\n\
+             address = \"{collector}\"\nbatch = {BATCH}\n\n\
              [relay]\nretry_min_ms = 50\nretry_max_ms = 500\nbatch = {BATCH}\n\n\
              [[relay.peers]]\nname = \"r\"\nurl = \"{url}\"\nkey = \"hub-at-r\"\ntlp_max = \"RED\"\n\n\
              [[relay.pulls]]\nname = \"h\"\nurl = \"{url}\"\nkey = \"hub-at-r\"\nconsumer = \"c\"\n",
@@ -45,6 +51,56 @@ fn front_end_opts(receiver: &Server) -> Opts {
         )),
         ..Opts::default()
     }
+}
+
+/// An IntelMQ TCP collector: a length-prefixed frame per event, `Ok` after each; every
+/// event it received, in order (front ends connect and reconnect at will).
+async fn collector() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let events = Arc::clone(&got);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let events = Arc::clone(&events);
+            tokio::spawn(async move {
+                loop {
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if s.read_exact(&mut frame).await.is_err() {
+                        return;
+                    }
+                    let ev: Value = serde_json::from_slice(&frame).expect("an event");
+                    events.lock().expect("lock").push(ev);
+                    if s.write_all(b"Ok").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
+/// The value of one metric line of front end `s` (`GET /metrics`), 0 when absent.
+async fn metric(http: &reqwest::Client, s: &Server, line: &str) -> u64 {
+    let text = http
+        .get(s.url("/metrics"))
+        .header("Authorization", ADMIN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn envelope(uuid: &str, n: u64) -> Value {
@@ -140,7 +196,8 @@ async fn a_push_link_runs_on_one_front_end_and_continues_on_the_other() {
     );
     let dir = tempfile::tempdir().expect("tmp");
     let receiver = Server::start(&dir.path().join("r"), &receiver_opts());
-    let opts = front_end_opts(&receiver);
+    let (collector_addr, delivered) = collector().await;
+    let opts = front_end_opts(&receiver, &collector_addr);
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     let a = Server::start(&a_dir, &opts);
     let stream = std::fs::read_to_string(a_dir.with_extension("nats-stream")).expect("A's stream");
@@ -214,6 +271,35 @@ async fn a_push_link_runs_on_one_front_end_and_continues_on_the_other() {
         "the pull's standby pulled: {pulling}"
     );
 
+    // The IntelMQ output: one front end delivers the first half, the other stands by.
+    let out_delivered =
+        r#"sighthub_intelmq_messages_total{kind="out",transport="o",outcome="delivered"}"#;
+    let out_standby = r#"sighthub_intelmq_output_standby{kind="out",transport="o"}"#;
+    wait_for(
+        Duration::from_secs(60),
+        "the first half delivered to the collector",
+        || async {
+            metric(&http, &holder, out_delivered).await
+                + metric(&http, &standby, out_delivered).await
+                >= first.len() as u64
+        },
+    )
+    .await;
+    let (da, db) = (
+        metric(&http, &holder, out_delivered).await,
+        metric(&http, &standby, out_delivered).await,
+    );
+    let (sa, sb) = (
+        metric(&http, &holder, out_standby).await,
+        metric(&http, &standby, out_standby).await,
+    );
+    assert!(
+        (da, sa, db, sb) == (first.len() as u64, 0, 0, 1)
+            || (da, sa, db, sb) == (0, 1, first.len() as u64, 0),
+        "the output ran on one front end: delivered {da} / {db}, standby {sa} / {sb}"
+    );
+    let output_on_holder = sa == 0;
+
     // The second half streams in through the standby while the holder is killed.
     let streaming = {
         let (standby_url, second) = (standby.url(""), second.to_vec());
@@ -284,6 +370,48 @@ async fn a_push_link_runs_on_one_front_end_and_continues_on_the_other() {
     let accepted = counter(&dead, "accepted") + counter(live, "accepted");
     let duplicate = counter(&dead, "duplicate") + counter(live, "duplicate");
     let sent = counter(&dead, "sent") + counter(live, "sent");
+    // The collector got every event, at most one page twice (the killed holder's, when it
+    // held the output).
+    wait_for(
+        Duration::from_millis(lease_ms) + renew + Duration::from_secs(30),
+        "every event at the collector",
+        || async {
+            let got = delivered.lock().expect("lock");
+            let ips: HashSet<&str> = got.iter().filter_map(|e| e["source.ip"].as_str()).collect();
+            ips.len() >= all.len()
+        },
+    )
+    .await;
+    let got = delivered.lock().expect("lock").clone();
+    let ips: HashSet<&str> = got.iter().filter_map(|e| e["source.ip"].as_str()).collect();
+    let want: HashSet<String> = all
+        .iter()
+        .map(|(n, _)| {
+            envelope("", *n)["payload"]["source.ip"]
+                .as_str()
+                .expect("ip")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ips,
+        want.iter().map(String::as_str).collect::<HashSet<&str>>(),
+        "the collector's events are not what was published"
+    );
+    let twice = got.len() - ips.len();
+    assert!(
+        twice as u64 <= BATCH,
+        "{twice} events delivered twice (more than one page of {BATCH})"
+    );
+    assert!(
+        output_on_holder || twice == 0,
+        "{twice} events delivered twice without a takeover"
+    );
+    eprintln!(
+        "intelmq out o: {} events for {} published, {twice} twice; it ran on the killed front end: {output_on_holder}",
+        got.len(),
+        all.len()
+    );
     eprintln!(
         "link r: accepted {accepted}, duplicate {duplicate}, sent {sent} (killed holder: {dead}; successor: {live})"
     );
