@@ -24,6 +24,9 @@ pub struct Opts {
     pub no_auth: bool,
     /// Extra TOML lines for a config file.
     pub config: Option<String>,
+    /// Keep the exchange embedded even with `SIGHTHUB_TEST_NATS` set (an instance outside
+    /// the shared exchange, e.g. a peer that receives a relay link).
+    pub embedded_exchange: bool,
 }
 
 impl Server {
@@ -41,7 +44,11 @@ impl Server {
         if opts.no_auth {
             cmd.arg("--no-auth");
         }
-        let mut config = with_nats_exchange(dir, opts.config.clone());
+        let mut config = if opts.embedded_exchange {
+            opts.config.clone()
+        } else {
+            with_nats_exchange(dir, opts.config.clone())
+        };
         if let Some(lines) = redis_storage_lines(dir) {
             config = Some(format!("{}\n{lines}", config.unwrap_or_default()));
         }

@@ -15,6 +15,7 @@ mod hostile_exchange;
 mod import;
 mod intelmq;
 mod keys;
+mod link_takeover;
 mod logs;
 mod metrics;
 mod peering;

@@ -46,6 +46,10 @@ async fn issue16_metrics_and_link_status_need_the_admin_key_and_show_a_failing_l
     assert_eq!(link["kind"], "push", "{link}");
     let why = link["last_error"].as_str().unwrap_or_default();
     assert!(why.contains("connection refused"), "{link}");
+    // One front end: it holds the link's lease (the link failed after taking it).
+    assert_eq!(link["lease"], "held", "{link}");
+    assert_eq!(link["held_elsewhere"], false, "{link}");
+    assert_eq!(link["state"]["lease"], "held", "{link}");
     let (s, one) = f.get("/iep04/peers/down").await;
     assert_eq!((s, &one["name"]), (200, &Value::from("down")));
     assert_eq!(f.get("/iep04/peers/nope").await.0, 404);
@@ -60,6 +64,10 @@ async fn issue16_metrics_and_link_status_need_the_admin_key_and_show_a_failing_l
     assert_eq!(s, 200);
     assert!(
         text.contains(r#"sighthub_relay_link_up{kind="push",link="down"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"sighthub_relay_link_standby{kind="push",link="down"} 0"#),
         "{text}"
     );
     assert!(

@@ -428,6 +428,7 @@ pub fn render(app: &App) -> String {
         let links = node.links();
         let mut rows = Vec::new();
         let mut up = Vec::new();
+        let mut standby = Vec::new();
         for l in &links {
             let base = vec![("kind", l.kind.to_owned()), ("link", l.name.clone())];
             for field in [
@@ -444,7 +445,8 @@ pub fn render(app: &App) -> String {
                 lab.push(("outcome", field.to_owned()));
                 rows.push((lab, l.state[field].as_u64().unwrap_or(0)));
             }
-            up.push((base, i64::from(l.last_error.is_none())));
+            up.push((base.clone(), i64::from(l.last_error.is_none())));
+            standby.push((base, i64::from(l.held_elsewhere)));
         }
         counter_family(
             &mut reg,
@@ -457,6 +459,12 @@ pub fn render(app: &App) -> String {
             "relay_link_up",
             "1 while a relay link works, 0 while it fails (its status says why)",
             up,
+        );
+        gauge_family(
+            &mut reg,
+            "relay_link_standby",
+            "1 while another front end of a shared exchange runs the relay link (it holds the link's lease), else 0",
+            standby,
         );
         if let Some(b) = node.bridge() {
             gauge(
@@ -493,6 +501,23 @@ pub fn render(app: &App) -> String {
             "intelmq_messages",
             "Messages of each IntelMQ transport since start, by outcome",
             rows,
+        );
+        let standby = node
+            .transports()
+            .into_iter()
+            .filter(|t| t.lease.is_some())
+            .map(|t| {
+                (
+                    vec![("kind", t.kind.to_owned()), ("transport", t.name)],
+                    i64::from(t.held_elsewhere),
+                )
+            })
+            .collect();
+        gauge_family(
+            &mut reg,
+            "intelmq_output_standby",
+            "1 while another front end of a shared exchange delivers the IntelMQ output (it holds the output's lease), else 0",
+            standby,
         );
         let mut rows = Vec::new();
         for (worker, counters) in node.worker_counters() {

@@ -16,6 +16,12 @@ pub struct LinkStatus {
     pub state: serde_json::Value,
     /// Why it fails now; `None` while it works.
     pub last_error: Option<String>,
+    /// Where this front end stands with the link's lease: `held` (it runs the link here),
+    /// `standby` (another front end of a shared exchange runs it), `asking`, `released`;
+    /// `None` when the link's task is not running.
+    pub lease: Option<&'static str>,
+    /// Another front end runs the link (this one is on standby).
+    pub held_elsewhere: bool,
 }
 
 /// The bridge from exchanged events to sightings.
@@ -41,6 +47,11 @@ pub struct TransportStatus {
     /// `(counter name, value)`: `received`, `stored`, `duplicates`, `rejected`,
     /// `delivered`, `skipped`, `failures`.
     pub counters: Vec<(&'static str, u64)>,
+    /// Outputs: where this front end stands with the output's lease (as
+    /// [`LinkStatus::lease`]); `None` for inputs.
+    pub lease: Option<&'static str>,
+    /// Outputs: another front end delivers it (this one is on standby).
+    pub held_elsewhere: bool,
 }
 
 /// What the node reports about its background work.

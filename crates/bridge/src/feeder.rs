@@ -17,14 +17,18 @@
 //! Several front ends on one shared sighting store (and one shared exchange) run the feeder
 //! one at a time: [`Feeder::run`] steps only while its process holds the store's [`LEASE`]
 //! (renewed before each step and while idle; another front end takes it over [`LEASE_MS`]
-//! after its holder stopped renewing). The position marker is shared, so the new holder goes
-//! on where the old one stopped. Where a sighting store has one process, the lease is always
-//! granted. What the marker cannot cover on a non-transactional engine (a crash between a
+//! after its holder stopped renewing; given back when the bridge stops). The position marker
+//! is shared, so the new holder goes on where the old one stopped. Where a sighting store has
+//! one process, the lease is always granted. The loop that keeps the lease is the exchange's
+//! [`sighthub_exchange::lease::Lease`] (the one the relay links and IntelMQ outputs use),
+//! over the sighting store's lease ([`SightingStore::lease`]), since the bridge's position is
+//! kept there. What the marker cannot cover on a non-transactional engine (a crash between a
 //! batch's sightings and its marker applies that batch again) is listed in
 //! `sighthub_store::engine`.
 
 use crate::config::BridgeConfig;
 use crate::mapping::{self, Sighting};
+use sighthub_exchange::lease::{Lease, LeaseEngine};
 use sighthub_exchange::record::EntryKind;
 use sighthub_exchange::{Cut, ExchangeStore, Reader};
 use sighthub_iep04::Message;
@@ -128,12 +132,24 @@ pub struct Feeder {
 /// [`RENEW`] while idle, taken over by another front end once it expired.
 pub const LEASE: &str = "bridge";
 
-/// How long the bridge's lease lasts unrenewed. A step takes far less (at most 1000 records),
-/// so a holder never steps on an expired lease unless it stalls for this long.
-pub const LEASE_MS: u64 = 15_000;
+/// How long the bridge's lease lasts unrenewed (the exchange's lease duration). A step takes
+/// far less (at most 1000 records), so a holder never steps on an expired lease unless it
+/// stalls for this long.
+pub const LEASE_MS: u64 = sighthub_exchange::lease::LEASE_MS;
 
 /// How often an idle holder renews, and a front end without the lease asks for it.
-pub const RENEW: Duration = Duration::from_secs(5);
+pub const RENEW: Duration = sighthub_exchange::lease::RENEW;
+
+/// The sighting store as the engine of the bridge's lease.
+struct SightingLeases(Arc<dyn SightingStore>);
+
+impl LeaseEngine for SightingLeases {
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, String> {
+        self.0
+            .lease(name, holder, ttl_ms)
+            .map_err(|e| e.to_string())
+    }
+}
 
 fn be(v: u64) -> [u8; 8] {
     v.to_be_bytes()
@@ -440,37 +456,41 @@ impl Feeder {
         Ok(deleted)
     }
 
-    /// Follows the log until `shutdown` flips to true.
-    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// Follows the log until `shutdown` flips to true, then gives the lease back.
+    pub async fn run(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut lease = Lease::new(
+            Arc::new(SightingLeases(Arc::clone(&self.store))),
+            LEASE,
+            self.holder.clone(),
+        );
+        Arc::clone(&self).run_leased(shutdown, &mut lease).await;
+        lease.release().await;
+    }
+
+    /// [`Feeder::run`] under `lease`.
+    async fn run_leased(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        lease: &mut Lease,
+    ) {
         let mut waiter = self.reader.clone();
         loop {
-            if *shutdown.borrow() {
+            // Only the lease's holder steps: several front ends on one shared store apply
+            // each record once. The position is read from the store at each step.
+            if lease.hold(&mut shutdown).await.is_none() {
                 return;
             }
+            if !lease.held() {
+                continue;
+            }
             let me = Arc::clone(&self);
-            // Only the lease's holder steps: several front ends on one shared store apply
-            // each record once.
-            let result = tokio::task::spawn_blocking(move || {
-                if !me.store.lease(LEASE, &me.holder, LEASE_MS)? {
-                    return Ok(None);
-                }
-                me.step_or_skip(1000).map(Some)
-            })
-            .await;
+            let result = tokio::task::spawn_blocking(move || me.step_or_skip(1000)).await;
             let at_end = match result {
-                Ok(Ok(Some((step, ticket)))) => {
+                Ok(Ok((step, ticket))) => {
                     if let Err(e) = self.store.durability().wait(ticket).await {
                         tracing::warn!(error = %e, "bridge: sightings not durable");
                     }
                     step.at_end.then_some(step.position)
-                }
-                Ok(Ok(None)) => {
-                    // Another front end runs the bridge; ask again later.
-                    tokio::select! {
-                        _ = tokio::time::sleep(RENEW) => {},
-                        _ = shutdown.changed() => {},
-                    }
-                    continue;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "bridge: step failed; retrying in 1 s");
@@ -488,7 +508,7 @@ impl Feeder {
                     more = waiter.wait_past(position) => if !more { return },
                     _ = shutdown.changed() => {},
                     // Renew the lease while idle.
-                    _ = tokio::time::sleep(RENEW) => {},
+                    _ = tokio::time::sleep(lease.idle()) => {},
                 }
             }
         }

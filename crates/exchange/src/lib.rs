@@ -35,6 +35,8 @@
 //!   de-duplication, authority, retention, consumers, and the durability contract.
 //! - [`follow`]: the one reader of the log (scan, filter by read grants, page, wait) and
 //!   the follower over a named, durable cursor.
+//! - [`lease`]: one front end at a time runs a singleton job (a relay link, an IntelMQ
+//!   output, the bridge) on a shared exchange: the lease rule's loop.
 //! - [`log`]: the storage seam ([`ExchangeLog`]) and its adapters, fjall and in-memory.
 //! - [`record`]: on-disk encodings and the cursor.
 //! - [`filter`]: the in-memory Bloom filter in front of the content window.
@@ -51,6 +53,7 @@ pub mod export;
 pub mod filter;
 pub mod follow;
 pub mod ingest;
+pub mod lease;
 pub mod log;
 pub mod record;
 pub mod store;

@@ -287,6 +287,16 @@ pub trait ExchangeLog: Send + Sync + 'static {
     fn engine_stats(&self) -> Option<sighthub_storage::EngineStats> {
         None
     }
+
+    /// Takes or renews the lease `name` for `holder` for `ttl_ms` milliseconds: `true` when
+    /// `holder` holds it now. The one rule ([`crate::lease`]): it is granted when nobody holds
+    /// it, when `holder` already does, or when its holder let it expire; else it is refused
+    /// and nothing changes. `ttl_ms = 0` gives a held lease back (it expires at once).
+    /// Default: granted (an engine that one process holds, the embedded one).
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        let _ = (name, holder, ttl_ms);
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

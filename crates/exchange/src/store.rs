@@ -1049,6 +1049,16 @@ impl<L: ExchangeLog> ExchangeStore<L> {
         Ok((state, self.commit.issue()?))
     }
 
+    /// Takes or renews the lease `name` for `holder` (an id of this front end) for `ttl_ms`
+    /// milliseconds: `true` when `holder` holds it now; `ttl_ms = 0` gives it back. The rule
+    /// is the engine's ([`ExchangeLog::lease`]): every lease is granted on an exchange that
+    /// one process holds, and on a shared one (NATS JetStream) one front end at a time holds
+    /// it. Blocking (a round trip on a shared engine). The loop that keeps a lease is
+    /// [`crate::lease::Lease`].
+    pub fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        self.engine.lease(name, holder, ttl_ms)
+    }
+
     /// Forgets a named consumer; `true` when it existed.
     pub fn consumer_delete(&self, org: Uuid, name: &str) -> Result<(bool, Ticket)> {
         let _guard = lock(&self.consumer_lock);

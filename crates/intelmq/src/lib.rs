@@ -63,6 +63,8 @@ pub struct Intelmq {
     default_tlp: Tlp,
     /// Every transport's counters, in configuration order.
     stats: Vec<Arc<stats::TransportStats>>,
+    /// This front end's id, the holder of the outputs' leases.
+    holder: String,
 }
 
 /// Started transports.
@@ -102,7 +104,16 @@ impl Intelmq {
             store,
             default_tlp,
             stats: all,
+            holder: uuid::Uuid::new_v4().to_string(),
         })
+    }
+
+    /// This front end's id for the outputs' leases ([`out`]: one front end of a shared
+    /// exchange delivers each output); a new random one by default. The node gives its own,
+    /// the same across restarts.
+    pub fn with_holder(mut self, holder: String) -> Self {
+        self.holder = holder;
+        self
     }
 
     /// Every transport's counters since start.
@@ -197,6 +208,7 @@ impl Intelmq {
             timeout: Duration::from_secs(timeout),
             target,
             stats,
+            holder: self.holder.clone(),
         }
     }
 }

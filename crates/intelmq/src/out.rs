@@ -12,8 +12,15 @@
 //!   (its JSON parser with `splitlines: true` makes one event per line); 2xx confirms all.
 //! - [`Target::Redis`]: `LPUSH` into an IntelMQ pipeline queue, each event with `__type`
 //!   and only harmonization keys (anything else would stop the reading bot).
+//!
+//! **One front end at a time.** On an exchange several front ends share, an output delivers
+//! where its lease (named as its consumer, `intelmq-out/<name>`,
+//! [`sighthub_exchange::lease`]) is held: renewed before each page, checked again right
+//! before the page is sent; the others stand by (`held_elsewhere` in its status). A takeover
+//! re-delivers at most the one page the previous holder sent without moving the cursor.
 
 use serde_json::{Map, Value};
+use sighthub_exchange::lease::Lease;
 use sighthub_exchange::record::EntryKind;
 use sighthub_exchange::{Cut, ExchangeStore, Follower, Grants, StartAt};
 use sighthub_iep04::{Message, Tlp, FORMAT_INTELMQ};
@@ -228,8 +235,10 @@ pub struct Delivery {
     pub timeout: Duration,
     /// Where to.
     pub target: Target,
-    /// Its counters.
+    /// Its counters (and its lease's state).
     pub stats: Arc<crate::stats::TransportStats>,
+    /// This front end's id, the holder of the output's lease.
+    pub holder: String,
 }
 
 /// The page size of a delivery, smaller while a refused event is searched for, and the count
@@ -286,7 +295,7 @@ impl Delivery {
         Ok(Follower::open(
             Arc::clone(&self.store),
             self.store.org(),
-            format!("intelmq-out/{}", self.name),
+            self.consumer_name(),
             self.grants.clone(),
             self.default_tlp,
             start,
@@ -294,8 +303,25 @@ impl Delivery {
         .await?)
     }
 
-    /// Delivers until `shutdown` flips to true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// The named consumer of its cursor, and the name of its lease: `intelmq-out/<name>`.
+    pub fn consumer_name(&self) -> String {
+        format!("intelmq-out/{}", self.name)
+    }
+
+    /// Delivers until `shutdown` flips to true, then gives the output's lease back.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let mut lease = Lease::new(
+            Arc::clone(&self.store) as Arc<dyn sighthub_exchange::lease::LeaseEngine>,
+            self.consumer_name(),
+            self.holder.clone(),
+        )
+        .with_watch(self.stats.lease.clone());
+        self.run_leased(shutdown, &mut lease).await;
+        lease.release().await;
+    }
+
+    /// [`Delivery::run`] under `lease`.
+    async fn run_leased(&self, mut shutdown: watch::Receiver<bool>, lease: &mut Lease) {
         let mut cursor = loop {
             match self.cursor().await {
                 Ok(c) => break c,
@@ -315,15 +341,22 @@ impl Delivery {
             if *shutdown.borrow() {
                 return;
             }
-            let step = self.step(&cursor, &mut conn, &mut pace).await;
+            // The cursor is read from the exchange at each step: a front end that takes the
+            // lease over goes on where the previous holder left it.
+            if lease.hold(&mut shutdown).await.is_none() {
+                return;
+            }
+            let step = self.step(&cursor, &mut conn, &mut pace, lease).await;
             match step {
                 Ok(true) => {
                     backoff = Duration::from_millis(200);
-                    // At the end of the log: until something new is durable.
+                    // At the end of the log: until something new is durable (renewing the
+                    // lease meanwhile).
                     let pos = cursor.position().unwrap_or(0);
                     tokio::select! {
                         more = cursor.wait_past(pos) => if !more { return },
                         _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(lease.idle()) => {},
                     }
                 }
                 Ok(false) => backoff = Duration::from_millis(200),
@@ -343,7 +376,13 @@ impl Delivery {
     /// Delivers one page; `Ok(true)` when the log end was reached. Events the collector
     /// refuses for good are isolated (the page halves down to one event), then skipped,
     /// counted and logged once with their seq and uuid; records without a bare form too.
-    async fn step(&self, cursor: &Cursor, conn: &mut Conn, pace: &mut Pace) -> Result<bool> {
+    async fn step(
+        &self,
+        cursor: &Cursor,
+        conn: &mut Conn,
+        pace: &mut Pace,
+        lease: &Lease,
+    ) -> Result<bool> {
         let pos = cursor.position()?;
         let (reader, batch) = (cursor.clone(), pace.batch);
         let page = tokio::task::spawn_blocking(move || read_page(&reader, pos, batch)).await??;
@@ -354,6 +393,10 @@ impl Delivery {
             tracing::warn!(out = %self.name, seq, %uuid, skipped_total = pace.skipped, "intelmq out: a record without a bare IntelMQ form is skipped");
         }
         if !page.events.is_empty() {
+            if !lease.held() {
+                // Not renewed in time (a slow read): ask again before anything is sent.
+                return Ok(false);
+            }
             let sent = self.send(conn, &page.events).await;
             match sent {
                 Err((_, Error::Refused(reason))) if page.events.len() > 1 => {
@@ -603,6 +646,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             target: Target::Api(url),
             stats: Arc::new(crate::stats::TransportStats::new("out", "t")),
+            holder: "front-end".into(),
         };
         let stats = Arc::clone(&d.stats);
         let cursor = d.cursor().await.expect("cursor");

@@ -1,6 +1,7 @@
 //! Per-transport counters since start, for the metrics (`GET /metrics`) and the status:
 //! what each input received and what became of it, what each output delivered.
 
+use sighthub_exchange::lease::LeaseWatch;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One transport's counters (shared by its task and the metrics; relaxed atomics).
@@ -24,6 +25,9 @@ pub struct TransportStats {
     pub skipped: AtomicU64,
     /// Outputs: failed deliveries (retried).
     pub failures: AtomicU64,
+    /// Outputs: where this front end stands with the output's lease (on an exchange several
+    /// front ends share, one of them delivers).
+    pub lease: LeaseWatch,
 }
 
 /// A copy of [`TransportStats`].
@@ -47,6 +51,11 @@ pub struct TransportSnapshot {
     pub skipped: u64,
     /// See [`TransportStats`].
     pub failures: u64,
+    /// Outputs: `held` (this front end delivers), `standby` (another one does), `asking`
+    /// or `released`; `None` for inputs.
+    pub lease: Option<&'static str>,
+    /// Outputs: another front end holds the lease and delivers.
+    pub held_elsewhere: bool,
 }
 
 impl TransportStats {
@@ -62,7 +71,13 @@ impl TransportStats {
             delivered: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            lease: LeaseWatch::default(),
         }
+    }
+
+    /// Whether it is an output (`out`, `redis_out`), which runs under a lease.
+    pub fn is_output(&self) -> bool {
+        matches!(self.kind, "out" | "redis_out")
     }
 
     /// Adds `n` to a counter.
@@ -83,6 +98,8 @@ impl TransportStats {
             delivered: g(&self.delivered),
             skipped: g(&self.skipped),
             failures: g(&self.failures),
+            lease: self.is_output().then(|| self.lease.state().as_str()),
+            held_elsewhere: self.is_output() && self.lease.held_elsewhere(),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! [`Bucket`]: a JetStream KV bucket with the calls the exchange needs: point reads (of the
 //! stream leader: the bucket is set without direct gets, so a read sees every acknowledged
 //! write), writes,
-//! `create` (put-if-absent: the one writer of a key wins), deletes, and the live keys under a
-//! prefix (one ordered consumer over the bucket's stream, last value per key).
+//! `create` (put-if-absent: the one writer of a key wins), compare-and-set updates (a write
+//! that expects the key's revision: [`Bucket::entry`], [`Bucket::update`]), deletes, and the
+//! live keys under a prefix (one ordered consumer over the bucket's stream, last value per
+//! key).
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -14,6 +16,16 @@ use crate::Nats;
 
 /// Most point reads [`Bucket::get_many`] keeps in flight at once.
 pub const GET_CONCURRENCY: usize = 256;
+
+/// Whether a write that expected a key's revision failed because another writer wrote the
+/// key first. The client classifies the server's "wrong last sequence" as such only under
+/// one of its error codes (10071); a write racing another one still in flight on the leader
+/// gets the other (10164), which the client reports as an unclassified error (seen when two
+/// front ends take one free lease at the same moment).
+fn lost_race(e: &dyn std::fmt::Display) -> bool {
+    let text = e.to_string();
+    text.contains("error code 10164") || text.contains("error code 10071")
+}
 
 /// The bucket; cheap to clone.
 #[derive(Clone)]
@@ -99,7 +111,31 @@ impl Bucket {
     pub async fn create(&self, key: &str, value: Bytes) -> Result<bool> {
         match self.store.create(key, value).await {
             Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) => Ok(false),
+            Err(e) => Err(Error::unavailable("writing the index bucket", e)),
+        }
+    }
+
+    /// The value of `key` with its revision (the bucket stream's sequence of its last
+    /// write), if set; a deleted key is `None`.
+    pub async fn entry(&self, key: &str) -> Result<Option<(Bytes, u64)>> {
+        let e = self
+            .store
+            .entry(key)
+            .await
+            .map_err(|e| Error::unavailable("reading the index bucket", e))?;
+        Ok(e.filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| (e.value, e.revision)))
+    }
+
+    /// Sets `key` if its last write is still `revision` (compare-and-set): `false` when
+    /// another writer wrote it since (its value stays).
+    pub async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<bool> {
+        match self.store.update(key, value, revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision || lost_race(&e) => {
+                Ok(false)
+            }
             Err(e) => Err(Error::unavailable("writing the index bucket", e)),
         }
     }

@@ -133,7 +133,8 @@ pub fn config_auth(cfg: &Config, enabled: bool, admin: Option<[u8; 32]>) -> Auth
 pub const INSTANCE_ID_FILE: &str = "instance.id";
 
 /// This front end's id (random, made on the first start, kept in the data directory): the
-/// holder of its leases on a shared sighting store, the same across restarts.
+/// holder of its leases on a shared sighting store (the bridge) and on a shared exchange (the
+/// relay links, the IntelMQ outputs), the same across restarts.
 pub fn instance_id(data_dir: &Path) -> Result<String, BootError> {
     let path = data_dir.join(INSTANCE_ID_FILE);
     let err = |reason: String| BootError::DataDir {
@@ -219,6 +220,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
         )
     };
     let exchange = sighthub_exchange::Exchange::open(&cfg.exchange, &cfg.data_dir, exchange_admin)?;
+    let holder = instance_id(&cfg.data_dir)?;
     let bridge = match exchange.store() {
         Some(ex) if cfg.bridge.enabled => Some(Arc::new(
             sighthub_bridge::Feeder::new(
@@ -226,16 +228,15 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
                 Arc::clone(&store) as Arc<dyn SightingStore>,
                 cfg.bridge.clone(),
             )
-            .with_holder(instance_id(&cfg.data_dir)?),
+            .with_holder(holder.clone()),
         )),
         _ => None,
     };
     let intelmq = match exchange.store() {
-        Some(ex) if cfg.intelmq.enabled => Some(Arc::new(sighthub_intelmq::Intelmq::new(
-            &cfg.intelmq,
-            Arc::clone(ex),
-            cfg.exchange.default_tlp,
-        )?)),
+        Some(ex) if cfg.intelmq.enabled => Some(Arc::new(
+            sighthub_intelmq::Intelmq::new(&cfg.intelmq, Arc::clone(ex), cfg.exchange.default_tlp)?
+                .with_holder(holder.clone()),
+        )),
         _ => None,
     };
     let misp = if cfg.zmq.enabled {
@@ -251,7 +252,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
             cfg.relay.clone(),
             Arc::clone(ex),
             &cfg.data_dir,
-            sighthub_relay::LocalOptions::from_exchange(&cfg.exchange),
+            sighthub_relay::LocalOptions::from_exchange(&cfg.exchange).with_holder(holder.clone()),
         )?)),
         None => None,
     };

@@ -3,6 +3,7 @@
 //! counters.
 
 use sighthub_api::status::{BridgeStatus, LinkStatus, NodeStatus, TransportStatus};
+use sighthub_exchange::lease::LeaseState;
 use std::sync::Arc;
 
 /// Reads the running subsystems.
@@ -34,21 +35,31 @@ impl NodeStatus for Report {
         let Some(relay) = &self.relay else {
             return Vec::new();
         };
+        let leases = relay.leases();
         match relay.status() {
             Ok(all) => {
                 let mut out: Vec<LinkStatus> = all
                     .into_iter()
                     .map(|(label, st)| {
+                        let lease = leases.get(&label).copied();
                         let (kind, name) = match label.split_once(':') {
                             Some(("pull", n)) => ("pull", n.to_owned()),
                             Some((_, n)) => ("push", n.to_owned()),
                             None => ("push", label.clone()),
                         };
+                        let held_elsewhere = lease == Some(LeaseState::Standby);
+                        let mut state = serde_json::to_value(&st).unwrap_or_default();
+                        if let Some(obj) = state.as_object_mut() {
+                            obj.insert("held_elsewhere".into(), held_elsewhere.into());
+                            obj.insert("lease".into(), lease.map(LeaseState::as_str).into());
+                        }
                         LinkStatus {
                             kind,
                             name,
                             last_error: st.last_error.clone(),
-                            state: serde_json::to_value(&st).unwrap_or_default(),
+                            state,
+                            lease: lease.map(LeaseState::as_str),
+                            held_elsewhere,
                         }
                     })
                     .collect();
@@ -152,6 +163,8 @@ impl NodeStatus for Report {
                     ("skipped", t.skipped),
                     ("failures", t.failures),
                 ],
+                lease: t.lease,
+                held_elsewhere: t.held_elsewhere,
             })
             .collect()
     }

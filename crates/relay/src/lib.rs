@@ -12,6 +12,11 @@
 //!   backoff and gets everything, in log order, when it is back.
 //! - **Pull** ([`pull`]): `GET {hub}/iep04/consumers/{consumer}/messages?wait=`, append to the
 //!   local log, then `POST …/ack` with the page's cursor: the hub keeps the cursor.
+//! - **One front end at a time** ([`sighthub_exchange::lease`]): front ends sharing one
+//!   exchange (NATS JetStream) run each push link and each pull only while they hold its
+//!   lease in the exchange (`relay/push/<name>`, `relay/pull/<name>`), renewed before each
+//!   batch; the others stand by (`"held_elsewhere": true` in the link's status) and one of
+//!   them continues the link from its shared cursor once the holder stopped or died.
 //! - **Loops** ([`path`]): a relayed message keeps its `meta.uuid` and carries
 //!   `meta["sighthub:path"]`, the instance uuids it crossed. A message is never sent to an
 //!   instance on its path (which includes where it came from), and the receiving exchange
@@ -65,6 +70,7 @@ pub use error::{Error, Result};
 pub use identity::Fingerprint;
 pub use state::PeerState;
 
+use sighthub_exchange::lease::{Lease, LeaseState, LeaseWatch};
 use sighthub_exchange::ExchangeStore;
 use sighthub_iep04::Tlp;
 use std::collections::{HashMap, HashSet};
@@ -74,13 +80,17 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// What the relay needs to know of the local exchange's configuration.
+/// What the relay needs to know of the local exchange's configuration, and of this front
+/// end.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
     /// TLP of messages that carry none (`[exchange] default_tlp`), for peers' `tlp_max`.
     pub default_tlp: Tlp,
     /// Longest line accepted when ingesting pulled messages (`[exchange] max_line_bytes`).
     pub max_line_bytes: usize,
+    /// This front end's id, the holder of the links' leases (a new random one by default;
+    /// the node gives its own, the same across restarts).
+    pub holder: String,
 }
 
 impl Default for LocalOptions {
@@ -88,17 +98,25 @@ impl Default for LocalOptions {
         Self {
             default_tlp: Tlp::Amber,
             max_line_bytes: 1024 * 1024,
+            holder: Uuid::new_v4().to_string(),
         }
     }
 }
 
 impl LocalOptions {
-    /// From the `[exchange]` section.
+    /// From the `[exchange]` section (with a new random holder id).
     pub fn from_exchange(cfg: &sighthub_exchange::ExchangeConfig) -> Self {
         Self {
             default_tlp: cfg.default_tlp,
             max_line_bytes: cfg.max_line_bytes,
+            ..Self::default()
         }
+    }
+
+    /// With `holder` as this front end's id for the links' leases.
+    pub fn with_holder(mut self, holder: String) -> Self {
+        self.holder = holder;
+        self
     }
 }
 
@@ -158,6 +176,26 @@ pub(crate) struct Shared {
     /// Running push tasks whose peer instance is known, with what they send: what a copy
     /// may announce as covered. Entered and left by the tasks themselves.
     pub(crate) peers: std::sync::RwLock<HashMap<String, (Uuid, sighthub_exchange::Grants)>>,
+    /// Where each link (`push:<name>`, `pull:<name>`) stands with its lease, kept by its
+    /// task ([`Shared::lease`]).
+    pub(crate) leases: std::sync::RwLock<HashMap<String, LeaseWatch>>,
+}
+
+impl Shared {
+    /// The lease of the link `label` (`push:<name>` / `pull:<name>`) named `name` in the
+    /// exchange, for this front end; its state is what [`Relay::leases`] reports.
+    pub(crate) fn lease(self: &Arc<Self>, label: String, name: String) -> Lease {
+        let lease = Lease::new(
+            Arc::clone(&self.store) as Arc<dyn sighthub_exchange::lease::LeaseEngine>,
+            name,
+            self.local.holder.clone(),
+        );
+        self.leases
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(label, lease.watch());
+        lease
+    }
 }
 
 /// Which task.
@@ -253,6 +291,7 @@ impl Relay {
                 dir,
                 local,
                 peers: std::sync::RwLock::new(HashMap::new()),
+                leases: std::sync::RwLock::new(HashMap::new()),
             }),
             running: tokio::sync::Mutex::new(Running {
                 cfg,
@@ -440,6 +479,19 @@ impl Relay {
             out.push((format!("pull:{}", p.name), state::load(&f)?));
         }
         Ok(out)
+    }
+
+    /// Where each running link (`push:<name>` / `pull:<name>`) stands with its lease:
+    /// `Standby` while another front end of a shared exchange runs it. A link whose task
+    /// has not asked yet is `Asking`.
+    pub fn leases(&self) -> HashMap<String, LeaseState> {
+        self.shared
+            .leases
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, w)| (k.clone(), w.state()))
+            .collect()
     }
 
     fn spawn(&self, spec: Spec, settings: Arc<Settings>) -> Task {

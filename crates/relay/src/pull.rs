@@ -5,8 +5,15 @@
 //! Messages that already crossed this instance (it is on their path) are not ingested again
 //! (`own`). A crash between the local append and the acknowledgement re-reads the page: its
 //! messages are then `duplicate` locally, and nothing is lost.
+//!
+//! **One front end at a time.** On an exchange several front ends share, the pull runs where
+//! its lease (`relay/pull/<name>`, [`sighthub_exchange::lease`]) is held: renewed before each
+//! page and every [`Lease::idle`] during a long poll, checked again before a page is
+//! appended and acknowledged. A page fetched by a front end that lost the lease meanwhile is
+//! dropped unacknowledged: the hub gives it to the next holder.
 
 use sighthub_exchange::ingest::{Collector, Slot};
+use sighthub_exchange::lease::Lease;
 use sighthub_exchange::store::Outcome;
 use sighthub_exchange::{Grants, OnRefusal};
 use std::sync::Arc;
@@ -150,13 +157,27 @@ pub fn prepare_page(
     (out, own)
 }
 
-/// The task of one pulled hub; returns when `stop` turns true.
+/// The task of one pulled hub; returns when `stop` turns true, having given its lease back.
 pub(crate) async fn run(
+    sh: Arc<Shared>,
+    settings: Arc<Settings>,
+    p: PullConfig,
+    health: Health,
+    stop: watch::Receiver<bool>,
+) {
+    let mut lease = sh.lease(format!("pull:{}", p.name), format!("relay/pull/{}", p.name));
+    run_leased(sh, settings, p, health, stop, &mut lease).await;
+    lease.release().await;
+}
+
+/// [`run`] under `lease`.
+async fn run_leased(
     sh: Arc<Shared>,
     settings: Arc<Settings>,
     p: PullConfig,
     mut health: Health,
     mut stop: watch::Receiver<bool>,
+    lease: &mut Lease,
 ) {
     let file = state::file(&sh.dir, "pull", &p.name);
     let mut st: PeerState = match state::load(&file) {
@@ -183,6 +204,12 @@ pub(crate) async fn run(
         if *stop.borrow() {
             return;
         }
+        match lease.hold(&mut stop).await {
+            None => return,
+            Some(true) => {}
+            // Taken (again): another front end may have acknowledged pages since.
+            Some(false) => acked = None,
+        }
         let step = async {
             let hub_instance = match hub {
                 Some(h) => h,
@@ -193,19 +220,31 @@ pub(crate) async fn run(
                     h
                 }
             };
-            // Interrupting the long-poll loses nothing: the hub's cursor has not moved.
-            let page = tokio::select! {
-                r = fetch(&http, &p, limit, &settings) => r?,
-                _ = stop.changed() => return Ok(None),
+            // Interrupting the long-poll loses nothing: the hub's cursor has not moved. The
+            // lease is renewed through it.
+            let fetching = fetch(&http, &p, limit, &settings);
+            tokio::pin!(fetching);
+            let page = loop {
+                tokio::select! {
+                    r = &mut fetching => break r?,
+                    _ = stop.changed() => return Ok(None),
+                    _ = tokio::time::sleep(lease.idle()) => {
+                        if !lease.renew().await {
+                            return Ok(Some(None));
+                        }
+                    }
+                }
             };
-            Ok::<_, Error>(Some((hub_instance, page)))
+            Ok::<_, Error>(Some(Some((hub_instance, page))))
         }
         .await;
         let (hub_instance, (cursor, messages)) = match step {
-            Ok(Some(x)) => {
+            Ok(Some(Some(x))) if lease.held() => {
                 health.ok(&mut st, &file);
                 x
             }
+            // The lease was lost during the long poll: the page is left to the next holder.
+            Ok(Some(_)) => continue,
             Ok(None) => return,
             Err(e) => {
                 health.failed(&e, "pull failed", &mut st, &file);

@@ -28,12 +28,19 @@
 //! its own is recorded in the state file (`refused`, `last_refused_seq`/`_uuid`/`_reason`),
 //! logged once and skipped, and everything after it is delivered. The peer's answers are
 //! read within `max_answer_bytes` and checked (counts that add up, without overflow).
+//!
+//! **One front end at a time.** On an exchange several front ends share, the link runs where
+//! its lease (`relay/push/<peer>`, [`sighthub_exchange::lease`]) is held: renewed before each
+//! batch, checked again right before the batch is sent; after taking it the task reads the
+//! cursor again (another front end may have moved it). The counters stay per front end (each
+//! one's state file counts what it sent). A takeover sends at most the one batch the previous
+//! holder sent without moving the cursor, and the peer answers it `duplicate`.
 
+use sighthub_exchange::lease::Lease;
 use sighthub_exchange::record::EntryKind;
 use sighthub_exchange::{Cut, Follower, Grants, Reader, StartAt};
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -309,13 +316,28 @@ impl Drop for Registration {
     }
 }
 
-/// The task of one peer; returns when `stop` turns true (after the request in flight).
+/// The task of one peer; returns when `stop` turns true (after the request in flight),
+/// having given its lease back.
 pub(crate) async fn run(
+    sh: Arc<Shared>,
+    settings: Arc<Settings>,
+    peer: PeerConfig,
+    health: Health,
+    stop: watch::Receiver<bool>,
+) {
+    let mut lease = sh.lease(format!("push:{}", peer.name), consumer_name(&peer.name));
+    run_leased(sh, settings, peer, health, stop, &mut lease).await;
+    lease.release().await;
+}
+
+/// [`run`] under `lease`.
+async fn run_leased(
     sh: Arc<Shared>,
     settings: Arc<Settings>,
     peer: PeerConfig,
     mut health: Health,
     mut stop: watch::Receiver<bool>,
+    lease: &mut Lease,
 ) {
     let file = state::file(&sh.dir, "push", &peer.name);
     let mut st = match state::load(&file) {
@@ -369,6 +391,24 @@ pub(crate) async fn run(
     loop {
         if *stop.borrow() {
             return;
+        }
+        match lease.hold(&mut stop).await {
+            None => return,
+            Some(true) => {}
+            Some(false) => {
+                // Taken (again): the link goes on from its shared cursor, wherever another
+                // front end left it.
+                match cursor.position() {
+                    Ok(p) => at = p,
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.name, error = %e, "relay: cursor unavailable, retrying");
+                        if !sleep_or_stop(backoff.next(), &mut stop).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
         }
         let peer_instance = match instance {
             Some(i) => i,
@@ -430,10 +470,14 @@ pub(crate) async fn run(
                 tokio::select! {
                     more = cursor.wait_past(at) => if !more { return },
                     _ = stop.changed() => {},
-                    // A safety net: look again now and then even without a signal.
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {},
+                    // Renew the lease while idle (and look again even without a signal).
+                    _ = tokio::time::sleep(lease.idle()) => {},
                 }
             }
+            continue;
+        }
+        if !lease.held() {
+            // Not renewed in time (a slow read): ask again before anything is sent.
             continue;
         }
         st.attempted = st.attempted.saturating_add(batch.count);
@@ -501,6 +545,7 @@ pub(crate) async fn run(
 #[cfg(test)]
 mod test {
     use super::*;
+    use std::time::Duration;
 
     fn settings(no_forward: Vec<Uuid>, max_hops: usize) -> Settings {
         Settings {

@@ -17,6 +17,7 @@ fn shared(dir: &Path, store: &Arc<ExchangeStore>) -> Arc<Shared> {
         dir: dir.to_owned(),
         local: LocalOptions::default(),
         peers: Default::default(),
+        leases: Default::default(),
     })
 }
 
@@ -87,6 +88,19 @@ async fn reload_starts_stops_and_restarts() {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(names, vec!["push:b", "push:c"]);
+    // An embedded exchange is one process: each running link holds its lease.
+    let held = |l: &HashMap<String, LeaseState>| {
+        ["push:b", "push:c"]
+            .iter()
+            .all(|k| l.get(*k) == Some(&LeaseState::Held))
+    };
+    for _ in 0..500 {
+        if held(&relay.leases()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held(&relay.leases()), "{:?}", relay.leases());
     // A bad configuration changes nothing.
     let mut bad = cfg.clone();
     bad.peers.push(peer("b"));
@@ -95,6 +109,13 @@ async fn reload_starts_stops_and_restarts() {
     cfg.enabled = false;
     let r = relay.reload(cfg).await.expect("reload");
     assert_eq!(r.stopped, vec!["push:b", "push:c"]);
+    // A stopped link gave its lease back.
+    assert_eq!(
+        relay.leases().get("push:b"),
+        Some(&LeaseState::Released),
+        "{:?}",
+        relay.leases()
+    );
     relay.stop().await;
 }
 

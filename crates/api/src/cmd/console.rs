@@ -149,6 +149,10 @@ impl App {
                     for (k, n) in t.counters {
                         v[k] = json!(n);
                     }
+                    if t.lease.is_some() {
+                        v["lease"] = json!(t.lease);
+                        v["held_elsewhere"] = json!(t.held_elsewhere);
+                    }
                     v
                 })
                 .collect::<Vec<_>>());

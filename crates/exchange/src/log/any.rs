@@ -294,6 +294,13 @@ impl ExchangeLog for AnyLog {
         matches!(self, AnyLog::Nats(_))
     }
 
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        match self {
+            AnyLog::Fjall(l) => l.lease(name, holder, ttl_ms),
+            AnyLog::Nats(l) => l.lease(name, holder, ttl_ms),
+        }
+    }
+
     fn follow_head(&self, f: HeadFn) {
         match self {
             AnyLog::Fjall(l) => l.follow_head(f),

@@ -14,7 +14,9 @@
 //!   alternates (`h` = SHA-256 of the alternate id), `k.<org>.<h>` named consumers (the value
 //!   holds the name), `m.<name>` meta (organisation, instance), `o.<seq>` **overrides**: a
 //!   re-tagged message "rewritten in place" on an append-only stream is written here and read
-//!   through by [`ExchangeLog::record_at`] and [`ExchangeLog::range`].
+//!   through by [`ExchangeLog::record_at`] and [`ExchangeLog::range`]; `g.<h>` **leases**
+//!   ([`ExchangeLog::lease`], `h` = SHA-256 of the lease name): the value is the expiry in
+//!   unix milliseconds, a space, and the holder.
 //! - the **epoch** of every cursor is the stream's creation time (a stream deleted and made
 //!   again invalidates old cursors, as a new fjall database does).
 //!
@@ -105,6 +107,31 @@ fn consumer_kv(org: Uuid, name: &str) -> String {
 
 fn override_key(seq: u64) -> String {
     format!("o.{seq}")
+}
+
+fn lease_key(name: &str) -> String {
+    format!("g.{}", digest(name.as_bytes()))
+}
+
+/// A lease's value: `<expiry ms> <holder>`.
+fn encode_lease(expiry_ms: u64, holder: &str) -> Bytes {
+    Bytes::from(format!("{expiry_ms} {holder}"))
+}
+
+/// (expiry ms, holder) of a lease's value; a value that does not decode is a lease nobody
+/// holds (expired at 0), so that it can be taken over rather than block the job for good.
+fn decode_lease(v: &[u8]) -> (u64, &str) {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.split_once(' '))
+        .and_then(|(e, h)| Some((e.parse().ok()?, h)))
+        .unwrap_or((0, ""))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn meta_key(key: &str) -> String {
@@ -785,6 +812,30 @@ impl ExchangeLog for NatsLog {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    /// The rule of [`ExchangeLog::lease`] by compare-and-set on the bucket: a lease nobody
+    /// took is created (put-if-absent); one of `holder`, or expired, is rewritten expecting
+    /// the revision read (so of two front ends taking an expired lease at once, one wins).
+    /// Expiries are the writers' wall clocks: front ends keep their clocks in sync (NTP) to
+    /// well under the lease's duration.
+    fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        let (idx, key, holder) = (self.idx.clone(), lease_key(name), holder.to_owned());
+        self.run(async move {
+            let now = unix_ms();
+            let value = encode_lease(now.saturating_add(ttl_ms), &holder);
+            match idx.entry(&key).await? {
+                None => idx.create(&key, value).await,
+                Some((current, revision)) => {
+                    let (expiry, by) = decode_lease(&current);
+                    if by == holder || expiry <= now {
+                        idx.update(&key, value, revision).await
+                    } else {
+                        Ok(false)
+                    }
+                }
+            }
+        })
     }
 
     fn follow_head(&self, f: HeadFn) {

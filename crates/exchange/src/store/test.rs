@@ -918,3 +918,91 @@ async fn batched_lookups_answer_like_single_ones<B: Backend>() {
     );
     assert!(store.engine.seen_many(&[]).expect("empty").is_empty());
 }
+
+/// The lease rule on JetStream (`NatsLog::lease`, a compare-and-set on the bucket): taken,
+/// renewed, refused while another holder has it, taken over once it expired, given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a JetStream cluster in SIGHTHUB_TEST_NATS: the clusters step of scripts/test"]
+async fn nats_leases_are_exclusive_renewable_and_taken_over_once_expired() {
+    assert!(
+        std::env::var_os("SIGHTHUB_TEST_NATS").is_some(),
+        "SIGHTHUB_TEST_NATS is not set: this test needs a JetStream cluster (scripts/test clusters runs it)"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(<crate::log::NatsLog as Backend>::store(
+        dir.path(),
+        StoreOptions::default(),
+    ));
+    let s = Arc::clone(&store);
+    tokio::task::spawn_blocking(move || {
+        let lease = |name: &str, holder: &str, ttl: u64| s.lease(name, holder, ttl).expect("lease");
+        assert!(lease("relay/push/r", "front-a", 60_000), "taken");
+        assert!(!lease("relay/push/r", "front-b", 60_000), "held by A");
+        assert!(lease("relay/push/r", "front-a", 60_000), "renewed");
+        assert!(!lease("relay/push/r", "front-b", 60_000), "still held by A");
+        assert!(
+            lease("relay/pull/h", "front-b", 60_000),
+            "another name is another lease"
+        );
+        // A short lease that A stops renewing: B takes it once it expired (bounded wait).
+        assert!(lease("intelmq-out", "front-a", 300));
+        assert!(!lease("intelmq-out", "front-b", 60_000));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if lease("intelmq-out", "front-b", 60_000) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "an expired lease was never taken over"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(!lease("intelmq-out", "front-a", 60_000), "B holds it now");
+        // Given back (ttl 0): the other front end takes it at once.
+        assert!(lease("relay/push/r", "front-a", 0));
+        assert!(
+            lease("relay/push/r", "front-b", 60_000),
+            "taken after A gave it back"
+        );
+        assert!(!lease("relay/push/r", "front-a", 60_000));
+        // Giving back a lease another front end holds changes nothing.
+        assert!(!lease("relay/push/r", "front-a", 0));
+        assert!(!lease("relay/push/r", "front-a", 60_000));
+    })
+    .await
+    .expect("lease checks");
+}
+
+/// Two front ends racing for one free lease: exactly one gets it (create is put-if-absent;
+/// a takeover expects the revision it read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a JetStream cluster in SIGHTHUB_TEST_NATS: the clusters step of scripts/test"]
+async fn nats_a_lease_raced_for_goes_to_one_front_end() {
+    assert!(
+        std::env::var_os("SIGHTHUB_TEST_NATS").is_some(),
+        "SIGHTHUB_TEST_NATS is not set: this test needs a JetStream cluster (scripts/test clusters runs it)"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = Arc::new(<crate::log::NatsLog as Backend>::store(
+        dir.path(),
+        StoreOptions::default(),
+    ));
+    // A second connection to the same stream: another front end.
+    let b = Arc::new(<crate::log::NatsLog as Backend>::store(
+        dir.path(),
+        StoreOptions::default(),
+    ));
+    for round in 0..20 {
+        let name = format!("race/{round}");
+        let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+        let (n1, n2) = (name.clone(), name.clone());
+        let ta = tokio::task::spawn_blocking(move || a.lease(&n1, "front-a", 60_000));
+        let tb = tokio::task::spawn_blocking(move || b.lease(&n2, "front-b", 60_000));
+        let (ga, gb) = (
+            ta.await.expect("join").expect("lease"),
+            tb.await.expect("join").expect("lease"),
+        );
+        assert!(ga ^ gb, "round {round}: A {ga}, B {gb}");
+    }
+}
