@@ -15,7 +15,7 @@ DURATION="${DURATION:-5}"
 RUNS="${RUNS:-3}"
 : "${SIGHTHUB_TEST_REDIS:?set it to the nodes of the cluster}"
 work="$(mktemp -d)"
-trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'stop_servers $(cat "$work/pid" 2>/dev/null); rm -rf "$work"' EXIT
 cat >"$work/w.lua" <<'LUA'
 local n = 0
 request = function()
@@ -42,6 +42,13 @@ start_server() { # data dir, config -> prints "pid port"
   echo "$pid" >>"$work/pid"
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
   echo "$pid $port"
+}
+stop_servers() { # pids: SIGTERM, then wait (up to 30 s) until each has closed its data directory
+  local p
+  for p in "$@"; do kill "$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
 }
 load() { # op, wrk threads, connections, port -> wrk's output
   if [ "$1" = w ]; then
@@ -89,5 +96,5 @@ for backend in ${BACKENDS:-embedded redis redis-2fe}; do
       "$(printf '%s\n' "${cpu[@]}" | median)" "$(printf '%s\n' "${lat[@]}" | median) ms" \
       "$(printf '%s\n' "${rps[@]}" | median)"
   done
-  for p in "${pids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
+  stop_servers "${pids[@]}"
 done
