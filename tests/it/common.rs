@@ -381,3 +381,27 @@ pub fn uuid4() -> String {
         &h[20..]
     )
 }
+
+/// Every uuid in a server's IEP04 log, in log order, read as the admin page by page.
+pub async fn log_uuids(http: &reqwest::Client, r: &Server) -> Vec<String> {
+    let mut cursor = String::new();
+    let mut out = Vec::new();
+    loop {
+        let v: serde_json::Value = http
+            .get(r.url(&format!("/iep04/messages?limit=5000&after={cursor}")))
+            .header("Authorization", ADMIN)
+            .send()
+            .await
+            .expect("read")
+            .json()
+            .await
+            .expect("json");
+        for m in v["messages"].as_array().expect("messages") {
+            out.push(m["meta"]["uuid"].as_str().expect("uuid").to_owned());
+        }
+        cursor = v["cursor"].as_str().expect("cursor").to_owned();
+        if v["more"] == false {
+            return out;
+        }
+    }
+}

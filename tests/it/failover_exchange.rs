@@ -9,7 +9,7 @@
 //! and `SIGHTHUB_TEST_CLUSTERS` (the directory of scripts/clusters); ignored by a plain `cargo
 //! test`, run by the clusters step, failing without them.
 
-use crate::common::{client, uuid4, Opts, Server, ADMIN};
+use crate::common::{client, log_uuids, uuid4, Opts, Server, ADMIN};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -192,26 +192,7 @@ async fn acknowledged_messages_survive_the_stream_leaders_death() {
 
     let accepted = accepted.lock().expect("lock").clone();
     let http = client();
-    let mut cursor = String::new();
-    let mut log = Vec::new();
-    loop {
-        let v: Value = http
-            .get(server.url(&format!("/iep04/messages?limit=5000&after={cursor}")))
-            .header("Authorization", ADMIN)
-            .send()
-            .await
-            .expect("read")
-            .json()
-            .await
-            .expect("json");
-        for m in v["messages"].as_array().expect("messages") {
-            log.push(m["meta"]["uuid"].as_str().expect("uuid").to_owned());
-        }
-        cursor = v["cursor"].as_str().expect("cursor").to_owned();
-        if v["more"] == false {
-            break;
-        }
-    }
+    let log = log_uuids(&http, &server).await;
     let in_log: HashSet<&String> = log.iter().collect();
     assert_eq!(in_log.len(), log.len(), "a message twice in the log");
     let lost = accepted.keys().filter(|u| !in_log.contains(u)).count();

@@ -11,7 +11,7 @@
 //! Needs the JetStream cluster of `SIGHTHUB_TEST_NATS` (scripts/clusters); without it the
 //! test is ignored by a plain `cargo test` (run it by hand, failing without it).
 
-use crate::common::{client, uuid4, Opts, Server, ADMIN};
+use crate::common::{client, log_uuids, uuid4, Opts, Server, ADMIN};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::Path;
@@ -146,30 +146,6 @@ async fn named_link(http: &reqwest::Client, s: &Server, name: &str) -> Value {
     r.json().await.expect("json")
 }
 
-/// Every uuid in the receiver's log, in order.
-async fn receiver_log(http: &reqwest::Client, r: &Server) -> Vec<String> {
-    let mut cursor = String::new();
-    let mut out = Vec::new();
-    loop {
-        let v: Value = http
-            .get(r.url(&format!("/iep04/messages?limit=5000&after={cursor}")))
-            .header("Authorization", ADMIN)
-            .send()
-            .await
-            .expect("read")
-            .json()
-            .await
-            .expect("json");
-        for m in v["messages"].as_array().expect("messages") {
-            out.push(m["meta"]["uuid"].as_str().expect("uuid").to_owned());
-        }
-        cursor = v["cursor"].as_str().expect("cursor").to_owned();
-        if v["more"] == false {
-            return out;
-        }
-    }
-}
-
 /// Waits (bounded) until `cond` holds, polling; panics with `what` at the deadline.
 async fn wait_for<F, Fut>(within: Duration, what: &str, mut cond: F)
 where
@@ -242,7 +218,7 @@ async fn a_push_link_runs_on_one_front_end_and_continues_on_the_other() {
         },
     )
     .await;
-    assert_eq!(receiver_log(&http, &receiver).await.len(), first.len());
+    assert_eq!(log_uuids(&http, &receiver).await.len(), first.len());
     let st = link(&http, &standby).await;
     assert_eq!(st["lease"], "standby", "{st}");
     assert_eq!(
@@ -325,7 +301,7 @@ async fn a_push_link_runs_on_one_front_end_and_continues_on_the_other() {
     wait_for(
         Duration::from_secs(60),
         "the holder sending the second half",
-        || async { receiver_log(&http, &receiver).await.len() > first.len() },
+        || async { log_uuids(&http, &receiver).await.len() > first.len() },
     )
     .await;
     holder.kill9();
@@ -338,7 +314,7 @@ async fn a_push_link_runs_on_one_front_end_and_continues_on_the_other() {
     wait_for(
         Duration::from_millis(lease_ms) + renew + Duration::from_secs(30),
         "every message at the receiver after the takeover",
-        || async { receiver_log(&http, &receiver).await.len() >= all.len() },
+        || async { log_uuids(&http, &receiver).await.len() >= all.len() },
     )
     .await;
     let taken = link(&http, &standby).await;
@@ -352,7 +328,7 @@ async fn a_push_link_runs_on_one_front_end_and_continues_on_the_other() {
     .await;
 
     // Every message exactly once at the receiver.
-    let log = receiver_log(&http, &receiver).await;
+    let log = log_uuids(&http, &receiver).await;
     let unique: HashSet<&String> = log.iter().collect();
     assert_eq!(unique.len(), log.len(), "a message twice at the receiver");
     let published: HashSet<&String> = all.iter().map(|(_, u)| u).collect();
