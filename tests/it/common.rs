@@ -148,6 +148,9 @@ pub fn spawn_until_listening(mut cmd: Command, echo: bool) -> (Child, String) {
     let mut child = cmd.spawn().expect("spawn sighthub");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
+    // The lines before `listening on`, to say why a server did not start.
+    let early = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let kept = std::sync::Arc::clone(&early);
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines() {
@@ -156,6 +159,8 @@ pub fn spawn_until_listening(mut cmd: Command, echo: bool) -> (Child, String) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = tx.send(rest.trim().to_owned());
                     sent = true;
+                } else if let Ok(mut k) = kept.lock() {
+                    k.push(line.clone());
                 }
             }
             if echo {
@@ -167,8 +172,9 @@ pub fn spawn_until_listening(mut cmd: Command, echo: bool) -> (Child, String) {
         Ok(url) => (child, url),
         Err(_) => {
             let _ = child.kill();
-            let out = child.wait_with_output().ok();
-            panic!("server did not start: {out:?}");
+            let status = child.wait().ok();
+            let log = early.lock().map(|l| l.join("\n")).unwrap_or_default();
+            panic!("server did not start ({status:?}); its log:\n{log}");
         }
     }
 }

@@ -302,7 +302,7 @@ impl App {
             return Err(ApiError::NotAdmin);
         }
         match endpoint {
-            Endpoint::KeysList => Ok(self.keys_list()),
+            Endpoint::KeysList => self.keys_list().await,
             Endpoint::Metrics => {
                 let app = Arc::clone(self);
                 let text = blocking(move || Ok(crate::metrics::render(&app))).await?;

@@ -156,6 +156,21 @@ impl From<sighthub_store::Error> for ApiError {
     }
 }
 
+/// The one mapping from the shared documents' errors (runtime keys, console sessions,
+/// runtime peers): the store out of reach or contended is a 503, a full document a 409.
+impl From<sighthub_storage::docs::DocError> for ApiError {
+    fn from(e: sighthub_storage::docs::DocError) -> Self {
+        use sighthub_storage::docs::DocError;
+        match e {
+            e @ (DocError::Unavailable { .. } | DocError::Contended { .. }) => {
+                ApiError::Backend(e.to_string())
+            }
+            e @ DocError::TooLarge { .. } => ApiError::Conflict(e.to_string()),
+            other => ApiError::Storage(Box::new(other)),
+        }
+    }
+}
+
 /// The one mapping from the exchange's typed errors.
 impl From<ExchangeError> for ApiError {
     fn from(e: ExchangeError) -> Self {

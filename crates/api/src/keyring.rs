@@ -7,13 +7,16 @@
 //! - **Runtime keys**, made by the admin API (`/_api/keys`): each may hold a sighting grant
 //!   (SightingDB's syntax, `"rw:feeds/misp"`), an exchange grant (the fields of an
 //!   `[exchange.keys]` entry), or be a single-use invitation (`/_api/peers/invite`). They are
-//!   kept in `<data_dir>/keys.json` (mode 0600) as SHA-256 digests, never in clear; every
-//!   change is written durably ([`sighthub_storage::file::replace_durably`]) before it is
-//!   answered, and is effective for the next request, without a restart.
+//!   the shared document [`KEYS_DOCUMENT`] ([`sighthub_storage::docs`]): `<data_dir>/keys.json`
+//!   (mode 0600) on the embedded backend, the cluster on the Redis backend (every front end
+//!   sees them). Keys are kept as SHA-256 digests, never in clear; every change is written
+//!   durably, by compare-and-set on the document's version, before it is answered, and is
+//!   effective for the next request on this front end, without a restart, and on the other
+//!   front ends within [`sighthub_storage::docs::REFRESH`] ([`KeyRing::refresh`]).
 //!
-//! Lookups read an immutable table behind a lock held only to clone an `Arc`; changes build
-//! a new table and swap it, under one mutex that serialises writers (and the file).
-//! A configuration key is looked up first: a runtime key may not repeat one.
+//! Lookups read an immutable table behind a lock held only to clone an `Arc`; a change or a
+//! refresh builds a new table and swaps it. A configuration key is looked up first: a
+//! runtime key may not repeat one.
 
 use crate::auth::digest;
 use crate::auth::{Auth, KeyGrants, OwnedCaller};
@@ -22,12 +25,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sighthub_exchange::access::{credentials, Grants, Keys};
 use sighthub_exchange::KeyConfig;
+use sighthub_storage::docs::{DocError, Documents, Shared};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
-/// The file of the runtime keys, in the data directory.
-pub const KEYS_FILE: &str = "keys.json";
+/// The shared document of the runtime keys (`<data_dir>/keys.json` on the embedded backend).
+pub const KEYS_DOCUMENT: &str = "keys";
 /// At most this many runtime keys (invitations included).
 pub const MAX_RUNTIME_KEYS: usize = 10_000;
 /// Longest key name.
@@ -70,9 +73,10 @@ pub struct InvitationRecord {
     pub expires: i64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The document: its format's version (1) and the keys.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyFile {
+pub struct KeyFile {
     version: u32,
     keys: Vec<KeyRecord>,
 }
@@ -110,13 +114,16 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
+/// The runtime keys' lookup table.
+type Table = HashMap<[u8; 32], Arc<Entry>>;
+
 /// The key ring. See the module docs.
 #[derive(Debug)]
 pub struct KeyRing {
     config: RwLock<Arc<Auth>>,
-    runtime: RwLock<Arc<HashMap<[u8; 32], Arc<Entry>>>>,
-    records: Mutex<Vec<KeyRecord>>,
-    path: Option<PathBuf>,
+    /// The table, and the version of the document it was built from.
+    runtime: RwLock<(u64, Arc<Table>)>,
+    doc: Option<Shared<KeyFile>>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -176,17 +183,19 @@ impl Entry {
     }
 }
 
-/// A key ring that cannot start: its file is unreadable or not one sighthub wrote.
+/// A key ring that cannot start: its document cannot be read, or is not one sighthub wrote.
 #[derive(Debug, thiserror::Error)]
-#[error("runtime API keys {}: {reason}; restore the file from a backup, or move it away to start without runtime keys", path.display())]
-pub struct KeyRingError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong.
-    pub reason: String,
+#[non_exhaustive]
+pub enum KeyRingError {
+    /// The document cannot be read.
+    #[error("runtime API keys: {0}")]
+    Document(#[from] DocError),
+    /// A key in it is invalid.
+    #[error("runtime API keys: {0}; restore them from a backup, or remove them to start without runtime keys")]
+    Invalid(String),
 }
 
-fn table(records: &[KeyRecord]) -> Result<HashMap<[u8; 32], Arc<Entry>>, String> {
+fn table(records: &[KeyRecord]) -> Result<Table, String> {
     let mut t = HashMap::with_capacity(records.len());
     for r in records {
         let d = unhex(&r.digest).ok_or_else(|| format!("key {}: bad digest", r.id))?;
@@ -197,38 +206,23 @@ fn table(records: &[KeyRecord]) -> Result<HashMap<[u8; 32], Arc<Entry>>, String>
 }
 
 impl KeyRing {
-    /// A ring over the configuration keys `config`, with the runtime keys of
-    /// `<data_dir>/keys.json` (none, and none can be made, without a data directory).
-    pub fn open(config: Auth, data_dir: Option<&Path>) -> Result<KeyRing, KeyRingError> {
-        let path = data_dir.map(|d| d.join(KEYS_FILE));
-        let records = match &path {
-            Some(p) => match std::fs::read(p) {
-                Ok(b) => {
-                    let f: KeyFile = serde_json::from_slice(&b).map_err(|e| KeyRingError {
-                        path: p.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    f.keys
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => {
-                    return Err(KeyRingError {
-                        path: p.clone(),
-                        reason: e.to_string(),
-                    })
-                }
-            },
-            None => Vec::new(),
+    /// A ring over the configuration keys `config`, with the runtime keys of the shared
+    /// documents `docs` (none, and none can be made, without them).
+    pub fn open(config: Auth, docs: Option<Arc<dyn Documents>>) -> Result<KeyRing, KeyRingError> {
+        let doc = docs
+            .map(|d| Shared::<KeyFile>::open(d, KEYS_DOCUMENT))
+            .transpose()?;
+        let (version, t) = match &doc {
+            Some(d) => {
+                let (v, f) = d.current();
+                (v, table(&f.keys).map_err(KeyRingError::Invalid)?)
+            }
+            None => (0, HashMap::new()),
         };
-        let t = table(&records).map_err(|reason| KeyRingError {
-            path: path.clone().unwrap_or_default(),
-            reason,
-        })?;
         Ok(KeyRing {
             config: RwLock::new(Arc::new(config)),
-            runtime: RwLock::new(Arc::new(t)),
-            records: Mutex::new(records),
-            path,
+            runtime: RwLock::new((version, Arc::new(t))),
+            doc,
         })
     }
 
@@ -236,10 +230,43 @@ impl KeyRing {
     pub fn of(config: Auth) -> KeyRing {
         KeyRing {
             config: RwLock::new(Arc::new(config)),
-            runtime: RwLock::new(Arc::new(HashMap::new())),
-            records: Mutex::new(Vec::new()),
-            path: None,
+            runtime: RwLock::new((0, Arc::new(HashMap::new()))),
+            doc: None,
         }
+    }
+
+    /// Whether other front ends share the runtime keys (then call [`KeyRing::refresh`] every
+    /// [`sighthub_storage::docs::REFRESH`]).
+    pub fn is_shared(&self) -> bool {
+        self.doc.as_ref().is_some_and(Shared::is_shared)
+    }
+
+    /// Picks up the changes other front ends made; `true` when the table changed. A
+    /// document that no longer builds a table (a key another version wrote) keeps the
+    /// current table, and is an error.
+    pub fn refresh(&self) -> Result<bool, KeyRingError> {
+        let Some(doc) = &self.doc else {
+            return Ok(false);
+        };
+        doc.refresh()?;
+        self.sync_table()
+    }
+
+    /// Rebuilds the table when the document's cached version is not the table's.
+    fn sync_table(&self) -> Result<bool, KeyRingError> {
+        let Some(doc) = &self.doc else {
+            return Ok(false);
+        };
+        let (version, file) = doc.current();
+        if version == self.runtime.read().unwrap_or_else(|p| p.into_inner()).0 {
+            return Ok(false);
+        }
+        let t = table(&file.keys).map_err(KeyRingError::Invalid)?;
+        let mut rt = self.runtime.write().unwrap_or_else(|p| p.into_inner());
+        if version > rt.0 {
+            *rt = (version, Arc::new(t));
+        }
+        Ok(true)
     }
 
     /// Replaces the configuration keys (SIGHUP); runtime keys stay.
@@ -251,8 +278,8 @@ impl KeyRing {
         Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn runtime(&self) -> Arc<HashMap<[u8; 32], Arc<Entry>>> {
-        Arc::clone(&self.runtime.read().unwrap_or_else(|p| p.into_inner()))
+    fn runtime(&self) -> Arc<Table> {
+        Arc::clone(&self.runtime.read().unwrap_or_else(|p| p.into_inner()).1)
     }
 
     /// The runtime key named by the header, if any (each credential form is tried).
@@ -304,41 +331,48 @@ impl KeyRing {
         self.config().is_enabled()
     }
 
-    /// Every runtime key, without digests.
-    pub fn list(&self) -> Vec<KeyRecord> {
-        let rs = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        rs.iter()
+    /// Every runtime key, without digests: the latest list (the other front ends' changes
+    /// are read first when they share it).
+    pub fn list(&self) -> Result<Vec<KeyRecord>, ApiError> {
+        let Some(doc) = &self.doc else {
+            return Ok(Vec::new());
+        };
+        if doc.is_shared() {
+            self.refresh()
+                .map_err(|e| ApiError::Backend(e.to_string()))?;
+        }
+        Ok(doc
+            .current()
+            .1
+            .keys
+            .iter()
             .map(|r| KeyRecord {
                 digest: String::new(),
                 ..r.clone()
             })
-            .collect()
+            .collect())
     }
 
-    /// Applies `change` to a copy of the records, writes it durably, then makes it the
-    /// table. Nothing changes when any step fails.
+    /// Applies `change` to the latest records and writes them back (a compare-and-set on
+    /// the shared document), then makes them the table. Nothing changes when any step
+    /// fails; `change` may run again when another front end changed the keys meanwhile.
     fn edit<T>(
         &self,
-        change: impl FnOnce(&mut Vec<KeyRecord>) -> Result<T, ApiError>,
+        mut change: impl FnMut(&mut Vec<KeyRecord>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let path = self.path.as_ref().ok_or_else(|| {
+        let doc = self.doc.as_ref().ok_or_else(|| {
             ApiError::Conflict("This server has no data directory for runtime keys.".into())
         })?;
-        let mut rs = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = rs.clone();
-        let out = change(&mut next)?;
-        let t = table(&next).map_err(ApiError::BadRequest)?;
-        let body = serde_json::to_vec_pretty(&KeyFile {
-            version: 1,
-            keys: next.clone(),
-        })
-        .map_err(|_| ApiError::Internal("runtime keys do not serialise"))?;
-        sighthub_storage::file::replace_durably(path, &body, 0o600).map_err(|e| {
-            tracing::error!(error = %e, file = %path.display(), "runtime keys not written");
-            ApiError::Unavailable
+        let out = doc.edit(|f: &mut KeyFile| {
+            let out = change(&mut f.keys)?;
+            f.version = 1;
+            table(&f.keys).map_err(ApiError::BadRequest)?;
+            Ok::<_, ApiError>(out)
         })?;
-        *rs = next;
-        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t);
+        if let Err(e) = self.sync_table() {
+            tracing::error!(error = %e, "runtime keys written but not in force");
+            return Err(ApiError::Internal("runtime keys written but not in force"));
+        }
         Ok(out)
     }
 
@@ -493,14 +527,14 @@ impl KeyRing {
                     "An invitation has no grants to change; revoke it instead.".into(),
                 ));
             }
-            if let Some(n) = name {
-                r.name = n;
+            if let Some(n) = &name {
+                r.name.clone_from(n);
             }
-            if let Some(s) = sightings {
-                r.sightings = s;
+            if let Some(s) = &sightings {
+                r.sightings.clone_from(s);
             }
-            if let Some(e) = exchange {
-                r.exchange = e;
+            if let Some(e) = &exchange {
+                r.exchange.clone_from(e);
             }
             if r.sightings.is_none() && r.exchange.is_none() {
                 return Err(ApiError::BadRequest(

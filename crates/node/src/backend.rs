@@ -4,9 +4,12 @@
 //! hold one store type, [`NodeStore`], whatever the backend.
 
 use sighthub_redis::RedisEngine;
+use sighthub_storage::docs::{Documents, FileDocuments, MemoryDocuments};
 use sighthub_store::engine::{Applied, Batch, Engine, Space};
 use sighthub_store::{Durability, FjallEngine, Result, Sightings};
 use std::ops::{Bound, ControlFlow};
+use std::path::Path;
+use std::sync::Arc;
 
 /// The sighting store of a node: the rules over the configured engine.
 pub type NodeStore = Sightings<Backend>;
@@ -26,6 +29,38 @@ impl std::fmt::Debug for Backend {
             Self::Redis(e) => write!(f, "Backend::Redis({e:?})"),
         }
     }
+}
+
+/// The shared documents of the node ([`sighthub_storage::docs`]).
+#[derive(Debug, Clone)]
+pub struct NodeDocuments {
+    /// Runtime API keys and runtime peers: files in the data directory (embedded), or the
+    /// cluster every front end shares (Redis).
+    pub durable: Arc<dyn Documents>,
+    /// The console's secret and closed sessions: in memory (embedded: a restart logs
+    /// everyone out, as it always did), or the cluster (Redis: a session is valid through
+    /// every front end).
+    pub sessions: Arc<dyn Documents>,
+}
+
+/// The shared documents of the backend `store` runs on.
+pub fn documents(
+    store: &NodeStore,
+    data_dir: &Path,
+) -> std::result::Result<NodeDocuments, crate::boot::BootError> {
+    Ok(match store.engine() {
+        Backend::Embedded(_) => NodeDocuments {
+            durable: Arc::new(FileDocuments::new(data_dir)),
+            sessions: Arc::new(MemoryDocuments::default()),
+        },
+        Backend::Redis(e) => {
+            let d: Arc<dyn Documents> = Arc::new(e.documents()?);
+            NodeDocuments {
+                durable: Arc::clone(&d),
+                sessions: d,
+            }
+        }
+    })
 }
 
 /// A value read from either engine.

@@ -65,6 +65,9 @@ pub enum BootError {
     /// The runtime API keys cannot be read.
     #[error("{0}")]
     Keys(String),
+    /// The console's sessions cannot be set up (their shared document).
+    #[error("console sessions: {0}")]
+    Console(String),
     /// A thread of the server could not be started.
     #[error("starting the {0} thread: {1}")]
     Thread(&'static str, std::io::Error),
@@ -221,6 +224,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
     };
     let exchange = sighthub_exchange::Exchange::open(&cfg.exchange, &cfg.data_dir, exchange_admin)?;
     let holder = instance_id(&cfg.data_dir)?;
+    let docs = crate::backend::documents(&store, &cfg.data_dir)?;
     let bridge = match exchange.store() {
         Some(ex) if cfg.bridge.enabled => Some(Arc::new(
             sighthub_bridge::Feeder::new(
@@ -252,12 +256,16 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
             cfg.relay.clone(),
             Arc::clone(ex),
             &cfg.data_dir,
-            sighthub_relay::LocalOptions::from_exchange(&cfg.exchange).with_holder(holder.clone()),
+            sighthub_relay::LocalOptions::from_exchange(&cfg.exchange)
+                .with_holder(holder.clone())
+                .with_documents(Arc::clone(&docs.durable)),
         )?)),
         None => None,
     };
-    let keys =
-        KeyRing::open(auth, Some(&cfg.data_dir)).map_err(|e| BootError::Keys(e.to_string()))?;
+    let keys = KeyRing::open(auth, Some(Arc::clone(&docs.durable)))
+        .map_err(|e| BootError::Keys(e.to_string()))?;
+    let sessions = sighthub_api::console::Sessions::open(Arc::clone(&docs.sessions))
+        .map_err(|e| BootError::Console(e.to_string()))?;
     let peering = relay.as_ref().map(|r| {
         Arc::new(crate::peering::RelayPeering::new(
             Arc::clone(r),
@@ -287,7 +295,7 @@ pub fn boot(cfg: &Config) -> Result<Node, BootError> {
             cert: cert_file,
         })),
         metrics: Default::default(),
-        sessions: Default::default(),
+        sessions,
     });
     Ok(Node {
         cfg: cfg.clone(),

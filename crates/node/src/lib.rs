@@ -239,6 +239,20 @@ impl Node {
                 },
             )));
         }
+        if self.app.keys.is_shared() || self.app.sessions.is_shared() {
+            // Runtime keys and console logouts of the other front ends, in force here within
+            // one period.
+            let app = Arc::clone(&self.app);
+            sup.spawn(Box::new(Periodic::new(
+                "shared-documents",
+                sighthub_storage::docs::REFRESH,
+                move || {
+                    let keys = app.keys.refresh().map_err(WorkerError::from_display);
+                    let sessions = app.sessions.refresh().map_err(WorkerError::from_display);
+                    keys.and(sessions).map(|_| ())
+                },
+            )));
+        }
         if let Some(feeder) = &self.bridge {
             let feeder = Arc::clone(feeder);
             sup.spawn(Box::new(Task::new(
@@ -255,7 +269,22 @@ impl Node {
                 "relay",
                 move |mut stop: Stop| async move {
                     relay.start().await;
-                    stop.stopped().await;
+                    if relay.shares_peers() {
+                        // The peers other front ends added by invitation.
+                        let mut tick = tokio::time::interval(sighthub_storage::docs::REFRESH);
+                        loop {
+                            tokio::select! {
+                                _ = stop.stopped() => break,
+                                _ = tick.tick() => {
+                                    if let Err(e) = relay.refresh_peers().await {
+                                        tracing::warn!(error = %e, "relay: runtime peers not refreshed");
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        stop.stopped().await;
+                    }
                     relay.stop().await;
                     Ok(())
                 },

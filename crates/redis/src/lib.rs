@@ -27,6 +27,8 @@
 //!   keys (big-endian time first, so lexical order is time order).
 //! - **Markers** ([`Space::Markers`]): `P m:<key>` → value; never scanned.
 //! - **Leases**: `P lease:<name>` → holder id, with a expiry (`SET … PX`, [`LEASE`]).
+//! - **Shared documents** ([`docs`]): `P d:{<name>}`, a hash of version and JSON (runtime
+//!   keys, console sessions, runtime peers), replaced by compare-and-set.
 //!
 //! ## Applying a batch
 //! In the order the seam's docs ask of a non-transactional engine: expiry insertions and
@@ -51,6 +53,8 @@
 //! feeders) and, at start, the main thread. The engine owns a small tokio runtime of its own:
 //! every call is spawned there and waited for on a standard channel, so no caller ever calls
 //! a runtime's `block_on`, whatever thread it is on.
+
+pub mod docs;
 
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -318,23 +322,26 @@ impl RedisEngine {
             .rt
             .as_ref()
             .ok_or_else(|| Error::Unavailable("redis engine closed".into()))?;
-        let fut = f(self.conn.clone());
         let timeout = self
             .timeout
             .saturating_add(Duration::from_millis(commands as u64));
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        rt.spawn(async move {
-            let r = match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Unavailable(format!(
-                    "redis: no answer within {} ms",
-                    timeout.as_millis()
-                ))),
-            };
-            let _ = tx.send(r);
-        });
-        rx.recv()
-            .map_err(|_| Error::Unavailable("redis engine stopped".into()))?
+        run_on(rt.handle(), timeout, f(self.conn.clone()))
+    }
+
+    /// The shared documents of this cluster ([`docs::RedisDocuments`]), over the engine's
+    /// connection and runtime (they fail as unavailable once the engine is dropped).
+    pub fn documents(&self) -> Result<docs::RedisDocuments> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("redis engine closed".into()))?;
+        Ok(docs::RedisDocuments::new(
+            self.conn.clone(),
+            rt.handle().clone(),
+            &self.prefix,
+            self.timeout,
+            (self.wait_replicas, self.wait_timeout_ms),
+        ))
     }
 
     fn key(&self, kind: &[u8], rest: &[u8]) -> Vec<u8> {
@@ -373,6 +380,71 @@ impl RedisEngine {
     fn marker_key(&self, key: &[u8]) -> Vec<u8> {
         self.key(b"m:", key)
     }
+}
+
+/// Runs `fut` on the runtime of `handle` and waits for it on this thread (any thread: never
+/// `block_on`), for at most `timeout`.
+fn run_on<T, Fut>(handle: &tokio::runtime::Handle, timeout: Duration, fut: Fut) -> Result<T>
+where
+    Fut: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let r = match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable(format!(
+                "redis: no answer within {} ms",
+                timeout.as_millis()
+            ))),
+        };
+        let _ = tx.send(r);
+    });
+    rx.recv()
+        .map_err(|_| Error::Unavailable("redis engine stopped".into()))?
+}
+
+/// `WAIT` for `n` replicas (at most `ms` milliseconds) on the primaries of `slots` (on every
+/// primary when they are more than [`WAIT_SLOTS`]): the one rule of what a write waits for
+/// before it is acknowledged. Unavailable when fewer replicas have it.
+async fn wait_replicas(conn: &ClusterConnection, slots: &[u16], n: u32, ms: u64) -> Result<()> {
+    if n == 0 || slots.is_empty() {
+        return Ok(());
+    }
+    let wait = || {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(n).arg(ms);
+        cmd
+    };
+    let got: Vec<i64> = if slots.len() > WAIT_SLOTS {
+        let mut c = conn.clone();
+        vec![wait().query_async(&mut c).await.map_err(unavailable)?]
+    } else {
+        all(slots
+            .iter()
+            .map(|s| {
+                let mut c = conn.clone();
+                let cmd = wait();
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(*s, SlotAddr::Master),
+                ));
+                async move {
+                    let v = c.route_command(cmd, route).await?;
+                    Ok(redis::from_redis_value::<i64>(v)?)
+                }
+            })
+            .collect())
+        .await?
+    };
+    let got = got.into_iter().min().unwrap_or(0);
+    if got < i64::from(n) {
+        return Err(Error::Unavailable(format!(
+            "the write reached {got} replica(s) within {ms} ms, not the {n} wait_replicas \
+             asks (a primary without a replica, after a failover?); it may be lost by a \
+             failover"
+        )));
+    }
+    Ok(())
 }
 
 /// The cluster slot of a key: CRC16 (XMODEM) of its hash tag (the bytes between the first
@@ -738,42 +810,7 @@ impl Engine for RedisEngine {
                 .await?;
             }
             // 5. Replicas, before the batch is acknowledged.
-            if wait_n > 0 && !slots.is_empty() {
-                let wait = || {
-                    let mut cmd = redis::cmd("WAIT");
-                    cmd.arg(wait_n).arg(wait_ms);
-                    cmd
-                };
-                let got: Vec<i64> = if slots.len() > WAIT_SLOTS {
-                    let mut c = conn.clone();
-                    vec![wait().query_async(&mut c).await.map_err(unavailable)?]
-                } else {
-                    all(slots
-                        .iter()
-                        .map(|s| {
-                            let mut c = conn.clone();
-                            let cmd = wait();
-                            let route =
-                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                                    Route::new(*s, SlotAddr::Master),
-                                ));
-                            async move {
-                                let v = c.route_command(cmd, route).await?;
-                                Ok(redis::from_redis_value::<i64>(v)?)
-                            }
-                        })
-                        .collect())
-                    .await?
-                };
-                let got = got.into_iter().min().unwrap_or(0);
-                if got < i64::from(wait_n) {
-                    return Err(Error::Unavailable(format!(
-                        "the write reached {got} replica(s) within {wait_ms} ms, not the \
-                         {wait_n} wait_replicas asks (a primary without a replica, after a \
-                         failover?); it may be lost by a failover"
-                    )));
-                }
-            }
+            wait_replicas(&conn, &slots, wait_n, wait_ms).await?;
             Ok(Applied {
                 ticket: Ticket::NONE,
                 conflicts,

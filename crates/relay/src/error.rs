@@ -65,6 +65,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The runtime peers' shared document could not be read or written.
+    #[error("relay runtime peers: {0}")]
+    Documents(#[from] sighthub_storage::docs::DocError),
     /// A state file could not be read or written.
     #[error("relay state {path}: {source}")]
     State {
@@ -85,7 +88,7 @@ impl Error {
             | Error::Status { .. }
             | Error::Answer { .. }
             | Error::TooLong { .. } => Source::Upstream,
-            Error::Exchange(_) | Error::State { .. } => Source::Internal,
+            Error::Exchange(_) | Error::State { .. } | Error::Documents(_) => Source::Internal,
             Error::Unavailable { .. } => Source::Config,
         }
     }
@@ -99,6 +102,7 @@ impl Error {
             Error::Network { .. }
             | Error::Answer { .. }
             | Error::State { .. }
+            | Error::Documents(_)
             | Error::Unavailable { .. }
             | Error::TooLong { .. } => true,
             Error::Status { status, .. } => {

@@ -91,6 +91,9 @@ pub struct LocalOptions {
     /// This front end's id, the holder of the links' leases (a new random one by default;
     /// the node gives its own, the same across restarts).
     pub holder: String,
+    /// Where the runtime peers are kept ([`runtime`]): the shared documents of the front
+    /// ends; `None`: files in the data directory.
+    pub documents: Option<Arc<dyn sighthub_storage::docs::Documents>>,
 }
 
 impl Default for LocalOptions {
@@ -99,6 +102,7 @@ impl Default for LocalOptions {
             default_tlp: Tlp::Amber,
             max_line_bytes: 1024 * 1024,
             holder: Uuid::new_v4().to_string(),
+            documents: None,
         }
     }
 }
@@ -116,6 +120,12 @@ impl LocalOptions {
     /// With `holder` as this front end's id for the links' leases.
     pub fn with_holder(mut self, holder: String) -> Self {
         self.holder = holder;
+        self
+    }
+
+    /// With the runtime peers in `docs` (shared by the front ends of a cluster).
+    pub fn with_documents(mut self, docs: Arc<dyn sighthub_storage::docs::Documents>) -> Self {
+        self.documents = Some(docs);
         self
     }
 }
@@ -230,7 +240,7 @@ pub struct Relay {
     shared: Arc<Shared>,
     running: tokio::sync::Mutex<Running>,
     /// Peers added at runtime ([`runtime`]); changed only under `running`'s lock.
-    runtime: std::sync::Mutex<Vec<runtime::RuntimePeer>>,
+    runtime: Arc<sighthub_storage::docs::Shared<runtime::PeersFile>>,
 }
 
 /// What a reload changed.
@@ -284,7 +294,11 @@ impl Relay {
             path: dir.clone(),
             source,
         })?;
-        let runtime = runtime::load(&dir.join(runtime::FILE))?;
+        let docs = local.documents.clone().unwrap_or_else(|| {
+            Arc::new(sighthub_storage::docs::FileDocuments::new(data_dir))
+                as Arc<dyn sighthub_storage::docs::Documents>
+        });
+        let runtime = Arc::new(runtime::open(docs)?);
         let relay = Relay {
             shared: Arc::new(Shared {
                 store,
@@ -297,7 +311,7 @@ impl Relay {
                 cfg,
                 tasks: HashMap::new(),
             }),
-            runtime: std::sync::Mutex::new(runtime),
+            runtime,
         };
         let file = relay
             .running
@@ -312,9 +326,9 @@ impl Relay {
     /// The configuration in force: `file` (the `[relay]` section) and the runtime peers whose
     /// names it does not use.
     pub fn effective(&self, file: &RelayConfig) -> Result<RelayConfig> {
-        let rt = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        let rt = self.runtime.current().1;
         let mut cfg = file.clone();
-        for p in rt.iter() {
+        for p in rt.peers.iter() {
             if file.peers.iter().any(|f| f.name == p.name) {
                 tracing::warn!(peer = %p.name, "a [relay.peers] entry of the file has the name of a peer added by invitation; the file's entry is used");
                 continue;
@@ -336,22 +350,29 @@ impl Relay {
         run: &Running,
         peer: &runtime::RuntimePeer,
     ) -> Result<Vec<runtime::RuntimePeer>> {
-        if run.cfg.peers.iter().any(|f| f.name == peer.name) {
+        Self::with_peer(&run.cfg, &self.runtime.current().1.peers, peer)
+    }
+
+    /// `peers` with `peer` added (or replacing the one of its name), when the result is a
+    /// valid configuration beside the file's peers.
+    fn with_peer(
+        file: &RelayConfig,
+        peers: &[runtime::RuntimePeer],
+        peer: &runtime::RuntimePeer,
+    ) -> Result<Vec<runtime::RuntimePeer>> {
+        if file.peers.iter().any(|f| f.name == peer.name) {
             return Err(Error::Config(format!(
                 "a peer named '{}' is already in the configuration file; choose another name",
                 peer.name
             )));
         }
-        let mut next: Vec<runtime::RuntimePeer> = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let mut next: Vec<runtime::RuntimePeer> = peers
             .iter()
             .filter(|p| p.name != peer.name)
             .cloned()
             .collect();
         next.push(peer.clone());
-        let mut probe = run.cfg.clone();
+        let mut probe = file.clone();
         for p in &next {
             probe.peers.push(p.config().map_err(Error::Config)?);
         }
@@ -359,15 +380,48 @@ impl Relay {
         Ok(next)
     }
 
-    /// Adds (or replaces) a runtime peer: written durably, then started at once.
+    /// Adds (or replaces) a runtime peer: written durably to the shared document (the other
+    /// front ends pick it up at their next [`Relay::refresh_peers`]), then started at once.
     pub async fn add_peer(&self, peer: runtime::RuntimePeer) -> Result<Reloaded> {
         let mut run = self.running.lock().await;
-        let next = self.check_locked(&run, &peer)?;
-        runtime::store(&self.shared.dir.join(runtime::FILE), &next)?;
-        *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        self.check_locked(&run, &peer)?;
+        // The document is changed from its latest version (another front end may have added
+        // a peer since this one last read it); on a cluster, a round trip.
+        let (doc, file, p) = (Arc::clone(&self.runtime), run.cfg.clone(), peer.clone());
+        tokio::task::spawn_blocking(move || {
+            doc.edit(|f: &mut runtime::PeersFile| {
+                f.version = 1;
+                f.peers = Self::with_peer(&file, &f.peers, &p)?;
+                Ok::<_, Error>(())
+            })
+        })
+        .await
+        .map_err(|e| Error::Config(format!("adding the peer stopped: {e}")))??;
         let file = run.cfg.clone();
         tracing::info!(peer = %peer.name, url = %peer.url, "relay: peer added by invitation");
         self.apply(&mut run, file).await
+    }
+
+    /// Picks up the runtime peers other front ends added, and starts their links (each
+    /// runs on the front end that holds its lease); `true` when they changed. Front ends
+    /// that share their documents call it every [`sighthub_storage::docs::REFRESH`].
+    pub async fn refresh_peers(&self) -> Result<bool> {
+        let doc = Arc::clone(&self.runtime);
+        if !tokio::task::spawn_blocking(move || doc.refresh())
+            .await
+            .map_err(|e| Error::Config(format!("reading the runtime peers stopped: {e}")))??
+        {
+            return Ok(false);
+        }
+        let mut run = self.running.lock().await;
+        let file = run.cfg.clone();
+        self.apply(&mut run, file).await?;
+        Ok(true)
+    }
+
+    /// Whether other front ends share the runtime peers.
+    pub fn shares_peers(&self) -> bool {
+        self.runtime.is_shared()
     }
 
     /// Starts the tasks of the current configuration (call once, inside the runtime).

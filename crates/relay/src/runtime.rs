@@ -1,22 +1,25 @@
 //! Peers added at runtime, by invitation (`/_api/peers/join` on the guest,
-//! `/iep04/peers/redeem` on the inviter), kept in `<data_dir>/relay/peers.json` (mode 0600:
-//! it holds the keys used at the peers) and replaced durably
-//! ([`sighthub_storage::file::replace_durably`]) before a link starts.
+//! `/iep04/peers/redeem` on the inviter), kept in the shared document [`DOCUMENT`]
+//! ([`sighthub_storage::docs`]): `<data_dir>/relay/peers.json` on one front end (mode 0600:
+//! it holds the keys used at the peers), the cluster when front ends share one. It is
+//! written durably before a link starts.
 //!
 //! They join the `[relay]` section's peers ([`crate::Relay::effective`]): a SIGHUP reload
 //! keeps them, and a peer of the file wins over a runtime peer of the same name (so an
 //! operator can always take a link over in the file).
 
 use crate::config::PeerConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::identity::Fingerprint;
 use serde::{Deserialize, Serialize};
 use sighthub_exchange::Feed;
 use sighthub_iep04::Tlp;
-use std::path::Path;
+use sighthub_storage::docs::{Documents, Shared};
+use std::sync::Arc;
 
-/// The file, under the relay's directory.
-pub const FILE: &str = "peers.json";
+/// The shared document of the runtime peers (`<data_dir>/relay/peers.json` on the embedded
+/// backend).
+pub const DOCUMENT: &str = "relay/peers";
 
 /// One runtime peer: a pinned push link sending every feed up to TLP:AMBER (as the block
 /// `sighthub peer join --offline` prints).
@@ -33,11 +36,13 @@ pub struct RuntimePeer {
     pub fingerprint: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The document: its format's version (1) and the peers.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PeersFile {
-    version: u32,
-    peers: Vec<RuntimePeer>,
+pub struct PeersFile {
+    pub(crate) version: u32,
+    /// The peers, in the order they were added.
+    pub peers: Vec<RuntimePeer>,
 }
 
 impl RuntimePeer {
@@ -62,22 +67,9 @@ impl RuntimePeer {
     }
 }
 
-/// Reads the runtime peers; a missing file is none.
-pub fn load(path: &Path) -> Result<Vec<RuntimePeer>> {
-    crate::state::read_json::<PeersFile>(path).map(|f| f.peers)
-}
-
-/// Replaces the runtime peers durably.
-pub fn store(path: &Path, peers: &[RuntimePeer]) -> Result<()> {
-    let body = serde_json::to_vec_pretty(&PeersFile {
-        version: 1,
-        peers: peers.to_vec(),
-    })
-    .map_err(|e| Error::Config(e.to_string()))?;
-    sighthub_storage::file::replace_durably(path, &body, 0o600).map_err(|source| Error::State {
-        path: path.to_owned(),
-        source,
-    })
+/// The runtime peers of `docs` (a missing document is none).
+pub fn open(docs: Arc<dyn Documents>) -> Result<Shared<PeersFile>> {
+    Ok(Shared::open(docs, DOCUMENT)?)
 }
 
 #[cfg(test)]
@@ -87,16 +79,35 @@ mod test {
     #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().expect("tmp");
-        let p = dir.path().join(FILE);
-        assert!(load(&p).expect("missing").is_empty());
+        let docs: Arc<dyn Documents> =
+            Arc::new(sighthub_storage::docs::FileDocuments::new(dir.path()));
+        assert!(open(Arc::clone(&docs))
+            .expect("missing")
+            .current()
+            .1
+            .peers
+            .is_empty());
         let peer = RuntimePeer {
             name: "org-a".into(),
             url: "https://a.example:9999".into(),
             key: "k".into(),
             fingerprint: Fingerprint::of_spki(b"a").to_string(),
         };
-        store(&p, std::slice::from_ref(&peer)).expect("store");
-        assert_eq!(load(&p).expect("load"), vec![peer.clone()]);
+        open(Arc::clone(&docs))
+            .expect("open")
+            .edit(|f| {
+                f.version = 1;
+                f.peers.push(peer.clone());
+                Ok::<_, crate::Error>(())
+            })
+            .expect("store");
+        // The file the embedded backend has always used.
+        assert!(dir.path().join("relay/peers.json").exists());
+        let again = open(Arc::new(sighthub_storage::docs::FileDocuments::new(
+            dir.path(),
+        )))
+        .expect("load");
+        assert_eq!(again.current().1.peers, vec![peer.clone()]);
         let c = peer.config().expect("config");
         assert_eq!(c.fingerprint, Some(Fingerprint::of_spki(b"a")));
         let bad = RuntimePeer {

@@ -490,3 +490,58 @@ async fn a_crash_between_the_counters_and_the_consumer_is_repaired_at_start() {
         .expect("cursor");
     assert_eq!(f.position().expect("pos"), 4);
 }
+
+/// Two front ends sharing their documents: a peer added by invitation through one is picked
+/// up by the other's refresh (and the link then runs where its lease is held).
+#[tokio::test]
+async fn a_runtime_peer_added_through_one_front_end_reaches_the_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let docs: Arc<dyn sighthub_storage::docs::Documents> =
+        Arc::new(sighthub_storage::docs::MemoryDocuments::default());
+    let off = RelayConfig {
+        enabled: false,
+        ..RelayConfig::default()
+    };
+    let front_end = |name: &str| {
+        Relay::new(
+            off.clone(),
+            Arc::clone(&store),
+            &dir.path().join(name),
+            LocalOptions::default().with_documents(Arc::clone(&docs)),
+        )
+        .expect("relay")
+    };
+    let (a, b) = (front_end("a"), front_end("b"));
+    let added = runtime::RuntimePeer {
+        name: "org-a".into(),
+        url: "https://127.0.0.1:9".into(),
+        key: "k".into(),
+        fingerprint: crate::Fingerprint::of_spki(b"a").to_string(),
+    };
+    a.add_peer(added.clone()).await.expect("add");
+    let names = |r: &Relay| -> Vec<String> {
+        r.effective(&off)
+            .expect("effective")
+            .peers
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    };
+    assert_eq!(names(&a), vec!["org-a".to_owned()]);
+    assert!(names(&b).is_empty(), "b has not refreshed yet");
+    assert!(b.refresh_peers().await.expect("refresh"));
+    assert_eq!(names(&b), vec!["org-a".to_owned()]);
+    assert!(!b.refresh_peers().await.expect("unchanged"));
+    // A second peer added through b, from b's copy: a's peer is kept.
+    b.add_peer(runtime::RuntimePeer {
+        name: "org-b".into(),
+        ..added
+    })
+    .await
+    .expect("add");
+    assert!(a.refresh_peers().await.expect("refresh"));
+    assert_eq!(names(&a), vec!["org-a".to_owned(), "org-b".to_owned()]);
+    // Nothing was written to either data directory: the documents hold them.
+    assert!(!dir.path().join("a/relay/peers.json").exists());
+}

@@ -11,6 +11,8 @@
 //! - [`journal`]: fjall journal helpers: [`journal::JournalSyncer`] (the group commit's
 //!   persist step) and [`journal::seal`] (a clean shutdown with nothing left to replay).
 //! - [`file`]: small files replaced atomically and durably ([`file::replace_durably`]).
+//! - [`docs`]: small shared documents (runtime keys, console sessions, runtime peers) behind
+//!   one seam ([`docs::Documents`]), cached and changed by compare-and-set ([`docs::Shared`]).
 //! - [`stats`]: a fjall database's own activity (memtables, flushes, compactions, journals).
 //! - [`secret`]: the one generator of the keys and tokens the server makes.
 //! - [`error`]: the crate's typed errors.
@@ -18,6 +20,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod commit;
+pub mod docs;
 pub mod error;
 pub mod file;
 pub mod journal;

@@ -55,7 +55,11 @@ pub fn app(dir: &Path, exchange: Exchange, keys: &[(&str, &str)]) -> Arc<App> {
     Arc::new(App {
         writer: crate::writer::Writer::start(Arc::clone(&store)).expect("writer thread"),
         store,
-        keys: crate::keyring::KeyRing::open(auth, Some(dir)).expect("key ring"),
+        keys: crate::keyring::KeyRing::open(
+            auth,
+            Some(Arc::new(sighthub_storage::docs::FileDocuments::new(dir))),
+        )
+        .expect("key ring"),
         latest: Latest::new(100),
         max_body_bytes: 4096,
         limits: LimitsConfig::default(),
@@ -65,7 +69,7 @@ pub fn app(dir: &Path, exchange: Exchange, keys: &[(&str, &str)]) -> Arc<App> {
         peering: None,
         status: None,
         metrics: Default::default(),
-        sessions: Default::default(),
+        sessions: crate::console::Sessions::in_memory().expect("sessions"),
     })
 }
 

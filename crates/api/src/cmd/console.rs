@@ -69,7 +69,7 @@ impl App {
                 if key.is_empty() || !caller.as_caller().is_admin() {
                     return Err(ApiError::NotAdmin);
                 }
-                let (token, csrf) = self.sessions.open()?;
+                let (token, csrf) = self.sessions.open_session()?;
                 let mut r = json_response(StatusCode::OK, &json!({ "csrf": csrf }));
                 if let Ok(v) = header::HeaderValue::from_str(&console::set_cookie(&token)) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
@@ -80,7 +80,9 @@ impl App {
                 if !self.sessions.check(req.headers())? {
                     return Err(ApiError::SessionExpired);
                 }
-                self.sessions.close(req.headers());
+                // Written to the shared document: on a cluster, a round trip.
+                let (app, h) = (Arc::clone(self), req.headers().clone());
+                blocking(move || app.sessions.close(&h)).await?;
                 let mut r = json_response(StatusCode::OK, &json!({ "message": "Logged out." }));
                 if let Ok(v) = header::HeaderValue::from_str(&console::clear_cookie()) {
                     r.headers_mut().insert(header::SET_COOKIE, v);

@@ -24,10 +24,12 @@ fn record(r: &KeyRecord) -> serde_json::Value {
 }
 
 impl App {
-    /// `GET /_api/keys`.
-    pub(crate) fn keys_list(&self) -> Resp {
-        let keys: Vec<_> = self.keys.list().iter().map(record).collect();
-        json_response(StatusCode::OK, &json!({ "keys": keys }))
+    /// `GET /_api/keys`: the latest list (read from the cluster when front ends share it).
+    pub(crate) async fn keys_list(self: &Arc<Self>) -> Result<Resp, ApiError> {
+        let app = Arc::clone(self);
+        let list = blocking(move || app.keys.list()).await?;
+        let keys: Vec<_> = list.iter().map(record).collect();
+        Ok(json_response(StatusCode::OK, &json!({ "keys": keys })))
     }
 
     /// `POST /_api/keys`: 201 with the key in clear, shown this once.
