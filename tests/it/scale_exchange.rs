@@ -322,3 +322,118 @@ async fn killing_one_front_end_loses_no_acknowledged_message() {
         accepted.len()
     );
 }
+
+/// An event of `feed.name` "scanners" seen at `ip`, which the bridge makes a sighting of in
+/// `iep04/<org>/scanners/source.ip`.
+fn event(uuid: &str, ip: &str) -> Value {
+    json!({"format": "intelmq", "version": 1, "type": "event", "meta": {"uuid": uuid},
+           "payload": {"source.ip": ip, "feed.name": "scanners",
+                       "classification.taxonomy": "other"}})
+}
+
+fn ip(n: u64) -> String {
+    format!("10.8.{}.{}", n / 250, n % 250)
+}
+
+/// The sighting of `ip` through `s`: (status, count).
+async fn sighting(http: &reqwest::Client, s: &Server, ip: &str) -> (u16, Value) {
+    let (st, v) = get(
+        http,
+        s,
+        &format!("/r/iep04/{HUB}/scanners/source.ip?val={ip}&noshadow"),
+    )
+    .await;
+    (st, v["count"].clone())
+}
+
+/// Polls through `s` until `ip` is a sighting (the bridge is asynchronous), for at most 90 s:
+/// a bound for a loaded machine and a lease takeover (15–20 s), not a timing assertion.
+async fn until_sighted(http: &reqwest::Client, s: &Server, ip: &str) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(90) {
+        if sighting(http, s, ip).await.0 == 200 {
+            println!("{ip} sighted after {:?}", start.elapsed());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{ip} never became a sighting through {}", s.url(""));
+}
+
+/// Two front ends sharing both clusters (one stream, one key prefix), each with its bridge:
+/// every message published through either, duplicates included, is one sighting, counted
+/// once; killing the front end that runs the bridge (the first one started holds its lease),
+/// the other takes the bridge over from the shared position, applying nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the clusters of SIGHTHUB_TEST_REDIS and SIGHTHUB_TEST_NATS: the clusters step of scripts/test"]
+async fn the_bridge_applies_each_message_once_across_front_ends_and_moves_on_a_kill() {
+    on_cluster();
+    assert!(
+        std::env::var_os("SIGHTHUB_TEST_REDIS").is_some(),
+        "SIGHTHUB_TEST_REDIS is not set: this test needs a Redis Cluster too"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let first = Server::start(&a, &opts());
+    for shared in ["nats-stream", "redis-prefix"] {
+        std::fs::copy(a.with_extension(shared), b.with_extension(shared)).expect("share");
+    }
+    let second = Server::start(&b, &opts());
+    let http = client();
+
+    // 120 messages, alternately through each front end; the first 20 again through the other.
+    let msgs: Vec<(String, u64)> = (0..120).map(|n| (uuid4(), n)).collect();
+    for chunk in msgs.chunks(10) {
+        for (i, s) in [&first, &second].into_iter().enumerate() {
+            let items: Vec<Value> = chunk
+                .iter()
+                .filter(|(_, n)| *n as usize % 2 == i)
+                .map(|(u, n)| event(u, &ip(*n)))
+                .collect();
+            let (st, v) = publish(&http, s, &items).await;
+            assert_eq!(st, 200, "{v}");
+        }
+    }
+    let again: Vec<Value> = msgs[..20].iter().map(|(u, n)| event(u, &ip(*n))).collect();
+    assert_eq!(publish(&http, &second, &again[..10]).await.0, 200);
+    assert_eq!(publish(&http, &first, &again[10..]).await.0, 200);
+    // A last message through each: once both are sightings, the bridge is past the rest.
+    for (s, n) in [(&first, 1000), (&second, 1001)] {
+        assert_eq!(publish(&http, s, &[event(&uuid4(), &ip(n))]).await.0, 200);
+    }
+    until_sighted(&http, &second, &ip(1000)).await;
+    until_sighted(&http, &first, &ip(1001)).await;
+    for (_, n) in &msgs {
+        for s in [&first, &second] {
+            assert_eq!(
+                sighting(&http, s, &ip(*n)).await,
+                (200, json!(1)),
+                "{} once, through {}",
+                ip(*n),
+                s.url("")
+            );
+        }
+    }
+
+    // The bridge's front end dies; the survivor takes the bridge over and goes on.
+    first.kill9();
+    let later: Vec<(String, u64)> = (200..260).map(|n| (uuid4(), n)).collect();
+    let items: Vec<Value> = later.iter().map(|(u, n)| event(u, &ip(*n))).collect();
+    assert_eq!(publish(&http, &second, &items).await.0, 200);
+    assert_eq!(publish(&http, &second, &again).await.0, 200, "duplicates");
+    assert_eq!(
+        publish(&http, &second, &[event(&uuid4(), &ip(2000))])
+            .await
+            .0,
+        200
+    );
+    until_sighted(&http, &second, &ip(2000)).await;
+    for (_, n) in msgs.iter().chain(&later) {
+        assert_eq!(
+            sighting(&http, &second, &ip(*n)).await,
+            (200, json!(1)),
+            "{} once after the takeover",
+            ip(*n)
+        );
+    }
+}
