@@ -437,3 +437,33 @@ async fn the_bridge_applies_each_message_once_across_front_ends_and_moves_on_a_k
         );
     }
 }
+
+/// Two front ends started at the same moment on a stream that does not exist yet (a new
+/// deployment, or every front end restarted at once): both create the stream and its bucket
+/// concurrently, both start, and they serve one log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a JetStream cluster in SIGHTHUB_TEST_NATS: the clusters step of scripts/test"]
+async fn two_front_ends_started_at_once_on_a_new_stream_share_it() {
+    on_cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let stream = format!("t{}", uuid4().replace('-', ""));
+    for d in [&a, &b] {
+        std::fs::write(d.with_extension("nats-stream"), &stream).expect("stream name");
+    }
+    let starts: Vec<_> = [a, b]
+        .into_iter()
+        .map(|d| std::thread::spawn(move || Server::start(&d, &opts())))
+        .collect();
+    let servers: Vec<Server> = starts
+        .into_iter()
+        .map(|t| t.join().expect("a front end did not start"))
+        .collect();
+    let http = client();
+    let m = uuid4();
+    assert_eq!(publish(&http, &servers[0], &[envelope(&m, 1)]).await.0, 200);
+    let (_, v) = publish(&http, &servers[1], &[envelope(&m, 1)]).await;
+    assert!(v.to_string().contains("duplicate"), "{v}");
+    assert_eq!(whole_log(&servers[1]).await, vec![m.clone()]);
+    assert_eq!(whole_log(&servers[0]).await, vec![m]);
+}

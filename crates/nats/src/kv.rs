@@ -41,28 +41,43 @@ impl Bucket {
     /// it does not exist.
     pub async fn open(nats: &Nats, name: &str) -> Result<Bucket> {
         let js = nats.js();
-        let store = match js.get_key_value(name).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: name.to_owned(),
-                    history: 1,
-                    num_replicas: nats.replicas(),
-                    storage: jetstream::stream::StorageType::File,
-                    description: "sighthub exchange indexes".into(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| Error::unavailable(&format!("opening the bucket {name}"), e))?,
+        let timed_out = |e: &jetstream::context::CreateKeyValueError| {
+            e.kind() == jetstream::context::CreateKeyValueErrorKind::TimedOut
         };
+        let store = crate::while_timed_out(
+            || async {
+                match js.get_key_value(name).await {
+                    Ok(s) => Ok(s),
+                    Err(_) => {
+                        js.create_key_value(kv::Config {
+                            bucket: name.to_owned(),
+                            history: 1,
+                            num_replicas: nats.replicas(),
+                            storage: jetstream::stream::StorageType::File,
+                            description: "sighthub exchange indexes".into(),
+                            ..Default::default()
+                        })
+                        .await
+                    }
+                }
+            },
+            timed_out,
+        )
+        .await
+        .map_err(|e| Error::unavailable(&format!("opening the bucket {name}"), e))?;
         // Reads of the leader only: a direct get may be answered by a replica that is behind,
         // and the seen-set and the consumers' cursors must read what was just written.
         let store = if store.stream.cached_info().config.allow_direct {
             let mut config = store.stream.cached_info().config.clone();
             config.allow_direct = false;
-            js.update_stream(config)
-                .await
-                .map_err(|e| Error::unavailable(&format!("configuring the bucket {name}"), e))?;
+            crate::while_timed_out(
+                || js.update_stream(&config),
+                |e: &jetstream::context::UpdateStreamError| {
+                    e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut
+                },
+            )
+            .await
+            .map_err(|e| Error::unavailable(&format!("configuring the bucket {name}"), e))?;
             js.get_key_value(name)
                 .await
                 .map_err(|e| Error::unavailable(&format!("opening the bucket {name}"), e))?

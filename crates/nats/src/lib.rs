@@ -17,6 +17,13 @@
 //! Every call is bounded by `request_timeout_seconds`: a cluster that does not answer is an
 //! [`Error::Unavailable`], never a hang.
 //!
+//! ## Front ends that start at once
+//! Several front ends may open a stream or bucket that does not exist yet at the same moment.
+//! JetStream may then leave a create (or a configuration update) of one of them unanswered
+//! while it applies the other's; [`while_timed_out`] retries such an attempt (the next one
+//! finds the asset made) for up to [`OPEN_ATTEMPTS`] request timeouts, and [`Nats::open`]
+//! runs an opening with that bound.
+//!
 //! It knows nothing of the exchange's records: keys and payloads are bytes.
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
@@ -33,6 +40,35 @@ use async_nats::jetstream;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How many times an opening step (a stream's or a bucket's create or configuration) is
+/// tried while JetStream leaves it unanswered ([`while_timed_out`]).
+pub const OPEN_ATTEMPTS: u32 = 4;
+
+/// Runs `attempt` again, after a short pause, while it fails with an error `timed_out` says
+/// is a timeout, at most [`OPEN_ATTEMPTS`] times in all: the creation of an asset that
+/// another client creates at the same moment may go unanswered, and the next attempt finds
+/// it made. Any other error, and the last timeout, are returned as they are.
+pub async fn while_timed_out<T, E, F, Fut>(
+    mut attempt: F,
+    timed_out: impl Fn(&E) -> bool,
+) -> std::result::Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e) if timed_out(&e) && tries < OPEN_ATTEMPTS => {
+                tracing::info!(attempt = tries, "JetStream left an opening step unanswered (another front end creating the same stream or bucket?); trying again");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r => return r,
+        }
+    }
+}
 
 /// One connection to the cluster and the runtime it lives on; cheap to clone.
 #[derive(Clone)]
@@ -114,8 +150,25 @@ impl Nats {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        self.run_within(self.inner.timeout * 3, fut)
+    }
+
+    /// [`Nats::run`] for the opening of a stream and its bucket: each may be retried while
+    /// another front end creates it ([`while_timed_out`]), so the bound is theirs.
+    pub fn open<T, F>(&self, fut: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        self.run_within(self.inner.timeout * (2 * OPEN_ATTEMPTS + 2), fut)
+    }
+
+    fn run_within<T, F>(&self, limit: Duration, fut: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let limit = self.inner.timeout * 3;
         self.inner.handle.spawn(async move {
             let out = match tokio::time::timeout(limit, fut).await {
                 Ok(r) => r,

@@ -79,7 +79,7 @@ impl LogStream {
     ) -> Result<LogStream> {
         let js = nats.js();
         let subject = format!("{name}.log");
-        js.get_or_create_stream(stream::Config {
+        let config = stream::Config {
             first_sequence: first.filter(|f| *f > 1),
             name: name.to_owned(),
             subjects: vec![subject.clone()],
@@ -91,7 +91,13 @@ impl LogStream {
             discard: stream::DiscardPolicy::Old,
             description: Some("sighthub exchange log".into()),
             ..Default::default()
-        })
+        };
+        crate::while_timed_out(
+            || js.get_or_create_stream(config.clone()),
+            |e: &jetstream::context::CreateStreamError| {
+                e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut
+            },
+        )
         .await
         .map_err(|e| Error::unavailable(&format!("opening the stream {name}"), e))?;
         let mut info = js
@@ -104,9 +110,14 @@ impl LogStream {
         if !info.allow_atomic_publish {
             // A stream made by an earlier version: atomic batches are needed for appends.
             info.allow_atomic_publish = true;
-            js.update_stream(info)
-                .await
-                .map_err(|e| Error::unavailable(&format!("configuring the stream {name}"), e))?;
+            crate::while_timed_out(
+                || js.update_stream(&info),
+                |e: &jetstream::context::UpdateStreamError| {
+                    e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut
+                },
+            )
+            .await
+            .map_err(|e| Error::unavailable(&format!("configuring the stream {name}"), e))?;
         }
         Ok(LogStream {
             js,

@@ -173,7 +173,7 @@ impl NatsLog {
         let (stream, bucket) = (cfg.stream_name(), cfg.bucket_name());
         let window = Duration::from_secs(cfg.duplicate_window_seconds.max(1));
         let n = nats.clone();
-        let (log, idx, state) = nats.run(async move {
+        let (log, idx, state) = nats.open(async move {
             let log = LogStream::open(&n, &stream, window).await?;
             let idx = Bucket::open(&n, &bucket).await?;
             let state = log.state().await?;
@@ -276,7 +276,7 @@ impl NatsLog {
             cfg.stream_name(),
             Duration::from_secs(cfg.duplicate_window_seconds.max(1)),
         );
-        nats.run({
+        nats.open({
             let n = nats.clone();
             async move { LogStream::open_from(&n, &stream, window, Some(first)).await }
         })?;
