@@ -501,6 +501,20 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             "sightings: {} records copied, {} already there; {} namespace counts checked equal",
             s.records, s.already, s.namespaces
         );
+        use sighthub_node::migrate::DocumentCopy;
+        for (name, what) in
+            sighthub_node::migrate::copy_documents(&source, &to).context("copying the documents")?
+        {
+            let said = match what {
+                DocumentCopy::None => continue,
+                DocumentCopy::Copied => "copied",
+                DocumentCopy::Already => "already there",
+                DocumentCopy::KeptTarget => {
+                    "NOT copied: the cluster holds other ones, kept (merge them by hand through                      the admin API)"
+                }
+            };
+            println!("{}: {said}", sighthub_node::migrate::label(name));
+        }
     }
     // The exchange after the sightings: the bridge's position (a sightings marker copied
     // above) is a log sequence, which the copy keeps.

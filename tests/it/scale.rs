@@ -480,9 +480,45 @@ async fn migrate_copies_an_embedded_data_directory_into_the_cluster_resumably() 
             .expect("bulk");
         assert_eq!(r.status().as_u16(), 200);
     }
+    // A runtime key: a file of the data directory, the cluster's after the migration.
+    let made: serde_json::Value = http
+        .post(embedded.url("/_api/keys"))
+        .header("Authorization", ADMIN)
+        .json(&json!({"name": "misp", "sightings": "r:org"}))
+        .send()
+        .await
+        .expect("make a key")
+        .json()
+        .await
+        .expect("json");
+    let runtime_key = made["key"].as_str().expect("key").to_owned();
+    // Three messages in the embedded exchange, for the exchange half.
+    let uuids: Vec<String> = (0..3).map(|_| crate::common::uuid4()).collect();
+    let body: String = uuids
+        .iter()
+        .map(|u| {
+            format!(
+                "{}\n",
+                json!({"format": "intelmq", "version": 1, "type": "event", "meta": {"uuid": u},
+                       "payload": {"event_description.text": "no sighting: not bridged"}})
+            )
+        })
+        .collect();
+    let r = http
+        .post(embedded.url("/iep04/messages"))
+        .header("Authorization", ADMIN)
+        .header("content-type", "application/x-ndjson")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status().as_u16(), 200);
     assert!(embedded.terminate(), "the embedded server stops cleanly");
     let target = dir.path().join("cluster");
     let lines = crate::common::redis_storage_lines(&target).expect("cluster lines");
+    // The exchange too, when the clusters step gives a JetStream cluster.
+    let nats = std::env::var_os("SIGHTHUB_TEST_NATS").is_some();
+    let lines = crate::common::with_nats_exchange(&target, Some(lines)).expect("config");
     let to = dir.path().join("target.toml");
     std::fs::write(&to, lines).expect("target config");
     let migrate = || {
@@ -509,6 +545,14 @@ async fn migrate_copies_an_embedded_data_directory_into_the_cluster_resumably() 
         "{out}"
     );
     assert!(out.contains("5 namespace counts checked equal"), "{out}");
+    assert!(out.contains("runtime API keys: copied"), "{out}");
+    if nats {
+        assert!(
+            out.contains("exchange: 3 log records copied (3 in the stream, checked equal), 3 seen"),
+            "{out}"
+        );
+    }
+    assert!(!out.contains("runtime peers"), "none to copy: {out}");
     // A second run resumes after the last batch: nothing left to copy, counts still equal.
     let second = migrate();
     let out = String::from_utf8_lossy(&second.stdout);
@@ -517,6 +561,7 @@ async fn migrate_copies_an_embedded_data_directory_into_the_cluster_resumably() 
         out.contains("resumed") && out.contains("0 records copied"),
         "{out}"
     );
+    assert!(out.contains("runtime API keys: already there"), "{out}");
     // A front end on the cluster serves what the embedded server held.
     let f = Fixture::on(&target, &Opts::default());
     let (_, r) = f.get("/r/org/a?val=1.2.3.4&noshadow").await;
@@ -534,4 +579,31 @@ async fn migrate_copies_an_embedded_data_directory_into_the_cluster_resumably() 
         json!(86400)
     );
     assert_eq!(f.get("/r/_shadow/org/a?val=1.2.3.4&noshadow").await.0, 200);
+    assert_eq!(
+        f.get_as(Some(&runtime_key), "/r/org/a?val=1.2.3.4").await.0,
+        200,
+        "the runtime key works on the cluster"
+    );
+    if nats {
+        // The log came over, and so did its seen-set: the same messages are duplicates.
+        let r = f
+            .http
+            .post(f.server.url("/iep04/messages"))
+            .header("Authorization", ADMIN)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .expect("publish again");
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(v["duplicate"], json!(3), "{v}");
+        let (_, log) = f.get("/iep04/messages?limit=10").await;
+        let got: Vec<&str> = log["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter_map(|m| m["meta"]["uuid"].as_str())
+            .collect();
+        assert_eq!(got, uuids.iter().map(String::as_str).collect::<Vec<_>>());
+    }
 }

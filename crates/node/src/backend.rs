@@ -55,6 +55,16 @@ pub fn documents(
         },
         Backend::Redis(e) => {
             let d: Arc<dyn Documents> = Arc::new(e.documents()?);
+            // Files an embedded start left: not read here; say how to bring them.
+            let files = FileDocuments::new(data_dir);
+            for name in crate::migrate::DOCUMENTS {
+                if files.version(name).unwrap_or(0) > 0 && d.version(name).unwrap_or(1) == 0 {
+                    tracing::warn!(
+                        file = %files.path(name).display(),
+                        "this file is not used on the redis backend, and the cluster has none: copy it with `sighthub migrate --to <this config>` (server stopped)"
+                    );
+                }
+            }
             NodeDocuments {
                 durable: Arc::clone(&d),
                 sessions: d,

@@ -14,6 +14,11 @@
 //! otherwise the copy fails naming the first difference (a target written meanwhile, or a
 //! target that held other values under the same prefix).
 //!
+//! **The shared documents** ([`copy_documents`]): the runtime API keys and the peers added
+//! by invitation, files of the data directory on the embedded backend, are the cluster's on
+//! the Redis backend (`sighthub_storage::docs`); they are copied where the cluster has none,
+//! and a cluster that already holds other ones keeps them (reported, never overwritten).
+//!
 //! The exchange half ([`copy_exchange`]: the log, seen-set, consumers and so relay cursors)
 //! is the exchange crate's `copy::copy_to_nats`, which `sighthub migrate` calls after this one.
 
@@ -22,6 +27,66 @@ use crate::config::Config;
 use sighthub_store::engine::{Batch, Engine, Group, RecordWrite, Space};
 use sighthub_store::{Error, Result};
 use std::ops::{Bound, ControlFlow};
+
+/// The shared documents a migration copies: the runtime API keys and the runtime peers.
+pub const DOCUMENTS: [&str; 2] = [
+    sighthub_api::keyring::KEYS_DOCUMENT,
+    sighthub_relay::runtime::DOCUMENT,
+];
+
+/// What a document of [`DOCUMENTS`] holds, for people.
+pub fn label(name: &str) -> &'static str {
+    if name == sighthub_api::keyring::KEYS_DOCUMENT {
+        "runtime API keys"
+    } else {
+        "runtime peers"
+    }
+}
+
+/// What [`copy_documents`] did with one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentCopy {
+    /// The source has none.
+    None,
+    /// Copied to the target.
+    Copied,
+    /// The target already holds the same one.
+    Already,
+    /// The target holds another one, kept.
+    KeptTarget,
+}
+
+/// Copies the shared documents ([`DOCUMENTS`]) of the source's data directory into the
+/// target's store, where it has none. See the module docs.
+pub fn copy_documents(
+    source: &Config,
+    target: &NodeStore,
+) -> std::result::Result<Vec<(&'static str, DocumentCopy)>, sighthub_storage::docs::DocError> {
+    use sighthub_storage::docs::{Documents, FileDocuments};
+    let from = FileDocuments::new(&source.data_dir);
+    let to = crate::backend::documents(target, &source.data_dir)
+        .map_err(|e| sighthub_storage::docs::DocError::Unavailable {
+            name: "documents".into(),
+            why: e.to_string(),
+        })?
+        .durable;
+    let mut out = Vec::new();
+    for name in DOCUMENTS {
+        let what = match from.get(name)? {
+            None => DocumentCopy::None,
+            Some(doc) => match to.get(name)? {
+                Some(there) if there.body == doc.body => DocumentCopy::Already,
+                Some(_) => DocumentCopy::KeptTarget,
+                None => match to.put(name, 0, &doc.body)? {
+                    Some(_) => DocumentCopy::Copied,
+                    None => DocumentCopy::KeptTarget,
+                },
+            },
+        };
+        out.push((name, what));
+    }
+    Ok(out)
+}
 
 /// Records copied per batch.
 pub const BATCH: usize = 1_000;
