@@ -17,14 +17,24 @@ use crate::Nats;
 /// Most point reads [`Bucket::get_many`] keeps in flight at once.
 pub const GET_CONCURRENCY: usize = 256;
 
+/// The server's error codes of a write whose expected revision was not the key's: 10071
+/// (wrong last sequence) and 10164 (a write racing another one still in flight on the
+/// leader, seen when two front ends take one free lease at the same moment).
+const LOST_RACE_CODES: [u64; 2] = [10071, 10164];
+
 /// Whether a write that expected a key's revision failed because another writer wrote the
 /// key first. The client classifies the server's "wrong last sequence" as such only under
-/// one of its error codes (10071); a write racing another one still in flight on the leader
-/// gets the other (10164), which the client reports as an unclassified error (seen when two
-/// front ends take one free lease at the same moment).
-fn lost_race(e: &dyn std::fmt::Display) -> bool {
-    let text = e.to_string();
-    text.contains("error code 10164") || text.contains("error code 10071")
+/// one of its error codes (10071) and reports the other (10164) as an unclassified error, so
+/// the server's error is looked for in the error's chain of sources, by its code.
+fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(js) = err.downcast_ref::<jetstream::Error>() {
+            return LOST_RACE_CODES.contains(&js.error_code().0);
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The bucket; cheap to clone.
@@ -229,5 +239,31 @@ impl Bucket {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use jetstream::context::{PublishError, PublishErrorKind};
+
+    /// The server's error with `code`, as the client wraps it into a failed update.
+    fn update_failed_with(code: u64) -> kv::UpdateError {
+        let server: jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": 400, "err_code": code, "description": "wrong last sequence"
+        }))
+        .expect("a server error");
+        PublishError::with_source(PublishErrorKind::Other, server).into()
+    }
+
+    #[test]
+    fn a_lost_race_is_told_by_the_servers_error_code_not_its_text() {
+        assert!(lost_race(&update_failed_with(10164)));
+        assert!(lost_race(&update_failed_with(10071)));
+        // Same text, another code: not a race.
+        assert!(!lost_race(&update_failed_with(10058)));
+        assert!(!lost_race(&kv::UpdateError::new(
+            kv::UpdateErrorKind::TimedOut
+        )));
     }
 }
