@@ -152,6 +152,21 @@ impl Default for ExchangeConfig {
 }
 
 impl ExchangeConfig {
+    /// The store's tunables this section sets (the one conversion: the server and
+    /// `sighthub migrate` use it).
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
+            content_window: self.content_window_seconds,
+            seen_max_age: self.seen_max_age_seconds,
+            log_max_age: self.log_max_age_seconds,
+            log_max_bytes: self.log_max_bytes,
+            content_filter_bytes: usize::try_from(self.content_filter_mb)
+                .unwrap_or(usize::MAX / 2)
+                .saturating_mul(1024 * 1024),
+        }
+    }
+
     /// True when the log has a retention bound (by age or by size), so retention sweeps run.
     pub fn retains(&self) -> bool {
         self.log_max_age_seconds > 0 || self.log_max_bytes > 0

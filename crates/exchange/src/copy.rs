@@ -56,6 +56,7 @@ pub struct Copied {
 pub fn copy_to_nats(
     exchange_dir: &Path,
     nats: &sighthub_nats::NatsConfig,
+    target: &StoreOptions,
     mut progress: impl FnMut(CopyProgress),
 ) -> Result<Copied> {
     if !exchange_dir.join("keyspaces").exists() && !exchange_dir.exists() {
@@ -68,7 +69,7 @@ pub fn copy_to_nats(
     let bounds = src.bounds()?;
     let (first, last) = bounds.unwrap_or((1, 0));
     let total = if last >= first { last - first + 1 } else { 0 };
-    let dst = NatsLog::open_from(nats, first)?;
+    let dst = NatsLog::open_from(nats, first, target)?;
     let mut out = Copied::default();
 
     // The identity first: a front end started on the target keeps this hub's.
@@ -245,7 +246,9 @@ mod tests {
         let (exdir2, cfg2) = (exdir.clone(), cfg.clone());
         let mut seen_progress = Vec::new();
         let first = tokio::task::spawn_blocking(move || {
-            let r = copy_to_nats(&exdir2, &cfg2, |p| seen_progress.push(p));
+            let r = copy_to_nats(&exdir2, &cfg2, &StoreOptions::default(), |p| {
+                seen_progress.push(p)
+            });
             (r, seen_progress)
         })
         .await
@@ -262,10 +265,12 @@ mod tests {
         );
         // Resumed: nothing appended twice.
         let (exdir2, cfg2) = (exdir.clone(), cfg.clone());
-        let again = tokio::task::spawn_blocking(move || copy_to_nats(&exdir2, &cfg2, |_| {}))
-            .await
-            .expect("join")
-            .expect("copy again");
+        let again = tokio::task::spawn_blocking(move || {
+            copy_to_nats(&exdir2, &cfg2, &StoreOptions::default(), |_| {})
+        })
+        .await
+        .expect("join")
+        .expect("copy again");
         assert_eq!((again.records, again.records_total), (0, n_items));
         // A store on the stream has what the embedded one had.
         let cfg2 = cfg.clone();

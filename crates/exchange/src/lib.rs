@@ -106,16 +106,7 @@ impl Exchange {
         if !cfg.enabled {
             return Ok(Exchange::disabled());
         }
-        let opts = StoreOptions {
-            cache_bytes: cfg.cache_mb.saturating_mul(1024 * 1024),
-            content_window: cfg.content_window_seconds,
-            seen_max_age: cfg.seen_max_age_seconds,
-            log_max_age: cfg.log_max_age_seconds,
-            log_max_bytes: cfg.log_max_bytes,
-            content_filter_bytes: usize::try_from(cfg.content_filter_mb)
-                .unwrap_or(usize::MAX / 2)
-                .saturating_mul(1024 * 1024),
-        };
+        let opts = cfg.store_options();
         let store = Arc::new(match cfg.backend {
             config::Backend::Embedded => {
                 ExchangeStore::open(&data_dir.join("exchange"), opts, cfg.org, cfg.instance)?

@@ -316,7 +316,7 @@ impl ExchangeStore<AnyLog> {
         org: Option<Uuid>,
         instance: Option<Uuid>,
     ) -> Result<Self> {
-        let engine = NatsLog::open(nats)?;
+        let engine = NatsLog::open(nats, &opts)?;
         Self::with_engine(AnyLog::Nats(Box::new(engine)), opts, org, instance)
     }
 

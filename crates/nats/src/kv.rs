@@ -77,9 +77,13 @@ impl Bucket {
         .map_err(|e| Error::unavailable(&format!("opening the bucket {name}"), e))?;
         // Reads of the leader only: a direct get may be answered by a replica that is behind,
         // and the seen-set and the consumers' cursors must read what was just written.
-        let store = if store.stream.cached_info().config.allow_direct {
-            let mut config = store.stream.cached_info().config.clone();
+        // Per-key expiry (`Nats-TTL`, server 2.11 or newer): entries the exchange keeps for
+        // a bounded time go away by themselves.
+        let cached = &store.stream.cached_info().config;
+        let store = if cached.allow_direct || !cached.allow_message_ttl {
+            let mut config = cached.clone();
             config.allow_direct = false;
+            config.allow_message_ttl = true;
             crate::while_timed_out(
                 || js.update_stream(&config),
                 |e: &jetstream::context::UpdateStreamError| {
@@ -130,6 +134,43 @@ impl Bucket {
             .await
             .map(|_| ())
             .map_err(|e| Error::unavailable("writing the index bucket", e))
+    }
+
+    /// Sets `key`, removed by the server `ttl` after this write (never with `None`).
+    pub async fn put_expiring(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        let Some(ttl) = ttl else {
+            return self.put(key, value).await;
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_TTL,
+            ttl.as_secs().max(1).to_string().as_str(),
+        );
+        self.js
+            .publish_with_headers(format!("$KV.{}.{key}", self.name), headers, value)
+            .await
+            .map_err(|e| Error::unavailable("writing the index bucket", e))?
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::unavailable("writing the index bucket", e))
+    }
+
+    /// [`Bucket::create`], the entry removed by the server `ttl` after this write (never with
+    /// `None`).
+    pub async fn create_expiring(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let Some(ttl) = ttl else {
+            return self.create(key, value).await;
+        };
+        match self.store.create_with_ttl(key, value, ttl).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) => Ok(false),
+            Err(e) => Err(Error::unavailable("writing the index bucket", e)),
+        }
     }
 
     /// Sets `key` unless it holds a value: `false` when it did (another writer's value stays).

@@ -282,6 +282,7 @@ pub fn copy_exchange(
     sighthub_exchange::copy::copy_to_nats(
         &source.data_dir.join("exchange"),
         &target.exchange.nats,
+        &target.exchange.store_options(),
         progress,
     )
 }

@@ -17,6 +17,11 @@
 //!   through by [`ExchangeLog::record_at`] and [`ExchangeLog::range`]; `g.<h>` **leases**
 //!   ([`ExchangeLog::lease`], `h` = SHA-256 of the lease name): the value is the expiry in
 //!   unix milliseconds, a space, and the holder.
+//! - **expiry of the bounded entries**: a content-window entry (`c.`) is written with a
+//!   per-key TTL (`Nats-TTL`) of the content window plus [`TTL_MARGIN`], and a seen entry
+//!   (`s.`) likewise when `seen_max_age` is set, so the bucket holds only what the dedup
+//!   horizons can still use (on fjall, a compaction filter does the same). The store's rule
+//!   ([`crate::store`]: an entry past its horizon is ignored) decides; the TTL only collects.
 //! - the **epoch** of every cursor is the stream's creation time (a stream deleted and made
 //!   again invalidates old cursors, as a new fjall database does).
 //!
@@ -57,6 +62,7 @@ use uuid::Uuid;
 use super::{ConsumerState, ExchangeLog, HeadFn, IncomingLink, LogBatch, META_EPOCH};
 use crate::error::{Error, Result};
 use crate::record::{alternate_prefix, link_key, link_value, LinkRel, Seen};
+use crate::store::StoreOptions;
 
 /// The JetStream adapter; see the [module docs](self).
 pub struct NatsLog {
@@ -66,6 +72,8 @@ pub struct NatsLog {
     epoch: u64,
     /// The stream's de-duplication window, in seconds.
     duplicate_window: u64,
+    /// How long the bucket keeps a content-window entry, and a seen entry (`None`: forever).
+    ttl: EntryTtl,
     /// Sequences with an override (`o.<seq>`): kept in memory so that a range read asks the
     /// bucket only for those. Filled at open, by this front end's writes and by a watch of
     /// the other front ends' (milliseconds behind them).
@@ -165,10 +173,34 @@ impl From<sighthub_nats::Error> for Error {
     }
 }
 
+/// Kept past an entry's horizon before the server removes it: covers a front end's clock a
+/// little behind the servers' (front ends' clocks must agree to well under it; see
+/// docs/SCALING.md).
+pub const TTL_MARGIN: Duration = Duration::from_secs(5);
+
+/// The expiry of the bucket's bounded entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntryTtl {
+    content: Option<Duration>,
+    seen: Option<Duration>,
+}
+
+impl EntryTtl {
+    /// The store's horizons, plus [`TTL_MARGIN`]; a horizon of 0 (forever) keeps entries.
+    fn of(opts: &StoreOptions) -> Self {
+        let ttl = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs) + TTL_MARGIN);
+        Self {
+            content: ttl(opts.content_window),
+            seen: ttl(opts.seen_max_age),
+        }
+    }
+}
+
 impl NatsLog {
     /// Connects to the cluster of `cfg` and opens (creating them when missing) the stream and
-    /// the bucket. An unreachable cluster is an error naming it.
-    pub fn open(cfg: &NatsConfig) -> Result<NatsLog> {
+    /// the bucket, whose content-window and seen entries expire after the horizons of `opts`.
+    /// An unreachable cluster is an error naming it.
+    pub fn open(cfg: &NatsConfig, opts: &StoreOptions) -> Result<NatsLog> {
         let nats = Nats::connect(cfg)?;
         let (stream, bucket) = (cfg.stream_name(), cfg.bucket_name());
         let window = Duration::from_secs(cfg.duplicate_window_seconds.max(1));
@@ -186,6 +218,7 @@ impl NatsLog {
             idx,
             epoch: state.created_ns,
             duplicate_window: window.as_secs(),
+            ttl: EntryTtl::of(opts),
             overridden,
         };
         engine.watch_overrides()?;
@@ -252,12 +285,12 @@ impl NatsLog {
     /// Writes seen entries as they are (the copy of another engine's seen-set: no
     /// de-duplication rule applies, and a second copy rewrites the same values).
     pub fn put_seen_entries(&self, entries: Vec<(Uuid, Seen)>) -> Result<()> {
-        let idx = self.idx.clone();
+        let (idx, ttl) = (self.idx.clone(), self.ttl.seen);
         self.run(async move {
             let puts = entries.into_iter().map(|(u, s)| {
                 let idx = idx.clone();
                 async move {
-                    idx.put(&seen_key(&u), Bytes::copy_from_slice(&s.encode()))
+                    idx.put_expiring(&seen_key(&u), Bytes::copy_from_slice(&s.encode()), ttl)
                         .await
                 }
             });
@@ -268,9 +301,17 @@ impl NatsLog {
         })
     }
 
+    /// The bucket's keys under `prefix` (tests).
+    #[cfg(test)]
+    pub(crate) fn index_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let (idx, prefix) = (self.idx.clone(), prefix.to_owned());
+        let listed = self.run(async move { idx.list(&prefix).await })?;
+        Ok(listed.into_iter().map(|(k, _)| k).collect())
+    }
+
     /// Opens the engine of `cfg`, creating its stream to start at `first` when it does not
     /// exist (the copy of a log whose oldest records were dropped).
-    pub fn open_from(cfg: &NatsConfig, first: u64) -> Result<NatsLog> {
+    pub fn open_from(cfg: &NatsConfig, first: u64, opts: &StoreOptions) -> Result<NatsLog> {
         let nats = Nats::connect(cfg)?;
         let (stream, window) = (
             cfg.stream_name(),
@@ -281,7 +322,7 @@ impl NatsLog {
             async move { LogStream::open_from(&n, &stream, window, Some(first)).await }
         })?;
         drop(nats);
-        Self::open(cfg)
+        Self::open(cfg, opts)
     }
 
     /// The seen or content entries of `keys`, read together.
@@ -385,6 +426,8 @@ enum KvWrite {
     /// A seen entry: `create` (the first acceptance), or `put` when it replaces one the
     /// store's horizon let go.
     Seen(String, Bytes),
+    /// A content-window entry (expiring).
+    Content(String, Bytes),
     Put(String, Bytes),
     Delete(String),
 }
@@ -668,7 +711,7 @@ impl ExchangeLog for NatsLog {
                     }
                     writes.push((
                         seen.seq,
-                        KvWrite::Put(content_key(&key), Bytes::copy_from_slice(&seen.encode())),
+                        KvWrite::Content(content_key(&key), Bytes::copy_from_slice(&seen.encode())),
                     ));
                 }
                 Op::Link(target, full, val) => {
@@ -693,7 +736,7 @@ impl ExchangeLog for NatsLog {
             }
         }
         let (log, idx) = (self.log.clone(), self.idx.clone());
-        let window = self.duplicate_window;
+        let (window, ttl) = (self.duplicate_window, self.ttl);
         let rewritten: Vec<u64> = rewrites.iter().map(|(s, _)| *s).collect();
         let outcome = self.run(async move {
             if let Some(p) = purge_to {
@@ -755,12 +798,15 @@ impl ExchangeLog for NatsLog {
                     let replaces = &replaces_seen;
                     async move {
                         match w {
-                            KvWrite::Seen(k, v) if replaces.contains(&k) => idx.put(&k, v).await?,
+                            KvWrite::Seen(k, v) if replaces.contains(&k) => {
+                                idx.put_expiring(&k, v, ttl.seen).await?
+                            }
                             KvWrite::Seen(k, v) => {
-                                if !idx.create(&k, v).await? {
+                                if !idx.create_expiring(&k, v, ttl.seen).await? {
                                     tracing::warn!(key = %k, "a seen entry was already there (another front end)");
                                 }
                             }
+                            KvWrite::Content(k, v) => idx.put_expiring(&k, v, ttl.content).await?,
                             KvWrite::Put(k, v) => idx.put(&k, v).await?,
                             KvWrite::Delete(k) => {
                                 idx.delete(&k).await?;

@@ -45,7 +45,7 @@ impl Backend for crate::log::NatsLog {
             duplicate_window_seconds: 10,
             ..Default::default()
         };
-        let engine = crate::log::NatsLog::open(&cfg).expect("open the JetStream engine");
+        let engine = crate::log::NatsLog::open(&cfg, &opts).expect("open the JetStream engine");
         ExchangeStore::with_engine(engine, opts, Some(ORG), None).expect("open")
     }
 }
@@ -1005,4 +1005,48 @@ async fn nats_a_lease_raced_for_goes_to_one_front_end() {
         );
         assert!(ga ^ gb, "round {round}: A {ga}, B {gb}");
     }
+}
+
+/// On JetStream, a content-window entry and (with `seen_max_age`) a seen entry are removed
+/// from the bucket by the server once past their horizon (plus the margin): the bucket does
+/// not grow with every bare event ever received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a JetStream cluster in SIGHTHUB_TEST_NATS: the clusters step of scripts/test"]
+async fn nats_entries_past_their_horizon_leave_the_bucket() {
+    assert!(
+        std::env::var_os("SIGHTHUB_TEST_NATS").is_some(),
+        "SIGHTHUB_TEST_NATS is not set: this test needs a JetStream cluster (scripts/test clusters runs it)"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let opts = StoreOptions {
+        content_window: 1,
+        seen_max_age: 1,
+        ..StoreOptions::default()
+    };
+    let store = open::<crate::log::NatsLog>(dir.path(), opts);
+    let body = format!(
+        "[{}, {{\"source.ip\":\"198.51.100.1\"}}]",
+        env(Uuid::new_v4(), r#"{"raw":"eA=="}"#, "")
+    );
+    let out = commit(&store, prep(&body), now_secs()).await;
+    assert_eq!(
+        out,
+        vec![Outcome::Accepted { seq: 1 }, Outcome::Accepted { seq: 2 }]
+    );
+    let keys = |p: &str| store.engine().index_keys(p).expect("list");
+    // Two seen entries (the bare event got a uuid too) and one content entry.
+    assert_eq!((keys("s.").len(), keys("c.").len()), (2, 1));
+    let start = std::time::Instant::now();
+    while !(keys("s.").is_empty() && keys("c.").is_empty()) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "still there after 60 s: {:?} {:?}",
+            keys("s."),
+            keys("c.")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    println!("removed after {:?}", start.elapsed());
+    // The log itself is kept.
+    assert_eq!(all(&store, 0).len(), 2);
 }
