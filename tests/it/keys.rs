@@ -187,15 +187,40 @@ async fn issue14_runtime_keys_are_made_scoped_and_revoked_at_once_and_survive_ki
             .0,
         403
     );
-    let mode = std::fs::metadata(data.join("keys.json")).expect("keys.json");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
-    }
-    let stored = std::fs::read_to_string(data.join("keys.json")).expect("read");
+    let stored = match std::env::var("SIGHTHUB_TEST_REDIS") {
+        // On the embedded backend: a file of the data directory, 0600.
+        Err(_) => {
+            let mode = std::fs::metadata(data.join("keys.json")).expect("keys.json");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+            }
+            let _ = mode;
+            std::fs::read_to_string(data.join("keys.json")).expect("read")
+        }
+        // On a cluster: the shared document, not a file.
+        Ok(nodes) => {
+            assert!(!data.join("keys.json").exists(), "kept in the cluster");
+            let prefix = std::fs::read_to_string(data.with_extension("redis-prefix"))
+                .expect("the redis prefix");
+            let port = nodes
+                .split(',')
+                .next()
+                .and_then(|n| n.rsplit(':').next())
+                .expect("a node")
+                .to_owned();
+            let out = Command::new("redis-cli")
+                .args(["-c", "-p", &port, "HGET"])
+                .arg(format!("{}d:{{keys}}", prefix.trim()))
+                .arg("b")
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    assert!(stored.contains(&id), "the key's record is stored: {stored}");
     assert!(!stored.contains(&key), "kept as a digest only");
-    let _ = mode;
 }
 
 #[tokio::test]
