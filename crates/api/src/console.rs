@@ -86,6 +86,14 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Bytes of lowercase hex, and nothing else: a token has one spelling.
+fn lower_hex(s: &str) -> Option<Vec<u8>> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    hex::decode(s).ok()
+}
+
 /// A session id: 32 lowercase hex digits.
 fn is_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -156,7 +164,7 @@ impl Sessions {
         if parts.next().is_some() || !is_id(id) {
             return None;
         }
-        let mac = hex::decode(mac).ok()?;
+        let mac = lower_hex(mac)?;
         hmac::verify(key, format!("session:{id}.{expires}").as_bytes(), &mac).ok()?;
         let expires: i64 = expires.parse().ok()?;
         if expires <= now() || f.closed.contains_key(id) {
@@ -220,7 +228,7 @@ impl Sessions {
         let sent = headers
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| hex::decode(v).ok())
+            .and_then(lower_hex)
             .unwrap_or_default();
         // Verified as a MAC: the comparison does not depend on how much matches.
         hmac::verify(&key, format!("csrf:{}", live.id).as_bytes(), &sent)
@@ -269,6 +277,13 @@ mod test {
             Err(ApiError::SessionExpired)
         ));
         assert!(matches!(
+            s.check(&headers(&[
+                ("cookie", &c),
+                (CSRF_HEADER, &csrf.to_uppercase())
+            ])),
+            Err(ApiError::SessionExpired)
+        ));
+        assert!(matches!(
             s.check(&headers(&[("cookie", &c), (CSRF_HEADER, &csrf)])),
             Ok(true)
         ));
@@ -297,6 +312,8 @@ mod test {
             format!("{id}.{later}.{mac}"),
             format!("{}.{expires}.{mac}", "0".repeat(32)),
             format!("{id}.{expires}.{}", "0".repeat(64)),
+            // One spelling: the same MAC in capitals is not the token.
+            format!("{id}.{expires}.{}", mac.to_uppercase()),
             format!("{id}.{expires}"),
             format!("{token}.x"),
             String::new(),
