@@ -244,6 +244,26 @@ pub trait ExchangeLog: Send + Sync + 'static {
     fn consumers(&self, max: usize) -> Result<Vec<(Uuid, String, ConsumerState)>>;
     /// Writes a consumer's cursor (one key).
     fn consumer_put(&self, org: Uuid, name: &str, state: ConsumerState) -> Result<()>;
+    /// A named consumer's cursor with the engine's version of it, for
+    /// [`ExchangeLog::consumer_put_if`]. An engine one process owns answers 0: the store's
+    /// lock already orders its writers.
+    fn consumer_versioned(&self, org: Uuid, name: &str) -> Result<(Option<ConsumerState>, u64)> {
+        Ok((self.consumer(org, name)?, 0))
+    }
+    /// Writes a consumer's cursor when its version is still `version` (as
+    /// [`ExchangeLog::consumer_versioned`] answered it): `false` when another front end wrote
+    /// it since. An engine one process owns simply writes it.
+    fn consumer_put_if(
+        &self,
+        org: Uuid,
+        name: &str,
+        state: ConsumerState,
+        version: u64,
+    ) -> Result<bool> {
+        let _ = version;
+        self.consumer_put(org, name, state)?;
+        Ok(true)
+    }
     /// Removes a consumer; `true` when it existed.
     fn consumer_delete(&self, org: Uuid, name: &str) -> Result<bool>;
 

@@ -1021,32 +1021,41 @@ impl<L: ExchangeLog> ExchangeStore<L> {
             return Err(Error::BadRequest("That cursor is ahead of the log.".into()));
         }
         let _guard = lock(&self.consumer_lock);
-        let cur = self.engine.consumer(org, name)?;
-        match cur {
-            Some(c) if c.acked >= seq => return Ok((c, Ticket::NONE)),
-            Some(_) => {}
-            None => {
-                // A new name: each is kept until deleted, so an organisation's key could
-                // otherwise fill the disk with names.
-                let held = self.engine.consumer_count(org, MAX_CONSUMERS_PER_ORG + 1)?;
-                if held >= MAX_CONSUMERS_PER_ORG {
-                    return Err(Error::OverLimit {
-                        limit: "MAX_CONSUMERS_PER_ORG",
-                        max: MAX_CONSUMERS_PER_ORG as u64,
-                        what: format!(
-                            "An organisation holds at most {MAX_CONSUMERS_PER_ORG} named \
-                             consumers; delete one (DELETE /iep04/consumers/<name>) first"
-                        ),
-                    });
+        // Read, decide, write if unchanged: on an engine several front ends share, another
+        // one may acknowledge the same consumer meanwhile; its write makes this one read
+        // again, so a cursor never moves back whichever front end is asked.
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let (cur, version) = self.engine.consumer_versioned(org, name)?;
+            match cur {
+                Some(c) if c.acked >= seq => return Ok((c, Ticket::NONE)),
+                Some(_) => {}
+                None => {
+                    // A new name: each is kept until deleted, so an organisation's key could
+                    // otherwise fill the disk with names.
+                    let held = self.engine.consumer_count(org, MAX_CONSUMERS_PER_ORG + 1)?;
+                    if held >= MAX_CONSUMERS_PER_ORG {
+                        return Err(Error::OverLimit {
+                            limit: "MAX_CONSUMERS_PER_ORG",
+                            max: MAX_CONSUMERS_PER_ORG as u64,
+                            what: format!(
+                                "An organisation holds at most {MAX_CONSUMERS_PER_ORG} named \
+                                 consumers; delete one (DELETE /iep04/consumers/<name>) first"
+                            ),
+                        });
+                    }
                 }
             }
+            let state = ConsumerState {
+                acked: seq,
+                updated_at: now,
+            };
+            if self.engine.consumer_put_if(org, name, state, version)? {
+                return Ok((state, self.commit.issue()?));
+            }
         }
-        let state = ConsumerState {
-            acked: seq,
-            updated_at: now,
-        };
-        self.engine.consumer_put(org, name, state)?;
-        Ok((state, self.commit.issue()?))
+        Err(Error::Backend(format!(
+            "consumer '{name}': {MAX_CONFLICT_RETRIES} acknowledgements by other front ends in a row"
+        )))
     }
 
     /// Takes or renews the lease `name` for `holder` (an id of this front end) for `ttl_ms`

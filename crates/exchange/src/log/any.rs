@@ -234,6 +234,26 @@ impl ExchangeLog for AnyLog {
         }
     }
 
+    fn consumer_versioned(&self, org: Uuid, name: &str) -> Result<(Option<ConsumerState>, u64)> {
+        match self {
+            AnyLog::Fjall(l) => l.consumer_versioned(org, name),
+            AnyLog::Nats(l) => l.consumer_versioned(org, name),
+        }
+    }
+
+    fn consumer_put_if(
+        &self,
+        org: Uuid,
+        name: &str,
+        state: ConsumerState,
+        version: u64,
+    ) -> Result<bool> {
+        match self {
+            AnyLog::Fjall(l) => l.consumer_put_if(org, name, state, version),
+            AnyLog::Nats(l) => l.consumer_put_if(org, name, state, version),
+        }
+    }
+
     fn consumer_delete(&self, org: Uuid, name: &str) -> Result<bool> {
         match self {
             AnyLog::Fjall(l) => l.consumer_delete(org, name),

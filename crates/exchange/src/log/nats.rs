@@ -632,6 +632,40 @@ impl ExchangeLog for NatsLog {
         self.run(async move { idx.put(&key, v).await })
     }
 
+    /// The version is the key's revision in the bucket (0 when absent or deleted).
+    fn consumer_versioned(&self, org: Uuid, name: &str) -> Result<(Option<ConsumerState>, u64)> {
+        let (idx, key) = (self.idx.clone(), consumer_kv(org, name));
+        match self.run(async move { idx.entry(&key).await })? {
+            Some((v, revision)) => {
+                let (state, stored) = decode_consumer(&v)?;
+                Ok(((stored == name).then_some(state), revision))
+            }
+            None => Ok((None, 0)),
+        }
+    }
+
+    /// A compare-and-set on the key's revision (`create` when it had none).
+    fn consumer_put_if(
+        &self,
+        org: Uuid,
+        name: &str,
+        state: ConsumerState,
+        version: u64,
+    ) -> Result<bool> {
+        let (idx, key, v) = (
+            self.idx.clone(),
+            consumer_kv(org, name),
+            encode_consumer(state, name),
+        );
+        self.run(async move {
+            if version == 0 {
+                idx.create(&key, v).await
+            } else {
+                idx.update(&key, v, version).await
+            }
+        })
+    }
+
     fn consumer_delete(&self, org: Uuid, name: &str) -> Result<bool> {
         let (idx, key) = (self.idx.clone(), consumer_kv(org, name));
         self.run(async move { idx.delete(&key).await })

@@ -1050,3 +1050,53 @@ async fn nats_entries_past_their_horizon_leave_the_bucket() {
     // The log itself is kept.
     assert_eq!(all(&store, 0).len(), 2);
 }
+
+/// Two front ends on one JetStream stream (two stores over it): a consumer write decided on
+/// a version another front end has since replaced is refused, so the acknowledgement is
+/// decided again on the newer cursor and never moves it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a JetStream cluster in SIGHTHUB_TEST_NATS: the clusters step of scripts/test"]
+async fn nats_consumer_writes_are_compare_and_set_across_front_ends() {
+    assert!(
+        std::env::var_os("SIGHTHUB_TEST_NATS").is_some(),
+        "SIGHTHUB_TEST_NATS is not set: this test needs a JetStream cluster (scripts/test clusters runs it)"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = open::<crate::log::NatsLog>(dir.path(), StoreOptions::default());
+    for _ in 0..10 {
+        commit(&a, prep(&env(Uuid::new_v4(), r#"{"raw":""}"#, "")), NOW).await;
+    }
+    // The second front end, on the same stream (the harness names it by the directory).
+    let b = open::<crate::log::NatsLog>(dir.path(), StoreOptions::default());
+    let state = |acked| ConsumerState {
+        acked,
+        updated_at: NOW,
+    };
+    // A new name: created once; a second creation from the same (absent) version loses.
+    let (none, v0) = a.engine().consumer_versioned(ORG, "c").expect("read");
+    assert_eq!((none, v0), (None, 0));
+    assert!(a
+        .engine()
+        .consumer_put_if(ORG, "c", state(5), v0)
+        .expect("create"));
+    assert!(!b
+        .engine()
+        .consumer_put_if(ORG, "c", state(3), v0)
+        .expect("raced"));
+    // a reads 5 and decides 7; b moves the cursor to 9 meanwhile: a's write is refused.
+    let (cur, v) = a.engine().consumer_versioned(ORG, "c").expect("read");
+    assert_eq!(cur.map(|c| c.acked), Some(5));
+    let (s, _) = b.consumer_ack(ORG, "c", 9, NOW).expect("ack through b");
+    assert_eq!(s.acked, 9);
+    assert!(!a
+        .engine()
+        .consumer_put_if(ORG, "c", state(7), v)
+        .expect("stale"));
+    // Through the store, a decides again on 9: no move back.
+    let (s, t) = a.consumer_ack(ORG, "c", 7, NOW).expect("ack through a");
+    assert_eq!((s.acked, t), (9, Ticket::NONE));
+    assert_eq!(
+        b.consumer(ORG, "c").expect("read").map(|c| c.acked),
+        Some(9)
+    );
+}
