@@ -84,14 +84,9 @@ impl Bucket {
             let mut config = cached.clone();
             config.allow_direct = false;
             config.allow_message_ttl = true;
-            crate::while_timed_out(
-                || js.update_stream(&config),
-                |e: &jetstream::context::UpdateStreamError| {
-                    e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut
-                },
-            )
-            .await
-            .map_err(|e| Error::unavailable(&format!("configuring the bucket {name}"), e))?;
+            crate::while_timed_out(|| js.update_stream(&config), crate::stream_timed_out)
+                .await
+                .map_err(|e| Error::unavailable(&format!("configuring the bucket {name}"), e))?;
             js.get_key_value(name)
                 .await
                 .map_err(|e| Error::unavailable(&format!("opening the bucket {name}"), e))?

@@ -70,6 +70,11 @@ where
     }
 }
 
+/// Whether a stream's create or update went unanswered ([`while_timed_out`]).
+pub fn stream_timed_out(e: &jetstream::context::CreateStreamError) -> bool {
+    e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut
+}
+
 /// One connection to the cluster and the runtime it lives on; cheap to clone.
 #[derive(Clone)]
 pub struct Nats {

@@ -94,9 +94,7 @@ impl LogStream {
         };
         crate::while_timed_out(
             || js.get_or_create_stream(config.clone()),
-            |e: &jetstream::context::CreateStreamError| {
-                e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut
-            },
+            crate::stream_timed_out,
         )
         .await
         .map_err(|e| Error::unavailable(&format!("opening the stream {name}"), e))?;
@@ -110,14 +108,9 @@ impl LogStream {
         if !info.allow_atomic_publish {
             // A stream made by an earlier version: atomic batches are needed for appends.
             info.allow_atomic_publish = true;
-            crate::while_timed_out(
-                || js.update_stream(&info),
-                |e: &jetstream::context::UpdateStreamError| {
-                    e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut
-                },
-            )
-            .await
-            .map_err(|e| Error::unavailable(&format!("configuring the stream {name}"), e))?;
+            crate::while_timed_out(|| js.update_stream(&info), crate::stream_timed_out)
+                .await
+                .map_err(|e| Error::unavailable(&format!("configuring the stream {name}"), e))?;
         }
         Ok(LogStream {
             js,
