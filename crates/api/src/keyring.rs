@@ -121,9 +121,12 @@ type Table = HashMap<[u8; 32], Arc<Entry>>;
 #[derive(Debug)]
 pub struct KeyRing {
     config: RwLock<Arc<Auth>>,
-    /// The table, and the version of the document it was built from.
-    runtime: RwLock<(u64, Arc<Table>)>,
+    /// The table, and the copy of the document it was built from.
+    runtime: RwLock<(Arc<KeyFile>, Arc<Table>)>,
     doc: Option<Shared<KeyFile>>,
+    /// Orders the table's rebuilds (an edit's and a refresh's), so the last one built from
+    /// the latest copy stays.
+    sync: std::sync::Mutex<()>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -212,17 +215,19 @@ impl KeyRing {
         let doc = docs
             .map(|d| Shared::<KeyFile>::open(d, KEYS_DOCUMENT))
             .transpose()?;
-        let (version, t) = match &doc {
+        let (file, t) = match &doc {
             Some(d) => {
-                let (v, f) = d.current();
-                (v, table(&f.keys).map_err(KeyRingError::Invalid)?)
+                let f = d.current().1;
+                let t = table(&f.keys).map_err(KeyRingError::Invalid)?;
+                (f, t)
             }
-            None => (0, HashMap::new()),
+            None => (Arc::new(KeyFile::default()), HashMap::new()),
         };
         Ok(KeyRing {
             config: RwLock::new(Arc::new(config)),
-            runtime: RwLock::new((version, Arc::new(t))),
+            runtime: RwLock::new((file, Arc::new(t))),
             doc,
+            sync: std::sync::Mutex::new(()),
         })
     }
 
@@ -230,8 +235,9 @@ impl KeyRing {
     pub fn of(config: Auth) -> KeyRing {
         KeyRing {
             config: RwLock::new(Arc::new(config)),
-            runtime: RwLock::new((0, Arc::new(HashMap::new()))),
+            runtime: RwLock::new((Arc::new(KeyFile::default()), Arc::new(HashMap::new()))),
             doc: None,
+            sync: std::sync::Mutex::new(()),
         }
     }
 
@@ -252,20 +258,21 @@ impl KeyRing {
         self.sync_table()
     }
 
-    /// Rebuilds the table when the document's cached version is not the table's.
+    /// Rebuilds the table when the document's cached copy is not the one it was built from.
     fn sync_table(&self) -> Result<bool, KeyRingError> {
         let Some(doc) = &self.doc else {
             return Ok(false);
         };
-        let (version, file) = doc.current();
-        if version == self.runtime.read().unwrap_or_else(|p| p.into_inner()).0 {
+        let _s = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        let file = doc.current().1;
+        if Arc::ptr_eq(
+            &file,
+            &self.runtime.read().unwrap_or_else(|p| p.into_inner()).0,
+        ) {
             return Ok(false);
         }
         let t = table(&file.keys).map_err(KeyRingError::Invalid)?;
-        let mut rt = self.runtime.write().unwrap_or_else(|p| p.into_inner());
-        if version > rt.0 {
-            *rt = (version, Arc::new(t));
-        }
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = (file, Arc::new(t));
         Ok(true)
     }
 
