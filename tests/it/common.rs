@@ -44,15 +44,7 @@ impl Server {
         if opts.no_auth {
             cmd.arg("--no-auth");
         }
-        let mut config = if opts.embedded_exchange {
-            opts.config.clone()
-        } else {
-            with_nats_exchange(dir, opts.config.clone())
-        };
-        if let Some(lines) = redis_storage_lines(dir) {
-            config = Some(format!("{}\n{lines}", config.unwrap_or_default()));
-        }
-        if let Some(cfg) = &config {
+        if let Some(cfg) = &on_clusters(dir, opts.config.clone(), opts.embedded_exchange) {
             let path = dir.with_extension("toml");
             std::fs::write(&path, cfg).expect("write config");
             cmd.arg("--config").arg(path);
@@ -97,6 +89,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `config` for a server on `dir`, with the clusters' lines when the suites run on them
+/// (`SIGHTHUB_TEST_REDIS`, `SIGHTHUB_TEST_NATS`; the exchange's unless `embedded_exchange`).
+pub fn on_clusters(dir: &Path, config: Option<String>, embedded_exchange: bool) -> Option<String> {
+    let mut config = if embedded_exchange {
+        config
+    } else {
+        with_nats_exchange(dir, config)
+    };
+    if let Some(lines) = redis_storage_lines(dir) {
+        config = Some(format!("{}\n{lines}", config.unwrap_or_default()));
+    }
+    config
 }
 
 /// The Redis Cluster the suites run on, when `SIGHTHUB_TEST_REDIS` names its nodes

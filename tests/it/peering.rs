@@ -47,6 +47,10 @@ impl Proc {
 
     fn start_on(dir: &Path, config: &str, tls: bool, listen: &str) -> Proc {
         let path = dir.with_extension("toml");
+        // On the clusters when the suites run there: each instance under its own prefix and
+        // stream, its runtime peers and keys in the cluster.
+        let config =
+            crate::common::on_clusters(dir, Some(config.to_owned()), false).unwrap_or_default();
         std::fs::write(&path, config).expect("config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sighthub"));
         cmd.arg("serve")
