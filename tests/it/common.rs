@@ -189,6 +189,9 @@ pub fn spawn_until_listening(mut cmd: Command, echo: bool) -> (Child, String) {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        // Below the server's keep-alive idle limit (`header_timeout_seconds`, 30 s): a
+        // connection the server is closing is never picked for the next request.
+        .pool_idle_timeout(Duration::from_secs(20))
         .build()
         .expect("client")
 }
