@@ -9,7 +9,9 @@
 //! - [`commit`]: group commit ([`GroupCommit`], [`Ticket`]), batching the fsyncs of
 //!   concurrent writers.
 //! - [`journal`]: fjall journal helpers: [`journal::JournalSyncer`] (the group commit's
-//!   persist step) and [`journal::seal`] (a clean shutdown with nothing left to replay).
+//!   persist step), [`journal::seal`] (a clean shutdown with nothing left to replay) and
+//!   [`journal::Rotator`] (a short active journal while running, so a restart after a crash
+//!   replays little).
 //! - [`file`]: small files replaced atomically and durably ([`file::replace_durably`]).
 //! - [`stats`]: a fjall database's own activity (memtables, flushes, compactions, journals).
 //! - [`secret`]: the one generator of the keys and tokens the server makes.
