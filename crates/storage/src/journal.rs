@@ -347,29 +347,34 @@ fn rotate_loop(
     flag: &(Mutex<bool>, Condvar),
 ) {
     let value = pad_value();
+    let mut pause = ROTATE_CHECK;
     loop {
         {
             let (lock, wake) = flag;
             let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
             let (guard, _) = wake
-                .wait_timeout_while(guard, ROTATE_CHECK, |stop| !*stop)
+                .wait_timeout_while(guard, pause, |stop| !*stop)
                 .unwrap_or_else(|e| e.into_inner());
             if *guard {
                 return;
             }
         }
+        pause = ROTATE_CHECK;
         match rotate_if_long(db, dir, spaces, from, &value, flag) {
             Ok(Some(len)) => tracing::debug!(journal_bytes = len, "sealed the active journal"),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "could not seal the active journal"),
+            Err(e) => {
+                // A poisoned database fails every time: do not log it five times a second.
+                tracing::warn!(error = %e, "could not seal the active journal; next try in 30 s");
+                pause = Duration::from_secs(30);
+            }
         }
     }
 }
 
 /// Pads and seals the active journal if it holds at least `from` bytes, then flushes every
 /// keyspace so that fjall can delete the sealed journal (it asks for those flushes itself,
-/// but only past its total journal size, and a request can be dropped when its queue is
-/// full); the size the journal had.
+/// but only in some cases); the size the journal had.
 fn rotate_if_long(
     db: &Database,
     dir: &Path,
