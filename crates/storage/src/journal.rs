@@ -393,7 +393,7 @@ fn rotate_if_long(
     };
     let file = std::fs::File::open(&path)?;
     let sync = |i: u32| -> Result<bool> {
-        if i % 8 == 0 {
+        if i.is_multiple_of(8) {
             db.persist(PersistMode::Buffer)?;
             file.sync_data()?;
         }
