@@ -151,6 +151,12 @@ pub struct StorageConfig {
     /// Memtable of the sightings in MiB: written values are held in memory until this much has
     /// accumulated, then flushed to a table on disk.
     pub memtable_mb: u64,
+    /// Active journal size (MiB) from which it is sealed in the background, so a restart after
+    /// `kill -9` replays at most about this much; each seal writes filler up to fjall's 64 MB
+    /// rotation size (about twice the bytes written on a write-only load, see
+    /// docs/PERFORMANCE.md). 0: off (a crash restart replays up to 64 MB, about 1.6 s with 1M
+    /// values).
+    pub journal_rotate_mb: u64,
     /// Where the sightings live: `embedded` (the data directory, default) or `redis` (a Redis
     /// Cluster shared by several front ends, `[storage.redis]`).
     pub backend: String,
@@ -163,6 +169,7 @@ impl Default for StorageConfig {
         Self {
             cache_mb: 64,
             memtable_mb: 16,
+            journal_rotate_mb: 16,
             backend: "embedded".to_owned(),
             redis: RedisStorageConfig::default(),
         }

@@ -9,7 +9,9 @@
 //! - [`commit`]: group commit ([`GroupCommit`], [`Ticket`]), batching the fsyncs of
 //!   concurrent writers.
 //! - [`journal`]: fjall journal helpers: [`journal::JournalSyncer`] (the group commit's
-//!   persist step) and [`journal::seal`] (a clean shutdown with nothing left to replay).
+//!   persist step), [`journal::seal`] (a clean shutdown with nothing left to replay) and
+//!   [`journal::Rotator`] (a short active journal while running, so a restart after a crash
+//!   replays little).
 //! - [`file`]: small files replaced atomically and durably ([`file::replace_durably`]).
 //! - [`docs`]: small shared documents (runtime keys, console sessions, runtime peers) behind
 //!   one seam ([`docs::Documents`]), cached and changed by compare-and-set ([`docs::Shared`]).

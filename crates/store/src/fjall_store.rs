@@ -10,7 +10,9 @@
 //! - `expiry`: [`Space::Expiry`], the expiry index.
 //! - `markers`: [`Space::Markers`], feeders' progress markers.
 //! - `pad`: always empty; scratch space of [`sighthub_storage::journal::seal`] at a clean
-//!   shutdown.
+//!   shutdown and of the [`sighthub_storage::journal::Rotator`] that keeps the active journal
+//!   short while the store is open (a restart after a crash replays at most about
+//!   [`sighthub_storage::journal::ROTATE_FROM`] bytes of journal).
 //!
 //! ## Writes and durability
 //! [`Engine::apply`] turns a [`Batch`] into one fjall write batch (atomic, appended to the
@@ -36,8 +38,11 @@ pub type FjallStore = Sightings<FjallEngine>;
 /// The fjall key-value engine: one keyspace per [`Space`], a journal made durable by a group
 /// commit. See the module docs.
 pub struct FjallEngine {
-    // `commit` is declared first so it is dropped (its thread joined) before the database.
+    // `commit` and `rotator` are declared first so they are dropped (their threads joined)
+    // before the database.
     commit: GroupCommit,
+    /// Keeps the active journal short, so a restart after a crash replays little.
+    rotator: Option<sighthub_storage::journal::Rotator>,
     db: Database,
     sightings: Keyspace,
     namespaces: Keyspace,
@@ -45,7 +50,7 @@ pub struct FjallEngine {
     expiry: Keyspace,
     /// Progress markers of feeders.
     markers: Keyspace,
-    /// Scratch space of [`FjallEngine::close`]; always empty between uses.
+    /// Scratch space of [`FjallEngine::close`] and of `rotator`; always empty between uses.
     pad: Keyspace,
     dir: std::path::PathBuf,
 }
@@ -80,8 +85,25 @@ impl FjallEngine {
         let pad = sighthub_storage::journal::pad_keyspace(&db)?;
         let mut syncer = sighthub_storage::journal::JournalSyncer::new(db.clone(), dir.join("db"));
         let commit = GroupCommit::start(Box::new(move || syncer.sync()))?;
+        let rotator = match opts.journal_rotate_bytes {
+            0 => None,
+            from => Some(sighthub_storage::journal::Rotator::start(
+                db.clone(),
+                dir.join("db"),
+                pad.clone(),
+                vec![
+                    sightings.clone(),
+                    namespaces.clone(),
+                    config.clone(),
+                    expiry.clone(),
+                    markers.clone(),
+                ],
+                from,
+            )?),
+        };
         Ok(Self {
             commit,
+            rotator,
             db,
             sightings,
             namespaces,
@@ -192,6 +214,9 @@ impl Engine for FjallEngine {
     /// Makes everything durable, flushes every memtable and seals the journal, so the next
     /// start has nothing to replay ([`sighthub_storage::journal::seal`]).
     fn close(&self) -> Result<()> {
+        if let Some(r) = &self.rotator {
+            r.stop();
+        }
         Ok(sighthub_storage::journal::seal(
             &self.db,
             &self.dir.join("db"),

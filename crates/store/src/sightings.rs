@@ -85,6 +85,11 @@ pub struct StoreOptions {
     /// flushes and compactions (each briefly blocks readers of the keyspace), more memory and
     /// a longer journal replay after a crash. Fjall engine only.
     pub memtable_bytes: u64,
+    /// Active journal size from which it is sealed in the background, so a restart after a
+    /// crash replays at most about this much ([`sighthub_storage::journal::Rotator`]; each
+    /// seal writes filler up to fjall's 64 MB rotation size); 0: never (a crash restart then
+    /// replays up to 64 MB). Fjall engine only.
+    pub journal_rotate_bytes: u64,
     /// Hourly stats buckets kept per value, counted back from the newest (0 = all).
     pub stats_retention_hours: u64,
     /// TTL given to shadow sightings (0 = forever).
@@ -100,6 +105,7 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: 64 * 1024 * 1024,
             memtable_bytes: 16 * 1024 * 1024,
+            journal_rotate_bytes: sighthub_storage::journal::ROTATE_FROM,
             stats_retention_hours: 0,
             shadow_ttl: 0,
             shadow: true,

@@ -420,6 +420,43 @@ fn close_leaves_a_small_journal_and_keeps_everything() {
     assert!(journal_bytes(dir.path()) < sighthub_storage::journal::CLOSE_PAD_FROM);
 }
 
+/// About fjall's journal files and the background rotation: fjall only. A long run of
+/// writes leaves a short active journal (so a restart after a crash replays little), and
+/// everything written survives a stop without the clean shutdown's seal.
+#[test]
+fn long_runs_of_writes_keep_the_active_journal_short() {
+    use sighthub_storage::journal::ROTATE_FROM;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = ns("rotate/values");
+    let long = "y".repeat(1000);
+    let total = 24_000;
+    {
+        let s = open::<FjallEngine>(dir.path());
+        let values: Vec<String> = (0..total).map(|i| format!("{long}-{i}")).collect();
+        for chunk in values.chunks(2_000) {
+            let ops: Vec<WriteOp<'_>> = chunk.iter().map(|v| WriteOp::new(&n, v, T0)).collect();
+            let (_, t) = s.write(&ops, T0).expect("write");
+            s.durability().wait_blocking(t).expect("durable");
+        }
+        // About 50 MB of journal were written, past ROTATE_FROM: the rotator seals the active
+        // journal in the background and fjall deletes the sealed one once flushed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut left = journal_bytes(dir.path());
+        while left >= ROTATE_FROM && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            left = journal_bytes(dir.path());
+        }
+        assert!(left < ROTATE_FROM, "the journals still hold {left} bytes");
+        // Dropped without `close`: no seal, as after a crash.
+    }
+    let s = open::<FjallEngine>(dir.path());
+    assert_eq!(s.count(&n, T0).expect("count"), Some(total as u64));
+    for i in [0, total / 2, total - 1] {
+        let v = found(s.read(&n, &format!("{long}-{i}"), T0).expect("read"));
+        assert_eq!((v.record.count, v.consensus), (1, 1));
+    }
+}
+
 /// About fjall's block cache and table files on disk, and a reopen: fjall only.
 #[test]
 fn data_ten_times_the_block_cache_reads_back() {
