@@ -161,8 +161,13 @@ pub fn open_store(cfg: &Config) -> Result<crate::backend::NodeStore, BootError> 
     let opts = StoreOptions {
         cache_bytes: cfg.storage.cache_mb.saturating_mul(1024 * 1024),
         memtable_bytes: cfg.storage.memtable_mb.clamp(1, 1024) * 1024 * 1024,
-        // Past fjall's 64 MB rotation size it would never seal anything.
-        journal_rotate_bytes: cfg.storage.journal_rotate_mb.min(60) * 1024 * 1024,
+        // `Config::validate` refuses more than MAX_JOURNAL_ROTATE_MB; kept under it here too.
+        journal_rotate_bytes: cfg
+            .storage
+            .journal_rotate_mb
+            .min(crate::config::MAX_JOURNAL_ROTATE_MB)
+            * 1024
+            * 1024,
         stats_retention_hours: cfg.stats.retention_hours,
         shadow_ttl: cfg.shadow.ttl,
         shadow: cfg.shadow.enabled,

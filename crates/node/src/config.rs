@@ -220,10 +220,20 @@ impl Default for RedisStorageConfig {
     }
 }
 
+/// Largest `journal_rotate_mb`: fjall seals its journal by itself at 64 MB.
+pub const MAX_JOURNAL_ROTATE_MB: u64 = 60;
+
 impl StorageConfig {
-    /// Checks `backend` and `[storage.redis]`.
+    /// Checks `journal_rotate_mb`, `backend` and `[storage.redis]`.
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.journal_rotate_mb > MAX_JOURNAL_ROTATE_MB {
+            return bad(format!(
+                "[storage] journal_rotate_mb = {} is past the journal's own rotation size; give \
+                 1 to {MAX_JOURNAL_ROTATE_MB}, or 0 to turn the background seal off",
+                self.journal_rotate_mb
+            ));
+        }
         match self.backend.as_str() {
             "embedded" => Ok(()),
             "redis" => {
@@ -536,6 +546,9 @@ mod test {
         .expect_err("braces");
         assert!(e.contains("prefix"), "{e}");
         check("[storage]\nbackend = 'redis'\n[storage.redis]\nnodes = ['h:1']").expect("valid");
+        let e = check("[storage]\njournal_rotate_mb = 64").expect_err("past 60");
+        assert!(e.contains("journal_rotate_mb = 64"), "{e}");
+        check("[storage]\njournal_rotate_mb = 0").expect("off");
         let cfg: Config = toml::from_str(
             "[storage.redis]\nnodes = ['h:1']\npassword_env = 'SIGHTHUB_TEST_UNSET_PW'",
         )

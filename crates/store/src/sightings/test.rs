@@ -457,6 +457,45 @@ fn long_runs_of_writes_keep_the_active_journal_short() {
     }
 }
 
+/// The control of the test above, and `journal_rotate_bytes = 0` (`[storage]
+/// journal_rotate_mb = 0`): without the rotator the same run leaves the long journal, which a
+/// restart replays whole, and still loses nothing.
+#[test]
+fn without_the_rotator_the_journal_stays_long_and_loses_nothing() {
+    use sighthub_storage::journal::ROTATE_FROM;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = ns("norotate/values");
+    let long = "z".repeat(1000);
+    let total = 24_000;
+    let opts = || StoreOptions {
+        journal_rotate_bytes: 0,
+        ..StoreOptions::default()
+    };
+    {
+        let s = open_with::<FjallEngine>(dir.path(), opts()).expect("open");
+        let values: Vec<String> = (0..total).map(|i| format!("{long}-{i}")).collect();
+        for chunk in values.chunks(2_000) {
+            let ops: Vec<WriteOp<'_>> = chunk.iter().map(|v| WriteOp::new(&n, v, T0)).collect();
+            let (_, t) = s.write(&ops, T0).expect("write");
+            s.durability().wait_blocking(t).expect("durable");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let left = journal_bytes(dir.path());
+        assert!(
+            left >= ROTATE_FROM,
+            "only {left} bytes of journal without the rotator"
+        );
+        // Dropped without `close`: no seal, as after a crash.
+    }
+    let s = open_with::<FjallEngine>(dir.path(), opts()).expect("reopen");
+    assert_eq!(s.count(&n, T0).expect("count"), Some(total as u64));
+    let v = found(
+        s.read(&n, &format!("{long}-{}", total - 1), T0)
+            .expect("read"),
+    );
+    assert_eq!(v.record.count, 1);
+}
+
 /// About fjall's block cache and table files on disk, and a reopen: fjall only.
 #[test]
 fn data_ten_times_the_block_cache_reads_back() {
