@@ -583,7 +583,9 @@ async fn close_seals_the_journal_and_reopen_keeps_everything() {
         );
         store.close().expect("close");
         let after = journal_bytes(dir.path());
-        assert!(after < 64 * 1024, "journal still holds {after} bytes");
+        // Within one batch of the seal's filler (about 1 MiB; see the sighting store's
+        // `close_leaves_a_small_journal_and_keeps_everything`).
+        assert!(after < 2 * 1024 * 1024, "journal still holds {after} bytes");
     }
     let store = open::<FjallLog>(dir.path(), StoreOptions::default());
     assert_eq!(store.durable(), n);
